@@ -1,0 +1,82 @@
+"""predict.py throughput and peak memory at two input sizes (at least 4x apart).
+
+    python bench/predict.py [--rows 50000 --factor 4 --model-uri models:/ltv-pipeline@champion]
+
+Generates two contract test sets (N and factor*N rows) in a temp folder, runs `predict.py` on each in a
+subprocess and reports rows/s (from predict.py's own timer) and the child's peak RSS. Memory should not
+grow with the input: prediction streams batches of `data.batch_rows`. Needs a registered model (run
+`python train.py` first); the tracking store is the project's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def run_once(data_root: Path, out: Path, model_uri: str, batch_rows: int) -> tuple[float, float, float]:
+    """(rows/s reported by predict.py, peak RSS in MB sampled every 20 ms, wall seconds)."""
+    import psutil
+
+    cmd = [
+        sys.executable,
+        str(ROOT / "predict.py"),
+        f"data.root={data_root}",
+        "data.generate=null",
+        "data.oracle_root=null",
+        f"output={out}",
+        f"model_uri={model_uri}",
+        f"data.batch_rows={batch_rows}",
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    ps, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, ps.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.02)
+    stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(stderr[-3000:])
+    m = re.search(r"\((\d+) rows, (\d+) rows/s\)", stdout)
+    return (float(m.group(2)) if m else float("nan")), peak / 2**20, wall
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=50_000, help="rows of the small input")
+    ap.add_argument("--factor", type=int, default=4)
+    ap.add_argument("--batch-rows", type=int, default=50_000)
+    ap.add_argument("--model-uri", default="models:/ltv-pipeline@champion")
+    args = ap.parse_args(argv)
+    from ltv.data.synthetic import generate
+
+    rows_per_hour = 5_000
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (args.rows, args.rows * args.factor):
+            hours = max(1, n // rows_per_hour)
+            root = Path(tmp) / f"d{n}"
+            generate(root, train_hours=1, test_hours=hours, rows_per_hour=rows_per_hour, seed=1)
+            rate, peak, wall = run_once(root, Path(tmp) / f"sub{n}.csv", args.model_uri, args.batch_rows)
+            results.append((hours * rows_per_hour, rate, peak, wall))
+    print(f"\n{'rows':>10} {'rows/s':>10} {'peak RSS MB':>12} {'wall s':>8}   (batch_rows={args.batch_rows})")
+    for n, rate, peak, wall in results:
+        print(f"{n:>10} {rate:>10.0f} {peak:>12.0f} {wall:>8.1f}")
+    (n0, _, p0, _), (n1, _, p1, _) = results
+    print(f"input x{n1 / n0:.1f} -> peak memory x{p1 / p0:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Figures a person would rather look at than read: calibration, deciles, gain curve, importance.
+
+Pure functions: arrays in, a matplotlib Figure out (the tracking layer saves and logs them).
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: runs in CI, servers and sweeps
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def calibration_plot(
+    y_true: np.ndarray, prob: np.ndarray, n_bins: int = 15, title: str = "Buyer calibration"
+):
+    """Reliability diagram on quantile bins of the predicted probability (log axes: buyers are rare)."""
+    y = np.asarray(y_true, dtype=float)
+    p = np.asarray(prob, dtype=float)
+    order = np.argsort(p, kind="stable")
+    bins = np.array_split(order, n_bins)
+    pred = np.array([p[b].mean() for b in bins if len(b)])
+    obs = np.array([y[b].mean() for b in bins if len(b)])
+    fig, ax = plt.subplots(figsize=(5, 5))
+    lo = max(min(pred.min(), obs[obs > 0].min() if (obs > 0).any() else pred.min()), 1e-5)
+    ax.plot([lo, 1], [lo, 1], color="grey", lw=1, ls="--", label="perfect")
+    ax.plot(pred, np.clip(obs, lo, None), marker="o", label="model")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="mean predicted P(buyer)",
+        ylabel="observed buyer rate",
+        title=title,
+    )
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def decile_plot(table: pd.DataFrame, title: str = "Revenue by predicted decile"):
+    """Bar chart of mean actual vs mean predicted revenue per prediction decile.
+
+    ``table`` has columns ``decile``, ``mean_actual``, ``mean_predicted`` (``ltv.metrics.decile_table``).
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = np.arange(len(table))
+    ax.bar(x - 0.2, table["mean_actual"], width=0.4, label="actual")
+    ax.bar(x + 0.2, table["mean_predicted"], width=0.4, label="predicted")
+    ax.set(
+        xticks=x,
+        xticklabels=[str(d) for d in table["decile"]],
+        xlabel="decile of prediction (1 = lowest)",
+        ylabel="mean iap_revenue_d7",
+        title=title,
+    )
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def gain_plot(y_true: np.ndarray, preds: dict[str, np.ndarray], title: str = "Cumulative revenue captured"):
+    """Gain (Lorenz) chart: share of total revenue captured by the top-x share of rows, per ranking."""
+    y = np.asarray(y_true, dtype=float)
+    total = y.sum()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    share = np.arange(1, len(y) + 1) / max(len(y), 1)
+    for name, pred in preds.items():
+        order = np.argsort(-np.asarray(pred, dtype=float), kind="stable")
+        gain = np.cumsum(y[order]) / total if total > 0 else share
+        ax.plot(share, gain, label=name)
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="random")
+    ax.set(xlabel="share of rows (ranked by prediction)", ylabel="share of revenue", title=title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def importance_plot(importance: pd.Series, top: int = 30, title: str = "Feature importance (gain)"):
+    """Horizontal bars of the ``top`` largest importances (a Series indexed by feature name)."""
+    imp = importance.sort_values(ascending=False).head(top)[::-1]
+    fig, ax = plt.subplots(figsize=(7, max(3, 0.25 * len(imp) + 1)))
+    ax.barh(imp.index.astype(str), imp.values)
+    ax.set(xlabel="importance", title=title)
+    fig.tight_layout()
+    return fig

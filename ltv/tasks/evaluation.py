@@ -1,0 +1,95 @@
+"""Metrics and plots of one labelled split: shared by training (valid, holdout) and evaluate.py."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ltv import metrics, plots
+
+log = logging.getLogger(__name__)
+
+
+def split_metrics(
+    labels: pd.DataFrame, pred: np.ndarray, p_buyer: np.ndarray | None = None
+) -> dict[str, float]:
+    """RMSLE/RMSE/MAE/R2, normalised Gini, total predicted / total actual and (given p_buyer) buyer AUC."""
+    y = labels["iap_revenue_d7"].to_numpy(dtype=float)
+    out = {
+        "rmsle": metrics.rmsle(y, pred),
+        "rmse": metrics.rmse(y, pred),
+        "mae": metrics.mae(y, pred),
+        "r2": metrics.r2(y, pred),
+        "gini": metrics.normalized_gini(y, pred),
+        "total_ratio": metrics.total_ratio(y, pred),
+        "rows": float(len(y)),
+    }
+    if p_buyer is not None and "buyer_d7" in labels:
+        buyer = labels["buyer_d7"].to_numpy(dtype=float)
+        if 0 < buyer.sum() < len(buyer):
+            out["buyer_auc"] = metrics.auc(buyer, p_buyer)
+            out["buyer_pr_auc"] = metrics.pr_auc(buyer, p_buyer)
+            out["buyer_brier"] = metrics.brier(buyer, p_buyer)
+    return {k: float(v) for k, v in out.items()}
+
+
+def load_oracle(oracle_root: str | Path | None, subset: str, row_ids: pd.Series) -> pd.DataFrame | None:
+    """The generator's per-row oracle for ``row_ids`` (aligned, same order), or None when there is none."""
+    if not oracle_root:
+        return None
+    folder = Path(oracle_root) / subset
+    if not folder.is_dir():
+        return None
+    import pyarrow.dataset as ds
+
+    wanted = set(row_ids)
+    frames = []
+    for batch in ds.dataset(str(folder), format="parquet", partitioning="hive").to_batches(
+        columns=["row_id", "p_buyer", "e_log1p", "e_revenue"]
+    ):
+        df = batch.to_pandas()
+        frames.append(df[df["row_id"].isin(wanted)])
+    if not frames:
+        return None
+    oracle = pd.concat(frames).drop_duplicates("row_id").set_index("row_id")
+    aligned = oracle.reindex(pd.Index(row_ids))
+    if aligned["e_log1p"].isna().any():
+        log.warning(
+            "oracle misses %d of %d rows; not reported", int(aligned["e_log1p"].isna().sum()), len(aligned)
+        )
+        return None
+    return aligned.reset_index()
+
+
+def oracle_prediction(oracle: pd.DataFrame, objective: str) -> np.ndarray:
+    """The oracle's prediction for the objective: expm1(E[log1p y|x]) for rmsle, E[y|x] for revenue."""
+    if objective == "revenue":
+        return oracle["e_revenue"].to_numpy(dtype=float)
+    return np.expm1(oracle["e_log1p"].to_numpy(dtype=float))
+
+
+def split_figures(labels: pd.DataFrame, pred: np.ndarray, p_buyer, oracle_pred=None) -> dict[str, object]:
+    """Calibration, decile and gain figures of one split (name -> Figure)."""
+    y = labels["iap_revenue_d7"].to_numpy(dtype=float)
+    figs = {"deciles.png": plots.decile_plot(metrics.decile_table(y, pred))}
+    curves = {"model": pred}
+    if oracle_pred is not None:
+        curves["oracle"] = oracle_pred
+    figs["gain.png"] = plots.gain_plot(y, curves)
+    if p_buyer is not None and "buyer_d7" in labels:
+        figs["calibration.png"] = plots.calibration_plot(labels["buyer_d7"].to_numpy(dtype=float), p_buyer)
+    return figs
+
+
+def format_table(
+    rows: dict[str, dict[str, float]], keys=("rmsle", "rmse", "mae", "r2", "gini", "total_ratio", "buyer_auc")
+) -> str:
+    """A plain-text table: one line per named metric set."""
+    head = f"{'':<18}" + "".join(f"{k:>12}" for k in keys)
+    lines = [head]
+    for name, m in rows.items():
+        lines.append(f"{name:<18}" + "".join(f"{m.get(k, float('nan')):>12.4f}" for k in keys))
+    return "\n".join(lines)

@@ -1,0 +1,56 @@
+"""Where MLflow keeps runs: one sqlite store and one artifact folder, set explicitly everywhere.
+
+MLflow 3 refuses a plain ``file:./mlruns`` store unless an opt-in variable is set, and a stray
+``mlruns/*/meta.yaml`` flips its default back to that store; so every entry point calls :func:`setup`
+with an absolute sqlite URI and every experiment gets an absolute ``artifact_location``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PARENT_RUN_ENV = "LTV_MLFLOW_PARENT_RUN_ID"  # set by sweeps/multirun; train jobs nest under it
+
+
+def sqlite_uri(mlruns_dir: str | os.PathLike) -> str:
+    """``sqlite:///<abs>/mlflow.db`` for an mlruns folder (created if missing)."""
+    d = Path(mlruns_dir).expanduser().resolve()
+    d.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{d / 'mlflow.db'}"
+
+
+def setup(tracking_uri: str, experiment: str, artifact_root: str | os.PathLike) -> str:
+    """Point MLflow at ``tracking_uri`` and make sure ``experiment`` exists with an absolute artifact root.
+
+    Parameters
+    ----------
+    tracking_uri : str
+        Usually ``sqlite:///<abs path>/mlruns/mlflow.db``.
+    experiment : str
+        Experiment name; created when missing.
+    artifact_root : path
+        Folder under which the experiment's artifacts live (``<artifact_root>/<experiment>``).
+
+    Returns
+    -------
+    str
+        The experiment id.
+    """
+    import mlflow
+
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        location = Path(artifact_root).expanduser().resolve() / experiment
+        exp_id = client.create_experiment(experiment, artifact_location=location.as_uri())
+    else:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id

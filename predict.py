@@ -1,0 +1,17 @@
+"""Write a submission CSV (row_id,iap_revenue_d7) with the registered pipeline: `python predict.py`."""
+
+import hydra
+from omegaconf import DictConfig
+
+import ltv.config  # noqa: F401  (registers the ${ltv_root:} resolver)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    from ltv.tasks.predict import predict
+
+    predict(cfg)
+
+
+if __name__ == "__main__":
+    main()

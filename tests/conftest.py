@@ -1,0 +1,38 @@
+"""Shared fixtures: composed configs, tiny generated data, a private MLflow store per test session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_entry(script: str, *overrides: str, cwd: Path, timeout: int = 600, env: dict | None = None):
+    """Run an entry script (train.py / predict.py / evaluate.py) in a subprocess; fail with its output."""
+    full_env = {**os.environ, "PYTHONHASHSEED": "0", **(env or {})}
+    full_env.pop(("LTV_MLFLOW_PARENT_RUN_ID"), None)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / script), *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{script} {' '.join(overrides)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    """A project root for the session's end-to-end runs: data/, mlruns/, outputs/ live under it."""
+    return tmp_path_factory.mktemp("ltv-root")

@@ -1,0 +1,88 @@
+"""The whole loop on tiny generated data: train -> registry -> predict -> evaluate -> load elsewhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import run_entry
+
+
+@pytest.fixture(scope="module")
+def trained(workdir):
+    proc = run_entry("train.py", "experiment=tiny", f"paths.root={workdir}", cwd=workdir)
+    return workdir, proc
+
+
+def _runs(db):
+    with sqlite3.connect(db) as con:
+        return con.execute("select run_uuid, status, name from runs").fetchall()
+
+
+def test_train_logs_one_finished_run_and_registers(trained):
+    root, proc = trained
+    runs = _runs(root / "mlruns" / "mlflow.db")
+    assert [r[1] for r in runs] == ["FINISHED"]
+    with sqlite3.connect(root / "mlruns" / "mlflow.db") as con:
+        metrics = dict(con.execute("select key, value from latest_metrics").fetchall())
+        params = dict(con.execute("select key, value from params").fetchall())
+        aliases = dict(con.execute("select alias, version from registered_model_aliases").fetchall())
+    for split in ("valid", "holdout"):
+        for m in ("rmsle", "rmse", "mae", "r2", "gini", "total_ratio", "buyer_auc"):
+            assert f"{split}.{m}" in metrics, f"{split}.{m} not logged"
+    assert 0 < metrics["holdout.rmsle"] < 3
+    # the model must beat predicting zero, and the oracle must beat the model
+    assert metrics["holdout.oracle.rmsle"] <= metrics["holdout.rmsle"] + 1e-9
+    assert params["classifier.n_estimators"] == "60"
+    assert params["data.splits.valid.start"] == "2025-10-01-08"
+    assert aliases == {"candidate": 1, "champion": 1}
+    assert "run:" in proc.stdout and "models:/ltv-pipeline/1" in proc.stdout
+
+
+def test_predict_then_evaluate_submission(trained):
+    root, _ = trained
+    out = root / "outputs" / "sub.csv"
+    run_entry("predict.py", f"paths.root={root}", f"output={out}", cwd=root)
+    sub = pd.read_csv(out)
+    sample = pd.read_csv(root / "data" / "tiny" / "sample_submission.csv")
+    assert list(sub.columns) == ["row_id", "iap_revenue_d7"]
+    assert sorted(sub.row_id) == sorted(sample.row_id)  # every test row exactly once
+    assert sub.row_id.is_unique
+    assert np.isfinite(sub.iap_revenue_d7).all() and (sub.iap_revenue_d7 >= 0).all()
+    assert sub.iap_revenue_d7.std() > 0
+    assert not list(out.parent.glob(".*tmp*"))
+    proc = run_entry("evaluate.py", f"paths.root={root}", f"submission={out}", cwd=root)
+    assert "submission" in proc.stdout and "oracle" in proc.stdout
+    proc = run_entry("evaluate.py", f"paths.root={root}", cwd=root)
+    holdout = [ln for ln in proc.stdout.splitlines() if ln.startswith("holdout")]
+    assert holdout, proc.stdout
+
+
+def test_registered_model_loads_in_fresh_process_elsewhere(trained, tmp_path):
+    root, _ = trained
+    code = (
+        "import json, mlflow, pandas as pd\n"
+        "from ltv.serving.signature import input_example\n"
+        f"mlflow.set_tracking_uri('sqlite:///{root}/mlruns/mlflow.db')\n"
+        "m = mlflow.pyfunc.load_model('models:/ltv-pipeline@champion')\n"
+        "out = m.predict(input_example(3))\n"
+        "print(json.dumps([float(v) for v in out['iap_revenue_d7']]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    values = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(values) == 3 and all(v >= 0 for v in values)
