@@ -42,16 +42,16 @@ def calibration_plot(
 def decile_plot(table: pd.DataFrame, title: str = "Revenue by predicted decile"):
     """Bar chart of mean actual vs mean predicted revenue per prediction decile.
 
-    ``table`` has columns ``decile``, ``mean_actual``, ``mean_predicted`` (``ltv.metrics.decile_table``).
+    ``table`` has columns ``decile``, ``mean_actual``, ``mean_pred`` (``ltv.metrics.decile_table``).
     """
     fig, ax = plt.subplots(figsize=(7, 4))
     x = np.arange(len(table))
     ax.bar(x - 0.2, table["mean_actual"], width=0.4, label="actual")
-    ax.bar(x + 0.2, table["mean_predicted"], width=0.4, label="predicted")
+    ax.bar(x + 0.2, table["mean_pred"], width=0.4, label="predicted")
     ax.set(
         xticks=x,
         xticklabels=[str(d) for d in table["decile"]],
-        xlabel="decile of prediction (1 = lowest)",
+        xlabel="decile of prediction (1 = highest)",
         ylabel="mean iap_revenue_d7",
         title=title,
     )

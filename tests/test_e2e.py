@@ -86,3 +86,55 @@ def test_registered_model_loads_in_fresh_process_elsewhere(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     values = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(values) == 3 and all(v >= 0 for v in values)
+
+
+def test_failed_training_is_marked_failed_and_registers_nothing(trained, tmp_path):
+    root, _ = trained
+    db = tmp_path / "mlruns" / "mlflow.db"
+    overrides = [
+        "experiment=tiny",
+        f"paths.root={root}",
+        f"tracking.uri=sqlite:///{db}",
+        f"tracking.artifact_root={tmp_path / 'mlruns'}",
+        "data.splits.valid.start=2030-01-01-00",
+        "data.splits.valid.end=2030-01-01-23",
+    ]
+    with pytest.raises(AssertionError, match="valid"):  # the error names the empty window
+        run_entry("train.py", *overrides, cwd=root)
+    assert [r[1] for r in _runs(db)] == ["FAILED"]
+    with sqlite3.connect(db) as con:
+        assert con.execute("select count(*) from model_versions").fetchone()[0] == 0
+
+
+def test_served_predictions_equal_predict_py(trained, tmp_path):
+    """POST raw test rows (maps as [key, value] lists and as objects) to `mlflow models serve`."""
+    import pyarrow.parquet as pq
+    import requests
+
+    from tests.serving_utils import serve_model, table_to_records
+
+    root, _ = trained
+    out = tmp_path / "sub.csv"
+    run_entry("predict.py", f"paths.root={root}", f"output={out}", cwd=root)
+    expected = pd.read_csv(out).set_index("row_id")["iap_revenue_d7"]
+    files = sorted((root / "data" / "tiny" / "test").rglob("*.parquet"))
+    table = pq.read_table(files[0]).slice(0, 40)
+    hour_folder = files[0].parent.name.split("=", 1)[1]
+    records = table_to_records(table, maps_as="pairs")
+    for rec in records[:20]:
+        rec["datetime"] = hour_folder
+    objects = table_to_records(table, maps_as="objects")
+    for rec in objects[20:]:
+        rec["datetime"] = hour_folder
+    records[20:] = objects[20:]
+    with serve_model("models:/ltv-pipeline@champion", f"sqlite:///{root}/mlruns/mlflow.db") as url:
+        resp = requests.post(f"{url}/invocations", json={"dataframe_records": records}, timeout=60)
+        assert resp.status_code == 200, resp.text
+        body = resp.json()["predictions"]
+        served = [row["iap_revenue_d7"] if isinstance(row, dict) else row for row in body]
+        bad = requests.post(
+            f"{url}/invocations", json={"dataframe_records": [{"hour": "01", "weekday": "x"}]}, timeout=60
+        )
+        assert 400 <= bad.status_code < 500 and "weekday" in bad.text
+    want = expected.loc[[r["row_id"] for r in records]].to_numpy()
+    np.testing.assert_allclose(served, want, rtol=1e-5, atol=1e-6)  # the CSV keeps 6 significant digits
