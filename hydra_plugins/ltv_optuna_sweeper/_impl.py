@@ -1,0 +1,271 @@
+"""The ``ltv_optuna`` sweep loop: Optuna ask/tell over Hydra launcher batches, one MLflow parent run."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from ltv.tracking.sweep import param_key, parent_run, read_job_run_id, tracking_from_config
+
+from . import _report
+from ._search_space import SearchSpace, parse_search_space
+
+log = logging.getLogger(__name__)
+
+DIRECTIONS = ("minimize", "maximize")
+
+
+class SweepFailedError(RuntimeError):
+    """Raised when more than ``max_failure_rate`` of the planned trials failed."""
+
+
+def resolve_storage(storage: str | None, cwd: Path, default_dir: Path | None = None) -> str:
+    """The Optuna storage URL; relative sqlite paths are resolved against ``cwd``.
+
+    None means ``sqlite:///<default_dir>/optuna.db``, ``default_dir`` defaulting to ``<cwd>/mlruns``.
+    """
+    if storage is None:
+        storage = f"sqlite:///{default_dir or cwd / 'mlruns'}/optuna.db"
+    if storage.startswith("sqlite:///") and storage != "sqlite:///:memory:":
+        path = Path(storage[len("sqlite:///") :]).expanduser()
+        path = (path if path.is_absolute() else cwd / path).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{path}"
+    return storage
+
+
+def grid_points(space: SearchSpace) -> dict[str, list[Any]]:
+    """The grid GridSampler walks; only discrete distributions have one."""
+    grid: dict[str, list[Any]] = {}
+    for name, dist in space.distributions.items():
+        if isinstance(dist, CategoricalDistribution):
+            grid[name] = list(dist.choices)
+        elif isinstance(dist, IntDistribution) and not dist.log:
+            grid[name] = list(range(dist.low, dist.high + 1, dist.step))
+        elif isinstance(dist, FloatDistribution) and dist.step is not None:
+            n = round((dist.high - dist.low) / dist.step)
+            grid[name] = [dist.low + i * dist.step for i in range(n + 1)]
+        else:
+            raise ValueError(f"grid sampler: '{name}' is continuous ({dist}); use choice(...) or range(...)")
+    return grid
+
+
+def build_sampler(sampler_cfg: Any, space: SearchSpace, n_existing: int) -> optuna.samplers.BaseSampler:
+    """Instantiate the sampler config; the seed is offset by the trials already in the study.
+
+    A resumed study with the same seed would replay the random start-up points it already tried. The
+    grid sampler is the exception: its seed fixes the order of the grid, which must not change between
+    invocations (it numbers grid points by that order and skips the numbers already run).
+    """
+    cfg = OmegaConf.create(
+        OmegaConf.to_container(sampler_cfg, resolve=True)
+        if isinstance(sampler_cfg, DictConfig)
+        else sampler_cfg
+    )
+    kwargs: dict[str, Any] = {}
+    grid = str(cfg.get("_target_", "")).endswith("GridSampler")
+    if grid:
+        kwargs["search_space"] = grid_points(space)
+    elif cfg.get("seed") is not None:
+        kwargs["seed"] = int(cfg.seed) + n_existing
+    return instantiate(cfg, **kwargs)
+
+
+def objective_value(ret: JobReturn) -> tuple[float | None, str | None]:
+    """``(value, None)`` for a usable float return, else ``(None, why)``: raised, None, NaN, not a number."""
+    if ret.status != JobStatus.COMPLETED:
+        return None, f"job raised {type(ret._return_value).__name__}: {ret._return_value}"
+    value = ret._return_value
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None, f"job returned {value!r}, not a float"
+    if math.isnan(value):
+        return None, "job returned NaN"
+    return value, None
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, value: float | None) -> None:
+    """``study.tell``: COMPLETE with ``value``, FAIL when None.
+
+    GridSampler calls ``study.stop()`` after the last grid point, which raises outside ``optimize``; the
+    trial is stored by then, and ``n_trials`` was already capped at the grid size.
+    """
+    try:
+        if value is None:
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, value)
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
+
+
+class LtvOptunaSweeperImpl(Sweeper):
+    """See ``config.LtvOptunaSweeperConf`` for the parameters."""
+
+    def __init__(
+        self,
+        sampler: Any,
+        direction: str = "minimize",
+        study_name: str | None = None,
+        storage: str | None = None,
+        n_trials: int = 20,
+        n_jobs: int = 1,
+        max_failure_rate: float = 0.25,
+        params: Any = None,
+        plots: bool = True,
+    ) -> None:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"hydra.sweeper.direction must be one of {DIRECTIONS}, got {direction!r}")
+        if int(n_trials) < 1 or int(n_jobs) < 1:
+            raise ValueError(f"hydra.sweeper.n_trials and n_jobs must be >= 1, got {n_trials} and {n_jobs}")
+        if not 0.0 <= float(max_failure_rate) <= 1.0:
+            raise ValueError(f"hydra.sweeper.max_failure_rate must be in [0, 1], got {max_failure_rate}")
+        self.sampler = sampler
+        self.direction = direction
+        self.study_name = study_name
+        self.storage = storage
+        self.n_trials = int(n_trials)
+        self.n_jobs = int(n_jobs)
+        self.max_failure_rate = float(max_failure_rate)
+        self.params = params
+        self.plots = plots
+        self.config: DictConfig | None = None
+        self.launcher = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def _space(self, arguments: list[str]) -> SearchSpace:
+        params = [f"{k}={v}" for k, v in (self.params or {}).items()]
+        space = parse_search_space(params + list(arguments), config_loader=self.hydra_context.config_loader)
+        if not space.distributions:
+            raise ValueError(
+                "ltv_optuna: nothing to search; set hydra.sweeper.params (e.g. hparams_search=...) "
+                "or pass a sweep override such as x='interval(0, 1)'"
+            )
+        return space
+
+    def sweep(self, arguments: list[str]) -> optuna.Study:
+        cfg = self.config
+        space = self._space(arguments)
+        cwd = Path(OmegaConf.select(cfg, "hydra.runtime.cwd", default=None) or Path.cwd())
+        uri = tracking_from_config(cfg)[0]  # studies live beside the MLflow sqlite db when there is one
+        db_dir = Path(uri[len("sqlite:///") :]).parent if uri.startswith("sqlite:///") else None
+        storage = resolve_storage(self.storage, cwd, db_dir)
+        name = self.study_name or f"{cfg.hydra.job.name}-{space.fingerprint()}"
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction=self.direction, load_if_exists=True
+        )
+        n_before = len(study.get_trials(deepcopy=False))
+        study.sampler = build_sampler(self.sampler, space, n_before)
+        n_trials = self.n_trials
+        if isinstance(study.sampler, optuna.samplers.GridSampler):
+            n_grid = math.prod(len(v) for v in grid_points(space).values())
+            n_trials = min(n_trials, max(n_grid - n_before, 0))
+        log.info("ltv_optuna: study %r in %s: %d trials so far, %d more", name, storage, n_before, n_trials)
+        sweep_dir = Path(cfg.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
+        tags = {"sweeper": "ltv_optuna", "optuna_study_name": name, "optuna_storage": storage}
+        with parent_run(cfg, run_name=name, tags=tags) as parent_id:
+            self._log_settings(parent_id, space, n_trials, n_before)
+            n_failed = self._run_trials(study, space, parent_id, n_trials, job_idx=n_before)
+            summary = _report.results(study, n_failed)
+            files = [_report.write_results(summary, sweep_dir)]
+            files += _report.save_plots(study, sweep_dir) if self.plots and summary["n_complete"] else []
+            _report.log_to_parent(parent_id, summary, files)
+        log.info("ltv_optuna: best value %s with %s", summary["best_value"], summary["best_params"])
+        return study
+
+    def _log_settings(self, parent_id: str, space: SearchSpace, n_trials: int, n_before: int) -> None:
+        import mlflow
+
+        params = {
+            "sweeper.direction": self.direction,
+            "sweeper.n_trials": n_trials,
+            "sweeper.n_jobs": self.n_jobs,
+            "sweeper.max_failure_rate": self.max_failure_rate,
+            "sweeper.sampler": OmegaConf.select(OmegaConf.create(self.sampler), "_target_", default=None),
+            "sweeper.trials_before": n_before,
+        }
+        params.update({param_key(f"space.{k}"): repr(v) for k, v in space.distributions.items()})
+        params.update({param_key(f"fixed.{k}"): v for k, v in space.fixed.items()})
+        client = mlflow.MlflowClient()
+        for key, value in params.items():
+            client.log_param(parent_id, key, value)
+
+    def _run_trials(
+        self, study: optuna.Study, space: SearchSpace, parent_id: str, n_trials: int, job_idx: int
+    ) -> int:
+        """Ask, launch and tell in batches of ``n_jobs``; return the number of failed trials."""
+        n_done = n_failed = 0
+        while n_done < n_trials:
+            trials = [study.ask(space.distributions) for _ in range(min(self.n_jobs, n_trials - n_done))]
+            batch = [space.overrides(t.params) for t in trials]
+            try:
+                self.validate_batch_is_legal(batch)
+            except Exception:
+                # A config error is not the trials' fault, but they must not stay RUNNING in the study.
+                for trial in trials:
+                    tell(study, trial, None)
+                raise
+            returns = self.launcher.launch(batch, initial_job_idx=job_idx)
+            job_idx += len(returns)
+            for trial, ret in zip(trials, returns, strict=True):
+                n_failed += self._tell(study, trial, ret, parent_id)
+            n_done += len(trials)
+            if n_failed / n_trials > self.max_failure_rate:
+                raise SweepFailedError(
+                    f"ltv_optuna: {n_failed} of {n_trials} planned trials failed (after {n_done}), more than "
+                    f"max_failure_rate={self.max_failure_rate}; see the warnings above for each failure"
+                )
+        return n_failed
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, parent_id: str) -> int:
+        import mlflow
+
+        value, error = objective_value(ret)
+        output_dir = (
+            OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir", default=None)
+            if ret.hydra_cfg
+            else None
+        )
+        child_id = read_job_run_id(output_dir)
+        client = mlflow.MlflowClient()
+        if child_id:
+            trial.set_user_attr("mlflow_run_id", child_id)
+            client.set_tag(child_id, "optuna_trial_number", str(trial.number))
+            client.set_tag(child_id, "optuna_study_name", study.study_name)
+        trial.set_user_attr("overrides", list(ret.overrides or []))
+        tell(study, trial, value)
+        if error is None:
+            client.log_metric(parent_id, "trial_value", value, step=trial.number)
+            return 0
+        raised = ret._return_value if isinstance(ret._return_value, BaseException) else None
+        log.warning(
+            "ltv_optuna: trial %d failed (%s): %s",
+            trial.number,
+            " ".join(ret.overrides or []),
+            error,
+            exc_info=raised,
+        )
+        return 1

@@ -1,0 +1,69 @@
+"""Every search space under conf/hparams_search composes, parses, and names keys that exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+import ltv.config  # noqa: F401  (registers the ${ltv_root:} resolver)
+from hydra_plugins.ltv_optuna_sweeper._impl import LtvOptunaSweeperImpl
+from hydra_plugins.ltv_optuna_sweeper._search_space import parse_search_space
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+SPACES = sorted(p.stem for p in (CONF / "hparams_search").glob("*.yaml"))
+
+
+def composed(*overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_the_four_spaces_exist():
+    assert {"lgbm_classifier", "lgbm_regressor", "lgbm_gate", "full"} <= set(SPACES)
+
+
+def test_plain_sweeper_selection_gets_a_seeded_tpe():
+    sweeper = composed("hydra/sweeper=ltv_optuna").hydra.sweeper
+    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed == 42
+    assert sweeper.direction == "minimize" and sweeper.max_failure_rate == 0.25
+    random = composed("hydra/sweeper=ltv_optuna", "hydra/sweeper/sampler=random").hydra.sweeper.sampler
+    assert random._target_ == "optuna.samplers.RandomSampler"
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_space_composes_and_every_key_exists_with_a_matching_type(name):
+    cfg = composed(f"hparams_search={name}")
+    sweeper = cfg.hydra.sweeper
+    assert cfg.hydra.mode.name == "MULTIRUN" and sweeper._target_.endswith("LtvOptunaSweeper")
+    assert sweeper.direction == "minimize" and sweeper.study_name == name
+    assert sweeper.sampler.seed == cfg.seed  # the project seed has one home
+    settings = OmegaConf.to_container(sweeper, resolve=True)
+    LtvOptunaSweeperImpl(**{k: v for k, v in settings.items() if k not in ("_target_", "_recursive_")})
+    space = parse_search_space(f"{k}={v}" for k, v in sweeper.params.items())
+    assert len(space.distributions) == len(sweeper.params) and not space.fixed
+    header = "\n".join(
+        line
+        for line in (CONF / "hparams_search" / f"{name}.yaml").read_text().splitlines()
+        if line.startswith("#")
+    )
+    for key, dist in space.distributions.items():
+        assert key in header, f"{name}.yaml does not document {key} in its comment"
+        if "." not in key:  # a config group: every option must compose
+            for option in dist.choices:
+                assert OmegaConf.select(composed(f"{key}={option}"), key) is not None
+            continue
+        current = OmegaConf.select(cfg, key)
+        assert current is not None, f"{name}.yaml sweeps {key}, which the config does not have"
+        if isinstance(dist, IntDistribution):
+            assert isinstance(current, int) and not isinstance(current, bool), key
+        elif isinstance(dist, FloatDistribution):
+            assert isinstance(current, float | int) and not isinstance(current, bool), key
+            assert dist.low < dist.high
+        elif isinstance(dist, CategoricalDistribution):
+            assert {type(c) for c in dist.choices} == {type(current)}, key
