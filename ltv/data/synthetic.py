@@ -1,0 +1,257 @@
+"""Synthetic data to the contract (DATA_CONTRACT.md), with an exact per-row oracle.
+
+``generate`` writes ``<root>/train`` and ``<root>/test`` hive partitions (``datetime=YYYY-MM-DD-HH-00``),
+``<root>/sample_submission.csv`` and, last, ``<root>/_GENERATOR.json``; the oracle (P(buyer),
+E[log1p y | x], E[y | x], and the test labels) goes to a separate folder no model reads. The generative
+model is described in docs/generator.md. Each hour is drawn from its own seed (seed, split, hour), so
+hours are independent and a run is reproducible value for value.
+
+CLI: ``python -m ltv.data.synthetic --root data/synthetic --rows-per-hour 1000 --seed 0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import inspect
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ltv.contract import PARTITION_COLUMN, PARTITION_FORMAT, ROW_ID
+from ltv.data._arrowgen import uuid4_strings
+from ltv.data._hour import ORACLE_COLUMNS, SPLIT_CODE, draw_hour, hour_table, oracle_table
+from ltv.data._writer import write_csv, write_parquet
+
+__all__ = ["ORACLE_COLUMNS", "draw_hour", "ensure_generated", "generate", "hour_table", "main", "parse_hour"]
+
+log = logging.getLogger(__name__)
+
+GENERATOR_VERSION = 1
+MARKER = "_GENERATOR.json"
+ORACLE_MARKER = "_ORACLE.json"
+_PARAM_NAMES = (
+    "train_start",
+    "train_hours",
+    "test_start",
+    "test_hours",
+    "rows_per_hour",
+    "files_per_hour",
+    "seed",
+)
+
+
+def parse_hour(text: str) -> dt.datetime:
+    """'YYYY-MM-DD-HH' (or the partition form 'YYYY-MM-DD-HH-00') as an aware UTC datetime."""
+    try:
+        return dt.datetime.strptime(str(text)[:13], "%Y-%m-%d-%H").replace(tzinfo=dt.timezone.utc)
+    except ValueError as err:
+        raise ValueError(f"hour {text!r}: expected 'YYYY-MM-DD-HH'") from err
+
+
+def _part_numbers(rng: np.random.Generator, k: int) -> list[int]:
+    """Spark-like part numbers: 0 first, then non-contiguous."""
+    return [0, *np.cumsum(rng.integers(1, 40, k - 1)).tolist()]
+
+
+def _write_split(tmp: Path, otmp: Path, split: str, hours: list[dt.datetime], p: dict) -> list[str]:
+    """Write one split's hours (data + oracle); return its row ids in order."""
+    job = uuid4_strings(np.random.default_rng([p["seed"], SPLIT_CODE[split], 7]), 1)[0].as_py()
+    row_ids, t0, done = [], time.perf_counter(), 0
+    for i, when in enumerate(hours):
+        cols, labels, orc = draw_hour(p["seed"], split, when, p["rows_per_hour"])
+        table = hour_table(cols, labels, split)
+        folder = f"{PARTITION_COLUMN}={when.strftime(PARTITION_FORMAT)}"
+        bounds = np.linspace(0, table.num_rows, p["files_per_hour"] + 1).astype(int)
+        parts = _part_numbers(np.random.default_rng([p["seed"], SPLIT_CODE[split], i]), p["files_per_hour"])
+        for k, part in enumerate(parts):
+            chunk = table.slice(bounds[k], bounds[k + 1] - bounds[k])
+            write_parquet(chunk, tmp / split / folder / f"part-{part:05d}-{job}-c000.snappy.parquet")
+        write_parquet(
+            oracle_table(cols[ROW_ID], orc, labels if split != "train" else None),
+            otmp / split / folder / "part-00000.parquet",
+        )
+        row_ids.append(cols[ROW_ID])
+        done += table.num_rows
+        if (i + 1) % max(1, len(hours) // 10) == 0 or i + 1 == len(hours):
+            rate = done / max(time.perf_counter() - t0, 1e-9)
+            log.info("%s: %d/%d hours, %d rows, %.0f rows/s", split, i + 1, len(hours), done, rate)
+    return [s for arr in row_ids for s in arr.to_pylist()]
+
+
+def _params(train_start, train_hours, test_start, test_hours, rows_per_hour, files_per_hour, seed) -> dict:
+    for name, value in (("train_hours", train_hours), ("test_hours", test_hours)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
+    for name, value in (("rows_per_hour", rows_per_hour), ("files_per_hour", files_per_hour)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    if files_per_hour > rows_per_hour:
+        raise ValueError(
+            f"files_per_hour={files_per_hour} exceeds rows_per_hour={rows_per_hour}: files would be empty"
+        )
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+    parse_hour(train_start), parse_hour(test_start)
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "train_start": str(train_start)[:13],
+        "train_hours": train_hours,
+        "test_start": str(test_start)[:13],
+        "test_hours": test_hours,
+        "rows_per_hour": rows_per_hour,
+        "files_per_hour": files_per_hour,
+        "seed": seed,
+    }
+
+
+def default_oracle_root(root: str | os.PathLike) -> Path:
+    """``<root>_oracle``: a sibling folder, outside the data root that models read."""
+    root = Path(root)
+    return root.with_name(root.name + "_oracle")
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst``, replacing what is there (old copy moved aside first, then removed)."""
+    old = dst.with_name(f"{dst.name}.old-{os.getpid()}")
+    if dst.exists():
+        os.replace(dst, old)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def generate(
+    root: str | os.PathLike,
+    *,
+    train_start: str = "2025-10-01-00",
+    train_hours: int = 144,
+    test_start: str = "2025-10-08-00",
+    test_hours: int = 96,
+    rows_per_hour: int = 1000,
+    files_per_hour: int = 1,
+    seed: int = 0,
+    oracle_root: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Generate a contract data set under ``root`` and its oracle under ``oracle_root``; return ``root``.
+
+    Parameters
+    ----------
+    root : folder to create (must not exist unless ``overwrite``).
+    train_start, test_start : first hour of each split, 'YYYY-MM-DD-HH' (UTC).
+    train_hours, test_hours : number of hourly partitions per split.
+    rows_per_hour : rows in every hour; ``files_per_hour`` part files share them.
+    seed : seeds every hour together with (split, hour); same parameters -> same values.
+    oracle_root : where the oracle goes; default ``<root>_oracle`` (a sibling, never inside ``root``).
+    overwrite : replace an existing ``root`` / ``oracle_root``.
+
+    Returns
+    -------
+    Path of ``root``. Everything is built in ``<root>.tmp-<pid>`` and renamed at the end, with
+    ``_GENERATOR.json`` written last, so an interrupted run leaves nothing that looks complete.
+    """
+    p = _params(train_start, train_hours, test_start, test_hours, rows_per_hour, files_per_hour, seed)
+    root, oroot = _targets(root, oracle_root, overwrite)
+    tmp, otmp = (Path(f"{d}.tmp-{os.getpid()}") for d in (root, oroot))
+    t0 = time.perf_counter()
+    try:
+        for d in (tmp, otmp):
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
+        _write_split(tmp, otmp, "train", _hour_list(p["train_start"], train_hours), p)
+        test_ids = _write_split(tmp, otmp, "test", _hour_list(p["test_start"], test_hours), p)
+        write_csv(test_ids, tmp / "sample_submission.csv")
+        info = {
+            "params": p,
+            "rows": {"train": train_hours * rows_per_hour, "test": test_hours * rows_per_hour},
+        }
+        _write_json(otmp / ORACLE_MARKER, {**info, "data_root": str(root)})
+        _write_json(tmp / MARKER, {**info, "oracle_root": str(oroot)})
+        _replace_dir(otmp, oroot)
+        _replace_dir(tmp, root)
+    finally:
+        for d in (tmp, otmp):
+            shutil.rmtree(d, ignore_errors=True)
+    rows, secs = (train_hours + test_hours) * rows_per_hour, time.perf_counter() - t0
+    log.info("generated %d rows in %.1f s (%.0f rows/s) -> %s", rows, secs, rows / max(secs, 1e-9), root)
+    return root
+
+
+def _targets(root, oracle_root, overwrite: bool) -> tuple[Path, Path]:
+    """Absolute data and oracle roots, refusing an oracle inside the data or a folder not ours to replace."""
+    root = Path(root).absolute()
+    oroot = Path(oracle_root).absolute() if oracle_root is not None else default_oracle_root(root)
+    if oroot == root or root in oroot.parents:
+        raise ValueError(
+            f"oracle_root {oroot} must lie outside root {root}: models read everything under root"
+        )
+    if root.exists() and not overwrite:
+        raise FileExistsError(f"{root} exists; pass overwrite=True (--overwrite) to replace it")
+    if oroot.exists() and not overwrite and not (oroot / ORACLE_MARKER).exists():
+        raise FileExistsError(
+            f"oracle_root {oroot} exists and was not written by the generator; pass overwrite=True"
+        )
+    return root, oroot
+
+
+def _hour_list(start: str, count: int) -> list[dt.datetime]:
+    first = parse_hour(start)
+    return [first + dt.timedelta(hours=h) for h in range(count)]
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def ensure_generated(root: str | os.PathLike, **kwargs) -> Path:
+    """Generate unless ``<root>/_GENERATOR.json`` records the same parameters and its oracle is there.
+
+    Takes ``generate``'s keyword arguments; cheap when the data is present (reads one small file). Output
+    of the generator with other parameters is regenerated; a ``root`` without the marker (a real export)
+    is never replaced unless ``overwrite=True``.
+    """
+    root = Path(root).absolute()
+    overwrite = kwargs.pop("overwrite", False)
+    unknown = set(kwargs) - set(_PARAM_NAMES) - {"oracle_root"}
+    if unknown:
+        raise TypeError(f"ensure_generated: unexpected argument(s) {sorted(unknown)}")
+    defaults = {k: v.default for k, v in inspect.signature(generate).parameters.items() if k in _PARAM_NAMES}
+    wanted = _params(*({**defaults, **kwargs}[k] for k in _PARAM_NAMES))
+    oroot = Path(kwargs["oracle_root"]).absolute() if kwargs.get("oracle_root") else default_oracle_root(root)
+    marker = root / MARKER
+    if marker.exists():
+        meta = json.loads(marker.read_text())
+        if meta.get("params") == wanted and meta.get("oracle_root") == str(oroot) and oroot.is_dir():
+            log.info("synthetic data present at %s (same parameters); not regenerating", root)
+            return root
+        overwrite = True  # the generator's own output, with other parameters or without its oracle
+    return generate(root, overwrite=overwrite, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """CLI entry: ``python -m ltv.data.synthetic --root data/synthetic [...]``."""
+    ap = argparse.ArgumentParser(prog="python -m ltv.data.synthetic", description=__doc__.split("\n")[0])
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--train-start", default="2025-10-01-00")
+    ap.add_argument("--train-hours", type=int, default=144)
+    ap.add_argument("--test-start", default="2025-10-08-00")
+    ap.add_argument("--test-hours", type=int, default=96)
+    ap.add_argument("--rows-per-hour", type=int, default=1000)
+    ap.add_argument("--files-per-hour", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--oracle-root", default=None)
+    ap.add_argument("--overwrite", action="store_true")
+    args = vars(ap.parse_args(argv))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return generate(args.pop("root"), **args)
+
+
+if __name__ == "__main__":
+    main()
