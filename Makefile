@@ -50,10 +50,10 @@ evaluate: $(STAMP) ## metrics of the champion on the holdout window
 	$(BIN)/python evaluate.py $(ARGS)
 
 serve: $(STAMP) ## serve the champion over HTTP on $(HOST):$(SERVE_PORT) (POST /invocations)
-	$(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local -h $(HOST) -p $(SERVE_PORT)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local -h $(HOST) -p $(SERVE_PORT)
 
 ui: $(STAMP) ## MLflow UI on $(HOST):$(UI_PORT) over the project's store
-	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) -h $(HOST) -p $(UI_PORT)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) -h $(HOST) -p $(UI_PORT)
 
 lint: $(STAMP) ## ruff lint + format check
 	$(BIN)/ruff check .

@@ -1,70 +1,10 @@
-"""Test helpers for the model server: start `mlflow models serve` on loopback; raw rows as JSON records."""
+"""Raw contract rows as JSON records, the way a client of the model server sends them."""
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import socket
-import subprocess
-import sys
-import time
 
 import pyarrow as pa
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serve_model(model_uri: str, tracking_uri: str, timeout: float = 180.0):
-    """Yield the base URL of a scoring server for ``model_uri`` on 127.0.0.1; always stop it."""
-    import requests
-
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "models",
-        "serve",
-        "-m",
-        model_uri,
-        "--env-manager",
-        "local",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "-w",
-        "1",
-    ]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"model server exited: {proc.stdout.read()[-4000:]}")
-            try:
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"model server did not answer /ping within {timeout}s")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _jsonable(value, maps_as: str):

@@ -111,7 +111,8 @@ def test_served_predictions_equal_predict_py(trained, tmp_path):
     import pyarrow.parquet as pq
     import requests
 
-    from tests.serving_utils import serve_model, table_to_records
+    from ltv.serving.server import ModelServer
+    from tests.serving_utils import table_to_records
 
     root, _ = trained
     out = tmp_path / "sub.csv"
@@ -127,7 +128,10 @@ def test_served_predictions_equal_predict_py(trained, tmp_path):
     for rec in objects[20:]:
         rec["datetime"] = hour_folder
     records[20:] = objects[20:]
-    with serve_model("models:/ltv-pipeline@champion", f"sqlite:///{root}/mlruns/mlflow.db") as url:
+    with ModelServer(
+        "models:/ltv-pipeline@champion", f"sqlite:///{root}/mlruns/mlflow.db", startup_timeout=180
+    ) as srv:
+        url = srv.url
         resp = requests.post(f"{url}/invocations", json={"dataframe_records": records}, timeout=60)
         assert resp.status_code == 200, resp.text
         body = resp.json()["predictions"]

@@ -1,0 +1,164 @@
+"""Model server latency (single-row requests) and throughput (1,000-row requests), measured by the client.
+
+    python bench/serve.py [--model-uri models:/ltv-pipeline@champion] [--requests 200] [--batches 20]
+
+Starts ``mlflow models serve --env-manager local`` on 127.0.0.1 (a free port), waits for /ping, sends
+``--requests`` single-row requests (p50 / p99 / max latency over one keep-alive connection) and
+``--batches`` requests of ``--batch-rows`` rows (rows/s), prints a table and stops the server. Request rows
+are contract rows: the test split of ``--data`` when given (e.g. data/synthetic), else seeded stand-in rows
+with every nested kind populated. When the model URI does not resolve in the tracking store (no model
+registered yet), a stand-in pipeline (``ltv.serving.testing.ConstantishPipeline``) is logged to a temp store
+and served instead; the table says which. Goal (issue 6): single-row p50 under 20 ms on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ltv import contract as c  # noqa: E402
+from ltv.serving.server import ModelServer  # noqa: E402
+from ltv.serving.testing import ConstantishPipeline, contract_rows  # noqa: E402
+
+
+def resolve_model(model_uri: str, tracking_uri: str, tmp: Path) -> tuple[str, str, str]:
+    """(model_uri, tracking_uri, description): the requested model, or a stand-in logged to ``tmp``."""
+    import mlflow
+
+    from ltv.tracking import store
+    from ltv.tracking.pyfunc import log_pipeline
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        mlflow.models.get_model_info(model_uri)
+        return model_uri, tracking_uri, model_uri
+    except Exception as e:  # noqa: BLE001 - any failure to resolve means: no such model here
+        reason = f"{type(e).__name__}"
+    uri = store.sqlite_uri(tmp / "mlruns")
+    store.setup(uri, "bench-serve", tmp / "mlruns")
+    with mlflow.start_run():
+        log_pipeline(ConstantishPipeline())
+    return "models:/ltv-pipeline@champion", uri, f"stand-in ConstantishPipeline ({model_uri}: {reason})"
+
+
+def request_rows(n: int, data: str | None) -> tuple[list[dict], str]:
+    """``n`` contract rows as JSON-ready records (maps as [key, value] lists, NaN as null)."""
+    if data:
+        import pyarrow.dataset as ds
+
+        dataset = ds.dataset(Path(data) / "test", format="parquet", partitioning="hive")
+        table = dataset.head(n, columns=c.FEATURE_COLUMNS + [c.PARTITION_COLUMN, c.ROW_ID])
+        source = f"{data}/test"
+    else:
+        table, source = contract_rows(n, seed=7), "stand-in contract rows"
+    return [_jsonable(r) for r in table.to_pylist()], source
+
+
+def _jsonable(v):
+    """NaN -> None and tuples -> lists, recursively (strict JSON, maps as [key, value] lists)."""
+    if isinstance(v, float) and v != v:
+        return None
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def timed_post(session, url: str, records: list[dict]) -> float:
+    body = json.dumps({"dataframe_records": records})
+    t0 = time.perf_counter()
+    resp = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=120)
+    dt = time.perf_counter() - t0
+    if resp.status_code != 200:
+        raise RuntimeError(f"server answered {resp.status_code}: {resp.text[-1500:]}")
+    if len(resp.json()["predictions"]) != len(records):
+        raise RuntimeError("server returned a different number of predictions than rows sent")
+    return dt
+
+
+def server_cpu_s(server: ModelServer) -> float:
+    """CPU seconds (user + system) used so far by the server's processes (the CLI and uvicorn)."""
+    import psutil
+
+    root = psutil.Process(server.proc.pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def run(args) -> list[tuple[str, str]]:
+    import requests
+
+    with tempfile.TemporaryDirectory(prefix="ltv-bench-serve-") as tmp:
+        model_uri, tracking_uri, what = resolve_model(args.model_uri, args.tracking_uri, Path(tmp))
+        records, source = request_rows(max(args.batch_rows, args.requests), args.data)
+        t0 = time.perf_counter()
+        with ModelServer(model_uri, tracking_uri=tracking_uri, startup_timeout=180) as server:
+            startup = time.perf_counter() - t0
+            url = server.url + "/invocations"
+            with requests.Session() as s:
+                for i in range(10):  # warm-up: first requests import and allocate
+                    timed_post(s, url, records[i : i + 1])
+                cpu0 = server_cpu_s(server)
+                single = np.array([timed_post(s, url, records[i : i + 1]) for i in range(args.requests)])
+                cpu_single = (server_cpu_s(server) - cpu0) / args.requests * 1e3
+                batch = records[: args.batch_rows]
+                batch_s = np.array([timed_post(s, url, batch) for _ in range(args.batches)])
+    single *= 1e3
+    p50, p99 = np.percentile(single, [50, 99])
+    load = os.getloadavg()[0]
+    return [
+        ("model", what),
+        ("request rows", source),
+        ("server start to /ping", f"{startup:.1f} s"),
+        (
+            f"single-row requests ({args.requests})",
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {single.max():.1f} ms",
+        ),
+        ("single-row p50 goal < 20 ms", "met" if p50 < 20 else "NOT met"),
+        ("server CPU per single-row request", f"{cpu_single:.1f} ms (load-independent cost)"),
+        (
+            f"{args.batch_rows}-row requests ({args.batches})",
+            f"{args.batch_rows * args.batches / batch_s.sum():,.0f} rows/s (median {np.median(batch_s) * 1e3:.0f} ms/request)",
+        ),
+        ("cpus, 1-min load average at the end", f"{os.cpu_count()}, {load:.1f}"),
+    ]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-uri", default="models:/ltv-pipeline@champion")
+    default_store = f"sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}"
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", default_store))
+    parser.add_argument("--requests", type=int, default=200, help="single-row requests")
+    parser.add_argument("--batches", type=int, default=20, help="multi-row requests")
+    parser.add_argument("--batch-rows", type=int, default=1000)
+    parser.add_argument("--data", default=None, help="contract data root whose test split supplies rows")
+    args = parser.parse_args(argv)
+    rows = run(args)
+    width = max(len(k) for k, _ in rows)
+    print(f"\n{'bench/serve.py':<{width}}  result")
+    print(f"{'-' * width}  {'-' * 40}")
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The registered model's code (MLflow "models from code"): raw contract rows in, iap_revenue_d7 out.
+
+MLflow copies this file into the logged model and executes it at load time; the ``ltv`` package travels as
+``code_paths``, so the model loads where ltv is not installed. The fitted pipeline is the joblib artifact
+``pipeline``. Input rows are validated and typed by :func:`ltv.serving.coerce.frame_to_table`; a request
+that breaks the contract raises an ``MlflowException`` with ``INVALID_PARAMETER_VALUE``, which the scoring
+server answers with HTTP 400 and the message (it names the column, the row and the expectation).
+"""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
+
+from ltv.serving.coerce import InputError, frame_to_table
+from ltv.serving.signature import OUTPUT_COLUMN, PARTS_PARAM
+
+
+def _as_frame(model_input) -> pd.DataFrame:
+    """A DataFrame from what pyfunc may hand over without an input schema (frame, records, columns)."""
+    if isinstance(model_input, pd.DataFrame):
+        return model_input
+    if isinstance(model_input, list) and all(isinstance(r, dict) for r in model_input):
+        return pd.DataFrame(model_input)
+    if isinstance(model_input, dict):
+        return pd.DataFrame(model_input)
+    raise InputError(
+        f"expected contract rows as a DataFrame, a list of records or a dict of columns, "
+        f"got {type(model_input).__name__}",
+        None,
+        "a DataFrame of contract rows",
+    )
+
+
+def _checked(pred, n: int) -> np.ndarray:
+    """The pipeline's predictions as float64; finite and one per row, or an internal (5xx) error."""
+    pred = np.asarray(pred, dtype=np.float64).reshape(-1)
+    if pred.shape[0] != n:
+        raise MlflowException(f"pipeline returned {pred.shape[0]} predictions for {n} rows", INTERNAL_ERROR)
+    bad = np.flatnonzero(~np.isfinite(pred))
+    if bad.size:
+        raise MlflowException(f"pipeline returned a non-finite prediction for row {bad[0]}", INTERNAL_ERROR)
+    return np.maximum(pred, 0.0)  # the metric clips at 0 too; a -1e-17 from float noise is not an error
+
+
+class LTVPyfuncModel(mlflow.pyfunc.PythonModel):
+    """Pyfunc wrapper of the fitted pipeline (``predict(pa.Table)`` / ``predict_parts(pa.Table)``)."""
+
+    pipeline = None
+
+    def load_context(self, context) -> None:
+        import joblib
+
+        self.pipeline = joblib.load(context.artifacts["pipeline"])
+
+    # No type hints on model_input: MLflow would derive the signature from them, and its scoring server
+    # then accepts only {"inputs": ...} bodies, not dataframe_records / dataframe_split.
+    def predict(self, context, model_input, params=None):
+        """Predicted ``iap_revenue_d7`` per input row (finite, >= 0), in input order.
+
+        Parameters
+        ----------
+        model_input : pandas.DataFrame (or records / dict of columns)
+            Raw contract rows; see :func:`ltv.serving.coerce.frame_to_table` for what is accepted.
+        params : dict, optional
+            ``{"parts": True}`` adds the pipeline's ``predict_parts`` columns after ``iap_revenue_d7``.
+        """
+        try:
+            table = frame_to_table(_as_frame(model_input))
+        except InputError as e:
+            raise MlflowException(str(e), INVALID_PARAMETER_VALUE) from e
+        out = pd.DataFrame({OUTPUT_COLUMN: _checked(self.pipeline.predict(table), table.num_rows)})
+        if (params or {}).get(PARTS_PARAM):
+            parts = pd.DataFrame(self.pipeline.predict_parts(table)).reset_index(drop=True)
+            out = pd.concat([out, parts.drop(columns=[OUTPUT_COLUMN], errors="ignore")], axis=1)
+        return out
+
+
+mlflow.models.set_model(LTVPyfuncModel())
