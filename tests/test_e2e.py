@@ -49,7 +49,7 @@ def test_train_logs_one_finished_run_and_registers(trained):
 def test_predict_then_evaluate_submission(trained):
     root, _ = trained
     out = root / "outputs" / "sub.csv"
-    run_entry("predict.py", f"paths.root={root}", f"output={out}", cwd=root)
+    run_entry("predict.py", "data=tiny", f"paths.root={root}", f"output={out}", cwd=root)
     sub = pd.read_csv(out)
     sample = pd.read_csv(root / "data" / "tiny" / "sample_submission.csv")
     assert list(sub.columns) == ["row_id", "iap_revenue_d7"]
@@ -58,9 +58,9 @@ def test_predict_then_evaluate_submission(trained):
     assert np.isfinite(sub.iap_revenue_d7).all() and (sub.iap_revenue_d7 >= 0).all()
     assert sub.iap_revenue_d7.std() > 0
     assert not list(out.parent.glob(".*tmp*"))
-    proc = run_entry("evaluate.py", f"paths.root={root}", f"submission={out}", cwd=root)
+    proc = run_entry("evaluate.py", "data=tiny", f"paths.root={root}", f"submission={out}", cwd=root)
     assert "submission" in proc.stdout and "oracle" in proc.stdout
-    proc = run_entry("evaluate.py", f"paths.root={root}", cwd=root)
+    proc = run_entry("evaluate.py", "data=tiny", f"paths.root={root}", cwd=root)
     holdout = [ln for ln in proc.stdout.splitlines() if ln.startswith("holdout")]
     assert holdout, proc.stdout
 
@@ -116,7 +116,7 @@ def test_served_predictions_equal_predict_py(trained, tmp_path):
 
     root, _ = trained
     out = tmp_path / "sub.csv"
-    run_entry("predict.py", f"paths.root={root}", f"output={out}", cwd=root)
+    run_entry("predict.py", "data=tiny", f"paths.root={root}", f"output={out}", cwd=root)
     expected = pd.read_csv(out).set_index("row_id")["iap_revenue_d7"]
     files = sorted((root / "data" / "tiny" / "test").rglob("*.parquet"))
     table = pq.read_table(files[0]).slice(0, 40)
@@ -142,3 +142,39 @@ def test_served_predictions_equal_predict_py(trained, tmp_path):
         assert 400 <= bad.status_code < 500 and "weekday" in bad.text
     want = expected.loc[[r["row_id"] for r in records]].to_numpy()
     np.testing.assert_allclose(served, want, rtol=1e-5, atol=1e-6)  # the CSV keeps 6 significant digits
+
+
+def test_multirun_one_parent_with_nested_jobs(trained, tmp_path):
+    """`train.py -m classifier=lgbm,lgbm_deep sampling=none,histos_aggressive`: 4 jobs under one parent."""
+    root, _ = trained
+    db = tmp_path / "mlruns" / "mlflow.db"
+    run_entry(
+        "train.py",
+        "-m",
+        "experiment=tiny",
+        f"paths.root={root}",
+        f"tracking.uri=sqlite:///{db}",
+        f"tracking.artifact_root={tmp_path / 'mlruns'}",
+        "tracking.log_model=false",
+        "tracking.log_plots=false",
+        "classifier=lgbm,lgbm_deep",
+        "sampling=none,histos_aggressive",
+        f"hydra.sweep.dir={tmp_path / 'multi'}",
+        cwd=root,
+        timeout=900,
+    )
+    with sqlite3.connect(db) as con:
+        runs = con.execute("select run_uuid, status from runs").fetchall()
+        parents = dict(
+            con.execute("select run_uuid, value from tags where key='mlflow.parentRunId'").fetchall()
+        )
+        params = con.execute(
+            "select run_uuid, key, value from params where key like 'classifier.%' or key like 'sampling.%'"
+        ).fetchall()
+    assert len(runs) == 5 and all(status == "FINISHED" for _, status in runs)
+    (parent,) = {r for r, _ in runs} - set(parents)
+    assert set(parents.values()) == {parent}
+    combos = {}
+    for run, key, value in params:
+        combos.setdefault(run, {})[key] = value
+    assert len({tuple(sorted(c.items())) for c in combos.values()}) == 4  # four distinct configurations ran
