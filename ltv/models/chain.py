@@ -1,0 +1,241 @@
+"""LTVModel: the whole chain (samplers, buyer classifier, gate + whale model, revenue regressor,
+ensemble head) as one picklable object with fit / predict on numeric feature frames.
+
+Row roles (nothing is fitted on holdout/test rows):
+- train rows: boosters, samplers, whale model, base and meta learners (meta on out-of-fold inputs);
+- valid window, first ``1 - calibration_fraction`` by time ("early-stopping rows"): early stopping of
+  every booster and of the meta learner;
+- valid window, the later ``calibration_fraction`` ("calibration rows"): probability calibration,
+  gate tuning and the stacking head's smearing, i.e. these post-processors are fitted on rows no
+  booster trained or stopped on. The regressor's smearing factors use every valid buyer: they are
+  dominated by a few whales and need the sample, and early stopping only picked a round count there.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time as _time
+
+import numpy as np
+import pandas as pd
+
+from ltv.contract import TARGET
+from ltv.models._lgbm import check_frame
+from ltv.models.ensemble import check_objective, hurdle_prediction
+from ltv.models.gate import IDENTITY
+from ltv.models.meta import first_stage_frame, time_folds
+from ltv.sampling import SamplingPlan
+
+log = logging.getLogger(__name__)
+BUYER = "buyer_d7"
+
+
+class LTVModel:
+    """Full model chain predicting ``iap_revenue_d7`` in dollars.
+
+    Parameters
+    ----------
+    classifier : unfitted ``BuyerClassifier``. regressor : unfitted ``RevenueRegressor`` (first horizon
+        must be iap_revenue_d7). gate : unfitted ``Gate``. ensemble : ``HurdleEnsemble`` or
+        ``StackingEnsemble``. sampling : ``SamplingPlan`` or None (no resampling).
+    objective : 'rmsle' (expm1(E[log1p y | x])) or 'revenue' (E[y | x]).
+    random_state : seed propagated to the components that have none set.
+    calibration_fraction : share of the valid window (latest by time) used for calibration rows.
+    """
+
+    def __init__(self, classifier, regressor, gate, ensemble, sampling=None, objective="rmsle",
+                 random_state=0, calibration_fraction: float = 0.5):  # fmt: skip
+        self.classifier = classifier
+        self.regressor = regressor
+        self.gate = gate
+        self.ensemble = ensemble
+        self.sampling = sampling
+        self.objective = objective
+        self.random_state = random_state
+        self.calibration_fraction = calibration_fraction
+
+    # ---- validation --------------------------------------------------------------------------------
+    def _check(self, X, labels, name):
+        check_frame(X, name)
+        needed = [BUYER, *self.regressor.horizons]
+        missing = [c for c in needed if c not in labels.columns]
+        if missing:
+            raise ValueError(f"labels for {name} lack column(s) {missing}")
+        if len(labels) != len(X):
+            raise ValueError(f"labels for {name} have {len(labels)} rows, {name} has {len(X)}")
+        return labels.reset_index(drop=True)
+
+    def _split_valid(self, n: int, time_valid):
+        f = float(self.calibration_fraction)
+        if not 0.0 < f < 1.0:
+            raise ValueError(f"calibration_fraction must be in (0, 1), got {f}")
+        order = np.arange(n) if time_valid is None else np.argsort(np.asarray(time_valid), kind="stable")
+        cut = int(round(n * (1.0 - f)))
+        if cut < 1 or cut >= n:
+            raise ValueError(
+                f"valid window of {n} rows is too small to split for early stopping and calibration"
+            )
+        return np.sort(order[:cut]), np.sort(order[cut:])
+
+    # ---- first stage -------------------------------------------------------------------------------
+    def _fit_first_stage(self, clf, reg, gate, X, labels, es=None):
+        """Fit classifier, regressor and whale model on train rows (early stopping on ``es`` if given)."""
+        plan = self.sampling if self.sampling is not None else SamplingPlan()
+        rev = labels[TARGET].to_numpy()
+        idx, w = SamplingPlan.apply(copy.deepcopy(plan.classifier), X, rev)
+        clf_es = None if es is None else (es[0], es[1][BUYER].to_numpy())
+        clf.fit(X.iloc[idx], labels[BUYER].to_numpy()[idx], w, eval_set=clf_es,
+                calibration_set=None if es is None else es[2])  # fmt: skip
+        buyers = np.flatnonzero(labels[BUYER].to_numpy() == 1)
+        Xb, Lb = X.iloc[buyers], labels.iloc[buyers]
+        idx, w = SamplingPlan.apply(copy.deepcopy(plan.regressor), Xb, Lb[TARGET].to_numpy())
+        reg_es = gate_es = None
+        if es is not None:
+            b_es = es[1][BUYER].to_numpy() == 1
+            reg_es = (es[0].iloc[np.flatnonzero(b_es)], es[1].iloc[np.flatnonzero(b_es)])
+            gate_es = (reg_es[0], reg_es[1][TARGET].to_numpy())
+        reg.fit(Xb.iloc[idx], Lb.iloc[idx], w, eval_set=reg_es)
+        gate.fit_whale(Xb, Lb[TARGET].to_numpy(), eval_set=gate_es)
+        return clf, reg, gate
+
+    def _frame(self, X, clf=None, reg=None, gate=None, direct=None) -> pd.DataFrame:
+        clf, reg, gate = clf or self.classifier_, reg or self.regressor_, gate or self.gate_
+        direct = direct or getattr(self, "direct_", None)
+        raw = clf.predict_raw(X)
+        p = raw if clf.calibrator_ is None else clf.calibrator_.transform(raw)
+        whale = gate.whale_score(X)
+        frame = first_stage_frame(raw, p, whale, reg.predict_log(X), reg.predict_dollars(X),
+                                  self.gate_.params_, X.index)  # fmt: skip
+        if direct is not None:
+            frame["log_direct"] = direct.predict_log(X)[TARGET].to_numpy()
+        return frame
+
+    def _direct_model(self):
+        """E[log1p y | x] on all rows (the single-model baseline), a stacking meta-feature: the regressor's
+        parameters with one horizon, d7."""
+        return type(self.regressor)(**{**self.regressor.get_params(), "horizons": (TARGET,)})
+
+    def _oof_frame(self, X, labels, folds) -> pd.DataFrame:
+        """First-stage outputs of every train row from copies fitted on the other time blocks."""
+        parts = []
+        for k, block in enumerate(folds):
+            t0 = _time.perf_counter()
+            rest = np.setdiff1d(np.arange(len(X)), block)
+            clf, reg, gate = (
+                self.classifier_.fixed_clone(),
+                self.regressor_.fixed_clone(),
+                self.gate_.whale_clone(),
+            )
+            self._fit_first_stage(clf, reg, gate, X.iloc[rest], labels.iloc[rest])
+            direct = self.direct_.fixed_clone().fit(X.iloc[rest], labels.iloc[rest])
+            clf.calibrator_ = self.classifier_.calibrator_  # fitted on calibration rows, shared
+            reg.smearing_ = self.regressor_.smearing_
+            parts.append(self._frame(X.iloc[block], clf, reg, gate, direct))
+            log.info("out-of-fold block %d/%d: %d rows, %.0f rows/s", k + 1, len(folds), len(rest),
+                     len(rest) / (_time.perf_counter() - t0))  # fmt: skip
+        return pd.concat(parts).loc[X.index]
+
+    def _fit_post_processors(self, X_valid, labels_valid, X_cal, L_cal, objective):
+        """Smearing factors and the gate, on held-out rows."""
+        # smearing needs many buyers (whales dominate it) and rows the regressor never trained on: the
+        # whole valid window (early stopping only chose a round count there)
+        valid_buyers = np.flatnonzero(labels_valid[BUYER].to_numpy() == 1)
+        if valid_buyers.size:
+            self.regressor_.fit_smearing(X_valid.iloc[valid_buyers], labels_valid.iloc[valid_buyers])
+        self.gate_.params_ = dict(IDENTITY)
+        cal = self._frame(X_cal)
+        log_rev, rev = cal["log_rev_d7"].to_numpy(), cal["rev_d7"].to_numpy()
+        self.gate_.fit(
+            cal["p_buyer"].to_numpy(), L_cal[TARGET].to_numpy(),
+            lambda q: hurdle_prediction(q, log_rev, rev, objective),
+            whale_score=cal["whale_score"].to_numpy(), objective=objective,
+        )  # fmt: skip
+
+    # ---- public API --------------------------------------------------------------------------------
+    def fit(self, X, labels, X_valid, labels_valid, time=None, time_valid=None) -> LTVModel:
+        """Fit the chain on train rows ``(X, labels)`` and the valid window ``(X_valid, labels_valid)``.
+
+        ``time`` / ``time_valid`` order rows for the out-of-fold blocks and the valid split (row order
+        when None). Labels need buyer_d7 and the regressor's horizons.
+        """
+        t0 = _time.perf_counter()
+        objective = check_objective(self.objective)
+        if self.regressor.horizons[0] != TARGET:
+            raise ValueError(
+                f"regressor horizons must start with {TARGET}, got {list(self.regressor.horizons)}"
+            )
+        labels, labels_valid = self._check(X, labels, "X"), self._check(X_valid, labels_valid, "X_valid")
+        X = X.reset_index(drop=True)
+        X_valid = X_valid.reset_index(drop=True)
+        es_idx, cal_idx = self._split_valid(len(X_valid), time_valid)
+        X_es, L_es = X_valid.iloc[es_idx], labels_valid.iloc[es_idx]
+        X_cal, L_cal = X_valid.iloc[cal_idx], labels_valid.iloc[cal_idx]
+        self.classifier_ = copy.deepcopy(self.classifier)
+        self.regressor_ = copy.deepcopy(self.regressor)
+        self.gate_ = copy.deepcopy(self.gate)
+        self.direct_ = None  # fitted below for stacking only
+        for part in (self.classifier_, self.regressor_, self.gate_):
+            if getattr(part, "random_state", 0) is None:
+                part.random_state = self.random_state
+        self._fit_first_stage(self.classifier_, self.regressor_, self.gate_, X, labels,
+                              es=(X_es, L_es, (X_cal, L_cal[BUYER].to_numpy())))  # fmt: skip
+        self._fit_post_processors(X_valid, labels_valid, X_cal, L_cal, objective)
+        cal = self._frame(X_cal)  # p_gated with the fitted gate
+        y_cal = L_cal[TARGET].to_numpy()
+        self.ensemble_ = copy.deepcopy(self.ensemble)
+        if getattr(self.ensemble_, "needs_oof", False):
+            self.direct_ = self._direct_model().fit(X, labels, eval_set=(X_es, L_es))
+            cal = self._frame(X_cal)
+            self.folds_ = time_folds(time, len(X), self.ensemble_.n_folds)
+            oof = self._oof_frame(X, labels, self.folds_)
+            self.ensemble_.fit(
+                oof, X, labels[TARGET].to_numpy(), objective=objective, folds=self.folds_,
+                buyer=labels[BUYER].to_numpy(), eval_frame=self._frame(X_es), X_eval=X_es,
+                y_eval=L_es[TARGET].to_numpy(), buyer_eval=L_es[BUYER].to_numpy(), cal_frame=cal,
+                X_cal=X_cal, y_cal=y_cal, buyer_cal=L_cal[BUYER].to_numpy(),
+            )  # fmt: skip
+            self.oof_frame_ = oof
+        else:
+            self.ensemble_.fit(None, X, None, objective=objective)
+        self._collect()
+        log.info("LTVModel fitted: %d train rows in %.1f s (%.0f rows/s)", len(X), _time.perf_counter() - t0,
+                 len(X) / (_time.perf_counter() - t0))  # fmt: skip
+        return self
+
+    def _collect(self):
+        gating = self.gate_.fitted_params()
+        clf = self.classifier_
+        self.fitted_params_ = {
+            "objective": self.objective,
+            "buyer_threshold": {k: gating[k] for k in ("cutoff", "cap", "exponent", "whale_threshold")},
+            "gate": gating,  # logged as buyer_gating.json
+            "classifier": {"best_iteration": clf.best_iteration_, "calibration": clf.calibration,
+                           **clf.report_},
+            "regressor": {"best_iterations": list(self.regressor_.best_iterations_),
+                          "smearing": dict(self.regressor_.smearing_)},
+            "ensemble": type(self.ensemble_).__name__,
+        }  # fmt: skip
+        gain = clf.booster_.booster_.feature_importance("gain")
+        self.feature_importance_ = pd.Series(gain, index=clf.feature_names_in_, name="gain").sort_values(
+            ascending=False
+        )  # buyer classifier gain, the lead's importance plot
+        self.artifacts_ = {"reliability": clf.reliability_, "classifier_importance": self.feature_importance_}
+
+    def predict_parts(self, X) -> pd.DataFrame:
+        """Per row: p_buyer_raw, p_buyer (calibrated), whale_score, p_gated, log_rev_<h> (E[log1p y |
+        buyer, x]), rev_<h> (E[y | buyer, x] in dollars), hurdle (product prediction), final."""
+        if not hasattr(self, "ensemble_"):
+            raise ValueError("LTVModel is not fitted; call fit first")
+        check_frame(X)
+        frame = self._frame(X)
+        frame["hurdle"] = hurdle_prediction(
+            frame["p_gated"], frame["log_rev_d7"], frame["rev_d7"], self.objective
+        )
+        final = np.asarray(self.ensemble_.predict(frame, X), dtype=np.float64)
+        frame["final"] = np.clip(np.nan_to_num(final, nan=0.0, posinf=0.0), 0.0, None)
+        return frame
+
+    def predict(self, X) -> np.ndarray:
+        """Final ``iap_revenue_d7`` prediction in dollars: finite, >= 0."""
+        return self.predict_parts(X)["final"].to_numpy()

@@ -1,0 +1,112 @@
+"""Meta-features for the ensemble: first-stage outputs, time-ordered folds, out-of-fold risk encodings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ltv.models.gate import apply_gate
+
+_EPS = 1e-6
+
+
+def horizon_name(column: str) -> str:
+    """'iap_revenue_d14' -> 'd14' (suffix used in part / meta-feature names)."""
+    return column.rsplit("_", 1)[-1]
+
+
+def time_folds(time, n_rows: int, n_folds: int) -> list[np.ndarray]:
+    """Positions of ``n_folds`` contiguous time blocks (row order when ``time`` is None).
+
+    Blocked K-fold: each block's out-of-fold predictions come from models fitted on the other blocks.
+    The whole train window precedes the valid window, so no fold sees valid or holdout labels.
+    """
+    if int(n_folds) < 2:
+        raise ValueError(f"n_folds must be >= 2 for out-of-fold predictions, got {n_folds}")
+    if n_rows < n_folds:
+        raise ValueError(f"cannot split {n_rows} rows into {n_folds} folds")
+    order = np.arange(n_rows) if time is None else np.argsort(np.asarray(time), kind="stable")
+    return [np.sort(block) for block in np.array_split(order, int(n_folds))]
+
+
+def first_stage_frame(p_raw, p, whale, log_rev: pd.DataFrame, rev: pd.DataFrame, gate_params, index):
+    """One row per input row: the parts every ensemble reads (names used by ``predict_parts``)."""
+    frame = pd.DataFrame({"p_buyer_raw": p_raw, "p_buyer": p, "whale_score": whale}, index=index)
+    frame["p_gated"] = apply_gate(p, whale, **gate_params)
+    for col in log_rev.columns:
+        frame[f"log_rev_{horizon_name(col)}"] = log_rev[col].to_numpy()
+    for col in rev.columns:
+        frame[f"rev_{horizon_name(col)}"] = rev[col].to_numpy()
+    return frame
+
+
+def stack_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """Numeric meta-features of a first-stage frame: probabilities, per-horizon log revenue, whale
+    signal and buyer probability x predicted revenue (both on the log scale)."""
+    p = frame["p_buyer"].to_numpy()
+    q = frame["p_gated"].to_numpy()
+    logs = [c for c in frame.columns if c.startswith("log_rev_")]
+    out = pd.DataFrame(index=frame.index)
+    out["p_buyer"] = p
+    out["p_gated"] = q
+    out["logit_p"] = np.log(np.clip(p, _EPS, 1 - _EPS) / np.clip(1 - p, _EPS, None))
+    out["whale_score"] = frame["whale_score"].to_numpy()
+    for c in logs:
+        out[c] = frame[c].to_numpy()
+    out["p_x_log_rev"] = q * frame[logs[0]].to_numpy()  # the hurdle RMSLE composition
+    out["log_p_x_rev"] = np.log1p(q * frame[f"rev_{logs[0][len('log_rev_') :]}"].to_numpy())
+    if "log_direct" in frame:  # the chain's direct E[log1p y | x] model (stacking only)
+        out["log_direct"] = frame["log_direct"].to_numpy()
+    return out
+
+
+def _keys(column: pd.Series) -> pd.Series:
+    """Hashable group keys: category codes (fixed at fit time), numbers as floats, else strings."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return pd.Series(column.cat.codes.to_numpy(), index=column.index)
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        return column.astype("float64").fillna(-1.0)
+    return column.astype("object").where(column.notna(), "<NA>").astype(str)
+
+
+class RiskEncoder:
+    """Smoothed mean of log1p(d7 revenue) per value of a few raw columns (device / geo risk factors).
+
+    Parameters
+    ----------
+    columns : names looked up in X; absent ones are skipped (recorded in ``columns_``).
+    smoothing : pseudo-count pulling rare values to the global mean.
+    """
+
+    def __init__(self, columns=("country", "dev_os", "advertiser_category", "dev_make"), smoothing=50.0):
+        self.columns = columns
+        self.smoothing = smoothing
+
+    def _table(self, keys: pd.Series, target: np.ndarray) -> pd.Series:
+        stats = pd.DataFrame({"k": keys.to_numpy(), "y": target}).groupby("k")["y"].agg(["sum", "count"])
+        return (stats["sum"] + self.smoothing * self.prior_) / (stats["count"] + self.smoothing)
+
+    def fit(self, X: pd.DataFrame, y) -> RiskEncoder:
+        target = np.log1p(np.clip(np.asarray(y, dtype=np.float64), 0, None))
+        self.columns_ = [c for c in self.columns if c in X.columns]
+        self.prior_ = float(target.mean())
+        self.tables_ = {c: self._table(_keys(X[c]), target) for c in self.columns_}
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        out = pd.DataFrame(index=X.index)
+        for c in self.columns_:
+            out[f"risk_{c}"] = _keys(X[c]).map(self.tables_[c]).fillna(self.prior_).to_numpy(dtype=np.float64)
+        return out
+
+    def fit_transform_oof(self, X: pd.DataFrame, y, folds) -> pd.DataFrame:
+        """Out-of-fold encodings of the train rows (each block encoded by the other blocks), then a
+        full fit for later rows: a row's own label never enters its own encoding."""
+        self.fit(X, y)
+        out = pd.DataFrame(0.0, index=X.index, columns=[f"risk_{c}" for c in self.columns_])
+        y = np.asarray(y, dtype=np.float64)
+        for block in folds:
+            rest = np.setdiff1d(np.arange(len(X)), block)
+            enc = RiskEncoder(self.columns_, self.smoothing).fit(X.iloc[rest], y[rest])
+            out.iloc[block] = enc.transform(X.iloc[block]).to_numpy()
+        return out

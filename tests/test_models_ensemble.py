@@ -1,0 +1,230 @@
+"""Ensemble heads and the chain: out-of-fold stacking, log1p head, revenue totals, determinism."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+
+import cloudpickle
+import joblib
+import lightgbm as lgb
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from ltv import metrics
+from ltv.models import BuyerClassifier, RevenueRegressor
+from ltv.models.ensemble import head_target
+from ltv.models.testing import small_chain, split_data
+
+
+@pytest.fixture(scope="module")
+def data():
+    return split_data(n_train=8000, n_valid=8000, n_holdout=12000, seed=9)
+
+
+def _fit(model, data):
+    X, L, t, _ = data["train"]
+    Xv, Lv, tv, _ = data["valid"]
+    return model.fit(X, L, Xv, Lv, t, tv)
+
+
+@pytest.fixture(scope="module")
+def small():
+    """Less data for the tests that only inspect what the fit passed where."""
+    return split_data(n_train=3000, n_valid=2000, n_holdout=500, seed=9)
+
+
+@pytest.fixture(scope="module")
+def models(data):
+    return {
+        (e, o): _fit(small_chain(e, o), data) for e in ("hurdle", "stacking") for o in ("rmsle", "revenue")
+    }
+
+
+def test_rmsle_heads_beat_the_naive_product_and_approach_the_oracle(models, data):
+    X_h, L_h, _, oracle = data["holdout"]
+    y = L_h["iap_revenue_d7"].to_numpy()
+    zero, best = metrics.rmsle(y, 0 * y), metrics.rmsle(y, oracle["oracle_rmsle"])
+    for ensemble in ("hurdle", "stacking"):
+        parts = models[(ensemble, "rmsle")].predict_parts(X_h)
+        naive = parts["p_buyer"] * parts["rev_d7"]  # p * E[y | buyer]: the popular, wrong estimand
+        score = metrics.rmsle(y, parts["final"])
+        assert score < metrics.rmsle(y, naive) - 0.1
+        assert (zero - score) / (zero - best) > 0.85  # share of the achievable RMSLE gain
+
+
+@pytest.mark.parametrize("ensemble", ["hurdle", "stacking"])
+def test_revenue_head_total_within_10_percent(models, data, ensemble):
+    X_h, L_h, _, oracle = data["holdout"]
+    pred = models[(ensemble, "revenue")].predict(X_h)
+    assert 0.9 <= metrics.total_ratio(L_h["iap_revenue_d7"], pred) <= 1.1
+    assert 0.9 <= pred.sum() / oracle["oracle_revenue"].sum() <= 1.1
+    # the rmsle head is not an expectation: far below the total, as the estimand says
+    assert metrics.total_ratio(L_h["iap_revenue_d7"], models[(ensemble, "rmsle")].predict(X_h)) < 0.5
+
+
+def test_meta_learner_trains_on_log1p_target(small, monkeypatch):
+    """Both heads' meta learner target is log1p(y) (rmsle: all rows; revenue: buyers), never dollars."""
+    seen = []
+    real_fit = lgb.LGBMRegressor.fit
+
+    def spy(self, X, y, *args, **kwargs):
+        if "base_enet" in getattr(X, "columns", []):
+            seen.append(np.asarray(y, dtype=float))
+        return real_fit(self, X, y, *args, **kwargs)
+
+    monkeypatch.setattr(lgb.LGBMRegressor, "fit", spy)
+    L = small["train"][1]
+    y = L["iap_revenue_d7"].to_numpy()
+    _fit(small_chain("stacking", "rmsle"), small)
+    assert np.array_equal(seen[-1], np.log1p(y))
+    _fit(small_chain("stacking", "revenue"), small)
+    assert np.array_equal(seen[-1], np.log1p(y[L["buyer_d7"].to_numpy() == 1]))
+    assert np.array_equal(head_target([0.0, np.e - 1, -1.0]), [0.0, 1.0, 0.0])
+
+
+def test_stacking_meta_features_come_from_models_that_did_not_see_the_row(small, monkeypatch):
+    """Record which rows every first-stage model trained on and predicted: the out-of-fold copies never
+    predict a row they trained on, and together they cover every train row once."""
+    marked = {
+        k: (v[0].assign(uid=np.arange(len(v[0])) + 10**6 * i), *v[1:])
+        for i, (k, v) in enumerate(small.items())
+    }
+    fits, preds, kind = {}, {}, {}
+    for cls, fit_name, pred_name in (
+        (BuyerClassifier, "fit", "predict_raw"),
+        (RevenueRegressor, "fit", "predict_log"),
+    ):
+        real_fit, real_pred = getattr(cls, fit_name), getattr(cls, pred_name)
+
+        def fit(self, X, *a, _real=real_fit, **k):
+            fits[id(self)] = set(X["uid"].tolist())
+            kind[id(self)] = (type(self).__name__, tuple(getattr(self, "horizons", ())))
+            return _real(self, X, *a, **k)
+
+        def pred(self, X, *a, _real=real_pred, **k):
+            preds.setdefault(id(self), set()).update(X["uid"].tolist())
+            return _real(self, X, *a, **k)
+
+        monkeypatch.setattr(cls, fit_name, fit)
+        monkeypatch.setattr(cls, pred_name, pred)
+    model = _fit(small_chain("stacking", "rmsle"), marked)
+    train_ids = set(marked["train"][0]["uid"].tolist())
+    full = {id(model.classifier_), id(model.regressor_), id(model.direct_)}
+    folds = [k for k in fits if k not in full]
+    # classifier, buyer regressor and direct regressor: one out-of-fold copy per time block each
+    assert len(folds) == 3 * model.ensemble_.n_folds
+    for k in folds:
+        assert fits[k].isdisjoint(preds[k])
+        assert preds[k] <= train_ids
+    for group in {kind[k] for k in folds}:
+        covered = [preds[k] for k in folds if kind[k] == group]
+        assert set().union(*covered) == train_ids and sum(map(len, covered)) == len(train_ids)
+    # the full models never predicted a train row for the meta learner
+    assert all(preds[k].isdisjoint(train_ids) for k in full)
+
+
+def test_base_learner_inputs_of_the_meta_learner_are_out_of_fold(small, monkeypatch):
+    captured = {}
+    real_fit = lgb.LGBMRegressor.fit
+
+    def spy(self, X, y, *args, **kwargs):
+        if "base_enet" in getattr(X, "columns", []):
+            captured["Z"], captured["y"] = X.copy(), np.asarray(y)
+        return real_fit(self, X, y, *args, **kwargs)
+
+    monkeypatch.setattr(lgb.LGBMRegressor, "fit", spy)
+    model = _fit(small_chain("stacking", "rmsle"), small)
+    ens, Z = model.ensemble_, captured["Z"]
+    M = Z[[c for c in Z.columns if not c.startswith("base_")]]
+    block = model.folds_[1]
+    rest = np.setdiff1d(np.arange(len(M)), block)
+    oof = clone(ens._base_learners()["enet"]).fit(M.iloc[rest], captured["y"][rest]).predict(M.iloc[block])
+    assert np.allclose(Z["base_enet"].to_numpy()[block], np.clip(oof, *ens.base_range_["enet"]))
+    in_sample = ens.base_["enet"].predict(M.iloc[block])
+    assert not np.allclose(Z["base_enet"].to_numpy()[block], in_sample)
+
+
+def test_predictions_finite_deterministic_chunkable_and_picklable(models, data):
+    X_h = data["holdout"][0].copy()
+    X_h.loc[::11, ["f0", "f2"]] = np.nan
+    for model in models.values():
+        pred = model.predict(X_h)
+        assert np.all(np.isfinite(pred)) and np.all(pred >= 0)
+        assert np.array_equal(pred, model.predict(X_h))
+        chunks = np.concatenate([model.predict(X_h.iloc[i : i + 5000]) for i in range(0, len(X_h), 5000)])
+        assert np.allclose(chunks, pred, rtol=1e-12, atol=1e-12)
+    model = models[("stacking", "rmsle")]
+    pred = model.predict(X_h)
+    buf = io.BytesIO()
+    joblib.dump(model, buf)
+    buf.seek(0)
+    assert np.array_equal(joblib.load(buf).predict(X_h), pred)
+    assert np.array_equal(pickle.loads(cloudpickle.dumps(model)).predict(X_h), pred)
+
+
+def test_same_seed_same_model(small):
+    first, again = (_fit(small_chain("stacking", "rmsle", seed=3), small) for _ in range(2))
+    X_h = small["holdout"][0]
+    assert np.array_equal(again.predict(X_h), first.predict(X_h))
+    other = _fit(small_chain("stacking", "rmsle", seed=4), small)
+    assert not np.array_equal(other.predict(X_h), first.predict(X_h))
+
+
+def test_parts_and_fitted_params(models, data):
+    model = models[("stacking", "rmsle")]
+    parts = model.predict_parts(data["holdout"][0].iloc[:500])
+    for col in (
+        "p_buyer_raw",
+        "p_buyer",
+        "p_gated",
+        "whale_score",
+        "log_rev_d7",
+        "rev_d28",
+        "hurdle",
+        "final",
+    ):
+        assert col in parts
+    assert np.all(parts["rev_d7"] <= parts["rev_d14"]) and np.all(parts["rev_d14"] <= parts["rev_d28"])
+    params = model.fitted_params_
+    assert set(params["buyer_threshold"]) == {"cutoff", "cap", "exponent", "whale_threshold"}
+    assert params["gate"]["tuning_rmsle"] <= params["gate"]["identity_rmsle"]
+    assert model.feature_importance_.index[0] in ("f0", "f1", "country")  # the buyer logit's drivers
+    prob_true, prob_pred, _ = model.artifacts_["reliability"]
+    assert np.max(np.abs(prob_true - prob_pred)) < 0.1
+    json.dumps(model.fitted_params_)  # the lead logs parts of it as JSON
+
+
+def test_meta_inputs_are_capped_to_the_fitted_ranges(models, data):
+    """No component can dominate through extrapolated values: inputs are clipped to train quantiles."""
+    model = models[("stacking", "rmsle")]
+    X_h = data["holdout"][0].iloc[:300]
+    frame = model.predict_parts(X_h)
+    frame[["log_rev_d7", "log_rev_d14", "log_rev_d28"]] *= 100.0
+    frame["whale_score"] = 1.0
+    ens = model.ensemble_
+    M = ens._meta_inputs(frame, X_h)
+    assert (M <= ens.hi_ + 1e-12).all().all() and (M >= ens.lo_ - 1e-12).all().all()
+    Z = ens._design(frame, X_h)
+    for name, (lo, hi) in ens.base_range_.items():
+        assert Z[f"base_{name}"].between(lo, hi).all()
+    assert np.all(np.isfinite(ens.predict(frame, X_h)))
+
+
+def test_chain_input_errors(data):
+    X, L, _, _ = data["train"]
+    Xv, Lv, _, _ = data["valid"]
+    with pytest.raises(ValueError, match="buyer_d7"):
+        small_chain().fit(X, L.drop(columns="buyer_d7"), Xv, Lv)
+    with pytest.raises(ValueError, match="rows"):
+        small_chain().fit(X, L.iloc[:10], Xv, Lv)
+    with pytest.raises(ValueError, match="objective"):
+        small_chain(objective="quantile").fit(X, L, Xv, Lv)
+    bad = small_chain()
+    bad.regressor.horizons = ["iap_revenue_d14"]
+    with pytest.raises(ValueError, match="start with iap_revenue_d7"):
+        bad.fit(X, L, Xv, Lv)
+    with pytest.raises(ValueError, match="not fitted"):
+        small_chain().predict(X)

@@ -1,0 +1,108 @@
+"""Gate: one gating function (exponent applied once), fitted values as attributes, whale bypass."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import ltv.models.gate as gate_module
+from ltv import metrics
+from ltv.models import Gate, apply_gate
+from ltv.models.ensemble import hurdle_prediction
+from ltv.models.testing import make_chain_data
+
+
+def test_apply_gate_applies_the_exponent_exactly_once():
+    p = np.linspace(0.0, 1.0, 101)
+    for e in (0.5, 1.0, 1.7, 3.0):
+        assert np.array_equal(apply_gate(p, exponent=e), p**e)
+    assert not np.allclose(apply_gate(p, exponent=2.0), p**4)  # the double-application defect
+
+
+def test_apply_gate_cap_cutoff_and_whale_bypass():
+    p = np.array([0.01, 0.2, 0.9, 0.02])
+    whale = np.array([0.0, 0.0, 0.0, 0.95])
+    q = apply_gate(p, whale, cap=0.5, cutoff=0.05, exponent=2.0, whale_threshold=0.9)
+    assert q.tolist() == pytest.approx([0.0, 0.04, 0.25, 0.02])  # whale row keeps raw p
+    assert apply_gate(p, whale, cap=0.5, cutoff=0.05, whale_threshold=np.inf)[3] == 0.0
+    assert np.array_equal(apply_gate(p), p)  # defaults are the identity
+
+
+def _tuning_rows(seed=3, n=6000, inflate=1.0):
+    """Oracle parts, with p optionally made overconfident (p ** (1 / inflate))."""
+    _, labels, _, oracle = make_chain_data(n, seed=seed)
+    p = oracle["p_buyer"].to_numpy() ** (1.0 / inflate)
+    m = oracle["m"].to_numpy()
+    return p, m, labels["iap_revenue_d7"].to_numpy()
+
+
+def test_fit_scores_through_apply_gate_and_transform_reproduces_it(monkeypatch):
+    calls = []
+    real = gate_module.apply_gate
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gate_module, "apply_gate", spy)
+    p, m, y = _tuning_rows(inflate=2.0)
+    predict = lambda q: hurdle_prediction(q, m, None, "rmsle")  # noqa: E731
+    gate = Gate(metric="rmsle", whale=False).fit(p, y, predict)
+    n_fit = len(calls)
+    assert n_fit > 100  # every grid point went through the one gating function
+    q = gate.transform(p)
+    assert len(calls) == n_fit + 1 and calls[-1] == gate.params_
+    assert np.array_equal(q, real(p, **gate.params_))
+    # the stored tuning score is exactly the score of what inference produces
+    assert gate.best_score_ == metrics.rmsle(y, predict(q))
+
+
+def test_gate_corrects_overconfident_probabilities_on_fresh_rows():
+    p, m, y = _tuning_rows(seed=3, inflate=2.0)
+    gate = Gate(metric="rmsle", whale=False).fit(p, y, lambda q: hurdle_prediction(q, m, None, "rmsle"))
+    assert gate.best_score_ < gate.identity_score_ - 0.01
+    assert gate.params_["exponent"] > 1.0 or gate.params_["cap"] < 1.0
+    p2, m2, y2 = _tuning_rows(seed=4, inflate=2.0)
+    gated = metrics.rmsle(y2, hurdle_prediction(gate.transform(p2), m2, None, "rmsle"))
+    assert gated < metrics.rmsle(y2, hurdle_prediction(p2, m2, None, "rmsle"))
+
+
+def test_identity_options():
+    p, m, y = _tuning_rows()
+    predict = lambda q: hurdle_prediction(q, m, None, "rmsle")  # noqa: E731
+    assert Gate(enabled=False).fit(p, y, predict).params_ == gate_module.IDENTITY
+    assert Gate(metric="none").fit(p, y, predict).params_ == gate_module.IDENTITY
+    # objective=revenue: 'auto' leaves the expectation untouched (no cap / cutoff bias on the total)
+    rev = lambda q: hurdle_prediction(q, None, np.expm1(m), "revenue")  # noqa: E731
+    assert Gate(metric="auto").fit(p, y, rev, objective="revenue").params_ == gate_module.IDENTITY
+
+
+def test_zero_rate_target_sets_the_share_of_zeroed_rows():
+    p, m, y = _tuning_rows()
+    gate = Gate(metric="zero_rate", zero_rate_target=0.6, whale=False)
+    gate.fit(p, y, lambda q: hurdle_prediction(q, m, None, "rmsle"))
+    assert np.mean(gate.transform(p) == 0) == pytest.approx(0.6, abs=0.01)
+
+
+def test_whale_model_ranks_whales_and_params_are_json():
+    X, labels, _, _ = make_chain_data(12000, seed=8)
+    buyers = labels["buyer_d7"].to_numpy() == 1
+    Xb, yb = X[buyers], labels["iap_revenue_d7"].to_numpy()[buyers]
+    half = len(Xb) // 2
+    gate = Gate(n_jobs=1, n_estimators=100).fit_whale(Xb.iloc[:half], yb[:half])
+    score = gate.whale_score(Xb.iloc[half:])
+    is_whale = (yb[half:] >= gate.whale_value_).astype(int)
+    assert metrics.auc(is_whale, score) > 0.65  # whales depend on f3 in the generator
+    assert Gate(whale=False).fit_whale(Xb, yb).whale_score(Xb).tolist() == [0.0] * len(Xb)
+    p = np.full(len(score), 0.3)
+    gate.fit(p, yb[half:], lambda q: q * 10, whale_score=score)
+    json.dumps(gate.fitted_params())  # logged as buyer_gating.json
+
+
+def test_gate_input_errors():
+    with pytest.raises(ValueError, match="metric"):
+        Gate(metric="auc").fit([0.1], [0.0], lambda q: q)
+    with pytest.raises(ValueError, match="not fitted"):
+        Gate().transform([0.1])
