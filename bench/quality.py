@@ -58,6 +58,12 @@ def single_lgbm(X, y, X_valid, y_valid, seed):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="synthetic")
+    ap.add_argument(
+        "--chains",
+        type=lambda v: v.split(","),
+        default=None,
+        help="comma-separated chain rows to fit (e.g. 'ensemble=stacking'); baselines and oracle always run",
+    )
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides applied to every chain")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -76,6 +82,8 @@ def main(argv=None) -> None:
                 "config", overrides=[f"data={args.data}", "objective=revenue", *args.overrides]
             ),
         }
+    if args.chains is not None:
+        chains = {k: v for k, v in chains.items() if k in args.chains}
     builder = instantiate(base.features)
     _, splits, _ = load_splits(base, builder.extract)
     (S, lab, t, _), (S_v, lab_v, t_v, _), (S_h, lab_h, _, ids_h) = (
