@@ -84,3 +84,15 @@ def test_paths_are_absolute_and_tracking_is_sqlite():
     assert Path(cfg.paths.root).is_absolute()
     assert cfg.tracking.uri.startswith("sqlite:////")
     assert Path(cfg.tracking.artifact_root).is_absolute()
+
+
+def test_optimized_metric_is_read_from_results_and_never_the_holdout():
+    from ltv.tasks.train import _optimized_metric
+
+    results = {"valid": {"rmsle": 0.4, "gini": 0.9}, "holdout": {"rmsle": 0.3}}
+    assert _optimized_metric(results, "valid.rmsle") == 0.4
+    assert _optimized_metric(results, "valid.gini") == 0.9
+    with pytest.raises(ValueError, match="optimized_metric"):
+        _optimized_metric(results, "holdout.rmsle")
+    with pytest.raises(ValueError, match="rmsle"):
+        _optimized_metric(results, "valid.nope")

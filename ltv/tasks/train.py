@@ -67,7 +67,7 @@ def load_splits(cfg: DictConfig, extract, splits=("train", "valid", "holdout")):
 
 
 def train(cfg: DictConfig) -> float:
-    """Train the configured chain in one MLflow run; returns the valid RMSLE (what sweeps minimise)."""
+    """Train the configured chain in one MLflow run; returns ``cfg.optimized_metric`` (what sweeps optimise)."""
     setup_tracking(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_root)
     with start_job_run(run_name=cfg.tracking.get("run_name"), tags={"ltv.task": "train"}) as run:
         t0 = time.perf_counter()
@@ -107,7 +107,17 @@ def train(cfg: DictConfig) -> float:
             print(f"model: models:/{cfg.tracking.registered_model}/{info.registered_model_version}")
         mlflow.log_metric("time.total_s", time.perf_counter() - t0)
         print(f"run: {run.info.run_id} (experiment {cfg.tracking.experiment}, store {cfg.tracking.uri})")
-        return float(results["valid"]["rmsle"])
+        return _optimized_metric(results, cfg.get("optimized_metric", "valid.rmsle"))
+
+
+def _optimized_metric(results: dict[str, dict[str, float]], name: str) -> float:
+    """The value a sweep optimises, named 'split.metric' (e.g. 'valid.rmsle'); never the holdout."""
+    split, _, metric = str(name).partition(".")
+    if split == "holdout" or split not in results or metric not in results[split]:
+        raise ValueError(
+            f"optimized_metric={name!r}: expected 'valid.<metric>' with metric one of {sorted(results['valid'])}"
+        )
+    return float(results[split][metric])
 
 
 def _evaluate(cfg, pipeline, split, S, labels, _time, row_ids) -> dict[str, dict[str, float]]:
