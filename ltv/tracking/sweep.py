@@ -192,6 +192,8 @@ def start_job_run(
         kwargs["nested"] = True
     elif parent is not None:
         kwargs.update(parent_run_id=parent[0], experiment_id=parent[1])
+        if job_num is not None:  # side by side in the UI: 'deep-3', not four runs called 'deep'
+            kwargs["run_name"] = f"{run_name or 'job'}-{job_num}"
     with mlflow.start_run(**kwargs) as run:
         if out_dir is not None:
             _write_atomic(out_dir / RUN_ID_FILE, run.info.run_id)
