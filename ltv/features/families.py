@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ltv import contract
 from ltv.features import nested
 from ltv.features.stateless import ExtractContext
 
@@ -33,18 +34,10 @@ PURCHASE_MAPS = [
     "num_buys_category",
     "num_buys_category_bottom_taxonomy",
 ]
-TIMESTAMP_SCALARS = ["first_request_ts", "last_buy", "last_ins"]
-TIMESTAMP_MAPS = [
-    "first_request_ts_bundle",
-    "first_request_ts_category_bottom_taxonomy",
-    "last_buy_ts_bundle",
-    "last_buy_ts_category",
-    "last_install_ts_bundle",
-    "last_install_ts_category",
-    "advertiser_actions_action_last_timestamp",
-]
-USER_ACTION_MAPS = ["user_actions_bundles_action_count", "user_actions_bundles_action_last_timestamp"]
-LIST_COLUMNS = ["bundles_ins", "new_bundles", "user_bundles", "user_bundles_l28d"]
+TIMESTAMP_SCALARS = contract.TIMESTAMP_COLUMNS
+TIMESTAMP_MAPS = [c for c in contract.TIMESTAMP_MAP_COLUMNS if c in contract.MAP_COLUMNS]  # flat maps only
+USER_ACTION_MAPS = contract.MAP_OF_MAP_COLUMNS
+LIST_COLUMNS = contract.LIST_COLUMNS
 WHALE_MAPS = [
     "whale_users_bundle_num_buys_prank",
     "whale_users_bundle_revenue_prank",
