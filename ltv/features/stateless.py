@@ -87,6 +87,7 @@ class ExtractContext:
 
     def __init__(self, table: pa.Table, reference_time: float | None = None, top_k: int = 3):
         self.table = table
+        self.names = frozenset(table.column_names)  # column_names rebuilds a list on every access
         self.n = table.num_rows
         self.top_k = top_k
         self.request_ts = self._request_time(reference_time)
@@ -112,9 +113,9 @@ class ExtractContext:
         return np.full(self.n, float(reference_time))
 
     def column(self, name: str) -> pa.Array:
-        if name not in self.table.column_names:
+        if name not in self.names:
             raise ValueError(f"feature extraction needs contract column {name!r}, which the table lacks")
-        return nested.as_array(self.table[name])
+        return nested.as_array(self.table.column(name))
 
     def flat(self, name: str) -> nested.Flat:
         if name not in self._flat:
