@@ -1,6 +1,7 @@
 """predict.py throughput and peak memory at two input sizes (at least 4x apart).
 
     python bench/predict.py [--rows 50000 --factor 4 --model-uri models:/ltv-pipeline@champion]
+                            [--tracking-uri sqlite:////path/to/mlruns/mlflow.db]
 
 Generates two contract test sets (N and factor*N rows) in a temp folder, runs `predict.py` on each in a
 subprocess and reports rows/s (from predict.py's own timer) and the child's peak RSS. Memory should not
@@ -22,7 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def run_once(data_root: Path, out: Path, model_uri: str, batch_rows: int) -> tuple[float, float, float]:
+def run_once(
+    data_root: Path, out: Path, model_uri: str, batch_rows: int, tracking_uri: str | None = None
+) -> tuple[float, float, float]:
     """(rows/s reported by predict.py, peak RSS in MB sampled every 20 ms, wall seconds)."""
     import psutil
 
@@ -36,6 +39,8 @@ def run_once(data_root: Path, out: Path, model_uri: str, batch_rows: int) -> tup
         f"model_uri={model_uri}",
         f"data.batch_rows={batch_rows}",
     ]
+    if tracking_uri:
+        cmd.append(f"tracking.uri={tracking_uri}")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     ps, peak = psutil.Process(proc.pid), 0
@@ -59,6 +64,7 @@ def main(argv=None) -> None:
     ap.add_argument("--factor", type=int, default=4)
     ap.add_argument("--batch-rows", type=int, default=50_000)
     ap.add_argument("--model-uri", default="models:/ltv-pipeline@champion")
+    ap.add_argument("--tracking-uri", default=None, help="store holding the model (default: the project's)")
     args = ap.parse_args(argv)
     from ltv.data.synthetic import generate
 
@@ -69,7 +75,9 @@ def main(argv=None) -> None:
             hours = max(1, n // rows_per_hour)
             root = Path(tmp) / f"d{n}"
             generate(root, train_hours=1, test_hours=hours, rows_per_hour=rows_per_hour, seed=1)
-            rate, peak, wall = run_once(root, Path(tmp) / f"sub{n}.csv", args.model_uri, args.batch_rows)
+            rate, peak, wall = run_once(
+                root, Path(tmp) / f"sub{n}.csv", args.model_uri, args.batch_rows, args.tracking_uri
+            )
             results.append((hours * rows_per_hour, rate, peak, wall))
     print(f"\n{'rows':>10} {'rows/s':>10} {'peak RSS MB':>12} {'wall s':>8}   (batch_rows={args.batch_rows})")
     for n, rate, peak, wall in results:

@@ -79,3 +79,21 @@ def test_classifier_input_errors(data):
         _fit(data, calibration="balanced")
     with pytest.raises(TypeError, match="DataFrame"):
         BuyerClassifier(**FAST).fit(X.to_numpy(), L["buyer_d7"])
+
+
+def test_refit_on_eval_uses_the_early_stopping_rows_with_the_stopped_round_count(data):
+    base = _fit(data)
+    refit = _fit(data, refit_on_eval=True)
+    assert refit.best_iteration_ == base.best_iteration_
+    assert refit.booster_.booster_.num_trees() == base.best_iteration_  # no early stopping on the refit
+    X_h, L_h = data["holdout"][:2]
+    y = L_h["buyer_d7"].to_numpy()
+    p_base, p_refit = base.predict_p(X_h), refit.predict_p(X_h)
+    assert not np.allclose(p_base, p_refit)  # a different booster: it saw 3000 more rows
+    # calibration still on untouched rows: the mean matches the base rate, ranking is not worse
+    assert p_refit.mean() == pytest.approx(y.mean(), abs=0.012)
+    assert metrics.auc(y, p_refit) > metrics.auc(y, p_base) - 0.01
+    # a cross-fitted copy has no eval rows: refit_on_eval is a no-op there
+    X, L = data["train"][:2]
+    clone = refit.fixed_clone().fit(X, L["buyer_d7"])
+    assert clone.booster_.booster_.num_trees() == base.best_iteration_

@@ -228,3 +228,50 @@ def test_chain_input_errors(data):
         bad.fit(X, L, Xv, Lv)
     with pytest.raises(ValueError, match="not fitted"):
         small_chain().predict(X)
+
+
+def test_meta_learner_base_is_the_better_held_out_log_prediction():
+    import pandas as pd
+
+    from ltv.models.ensemble import select_init_column
+
+    Z = pd.DataFrame({"p_x_log_rev": [0.0, 1.0], "log_direct": [0.5, 0.5], "log_rev_d7": [2.0, 2.0]})
+    # RMSE vs [0.5, 0.5]: hurdle 0.5, direct 0 -> direct; vs [0, 1]: hurdle 0, direct 0.5 -> hurdle
+    assert select_init_column(Z, [0.5, 0.5], "rmsle") == "log_direct"
+    assert select_init_column(Z, [0.0, 1.0], "rmsle") == "p_x_log_rev"
+    assert select_init_column(Z, [0.0, 1.0], "revenue") == "log_rev_d7"
+    assert select_init_column(Z.drop(columns="log_direct"), [0.5, 0.5], "rmsle") == "p_x_log_rev"
+
+
+def test_direct_model_takes_the_ensembles_overrides():
+    from ltv.contract import TARGET
+    from ltv.models import StackingEnsemble
+
+    model = small_chain("stacking")
+    model.ensemble = StackingEnsemble(direct_params={"num_leaves": 7, "min_child_samples": 40})
+    direct = model._direct_model()
+    assert (direct.num_leaves, direct.min_child_samples) == (7, 40)
+    assert tuple(direct.horizons) == (TARGET,)
+    assert direct.learning_rate == model.regressor.learning_rate  # the rest from the buyer regressor
+    assert model.regressor.num_leaves != 7
+
+
+def test_oof_meta_scores_for_the_smearing_sample_are_out_of_sample():
+    import pandas as pd
+
+    from ltv.models import StackingEnsemble
+
+    rng = np.random.default_rng(3)
+    n = 1500
+    Z = pd.DataFrame({"log_rev_d7": rng.uniform(0, 3, n), "x": rng.normal(size=n)})
+    target = Z["log_rev_d7"].to_numpy() + 0.5 * Z["x"].to_numpy() ** 2 + rng.normal(0, 0.3, n)
+    ens = StackingEnsemble(n_jobs=1, smearing_oof=True)
+    ens.init_column_, ens.meta_iteration_ = "log_rev_d7", 100
+    ens.meta_ = lgb.LGBMRegressor(n_estimators=100, learning_rate=0.1, num_leaves=7, n_jobs=1, verbose=-1)
+    ens.meta_.fit(Z, target, init_score=Z["log_rev_d7"].to_numpy())
+    in_sample = Z["log_rev_d7"].to_numpy() + ens.meta_.predict(Z)
+    folds = [np.arange(0, 500), np.arange(500, 1000), np.arange(1000, 1500)]
+    oof = ens._oof_score(Z, target, folds)
+    rmse = lambda p: np.sqrt(np.mean((p - target) ** 2))  # noqa: E731
+    assert rmse(oof) < 0.45  # learned the x-effect (noise sd 0.3; init alone is ~0.6 off)
+    assert rmse(oof) > rmse(in_sample)  # and its rows' own labels were not in their fit

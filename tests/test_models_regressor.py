@@ -92,3 +92,20 @@ def test_horizons_are_config():
     assert list(reg.predict_log(X).columns) == ["iap_revenue_d7", "iap_revenue_d28"]
     with pytest.raises(ValueError, match="not fitted"):
         RevenueRegressor().predict_log(X)
+
+
+def test_refit_on_eval_keeps_each_horizons_rounds_and_learns_from_the_eval_rows():
+    X, labels, _, _ = make_chain_data(6000, seed=5)
+    b = np.flatnonzero(labels["buyer_d7"].to_numpy() == 1)
+    tr, es, ho = b[: len(b) // 2], b[len(b) // 2 : 3 * len(b) // 4], b[3 * len(b) // 4 :]
+    fit = dict(eval_set=(X.iloc[es], labels.iloc[es]))
+    base = RevenueRegressor(**FAST).fit(X.iloc[tr], labels.iloc[tr], **fit)
+    refit = RevenueRegressor(**FAST, refit_on_eval=True).fit(X.iloc[tr], labels.iloc[tr], **fit)
+    assert refit.best_iterations_ == base.best_iterations_
+    assert [m.booster_.num_trees() for m in refit.boosters_] == base.best_iterations_
+    logs = refit.predict_log(X.iloc[ho]).to_numpy()
+    assert np.all(np.diff(logs, axis=1) >= 0)  # still ordered across horizons
+    truth = np.log1p(labels["iap_revenue_d7"].to_numpy()[es])
+    err = lambda m: np.sqrt(np.mean((m.predict_log(X.iloc[es])["iap_revenue_d7"] - truth) ** 2))  # noqa: E731
+    assert err(refit) < err(base)  # the eval rows are now training rows
+    assert "refit_on_eval" not in refit.boosters_[0].get_params()  # not passed to LightGBM

@@ -162,10 +162,21 @@ class FeatureBuilder:
         missing = [c for c in self.numeric_features_ + self.categorical_features_ if c not in S.columns]
         if missing:
             raise ValueError(f"transform: columns {missing[:5]} (of {len(missing)}) missing from the frame")
-        data: dict[str, object] = {c: S[c].to_numpy(np.float32) for c in self.numeric_features_}
+        small = 0 < len(S) < _SMALL_ROWS and len(self.numeric_features_) > 0
+        numeric = [] if small else self.numeric_features_
+        data: dict[str, object] = {c: S[c].to_numpy(np.float32) for c in numeric}
         if self.group_stats_ is not None:
             data.update({k: v.astype(np.float32) for k, v in self.group_stats_.transform(S).items()})
         data.update({c: self.encoder_.transform_column(c, S[c]) for c in self.categorical_features_})
+        if small:
+            # a few rows (serving): one take into a single float32 block; ~300 column look-ups and
+            # ~300 one-column blocks cost several ms per call, the copy of a few rows nothing. Same values.
+            block = S[self.numeric_features_].to_numpy(np.float32)
+            head = pd.DataFrame(block, index=S.index, columns=self.numeric_features_, copy=False)
+            tail = self.feature_names_[len(self.numeric_features_) :]
+            if not tail:
+                return head
+            return pd.concat([head, pd.DataFrame(data, index=S.index, columns=tail, copy=False)], axis=1)
         # one block per column (no copy of the float32 columns of S): see _frame
         return pd.DataFrame(data, index=S.index, columns=self.feature_names_, copy=False)
 
@@ -176,6 +187,11 @@ class FeatureBuilder:
     def _check_frame(S: pd.DataFrame) -> None:
         if not isinstance(S, pd.DataFrame):
             raise TypeError(f"expected the DataFrame returned by extract(), got {type(S).__name__}")
+
+
+# below this many rows transform builds one float32 block (see transform); the model chain's predict
+# switches to its one-thread path at the same size (ltv.models._lgbm.SMALL_BATCH_ROWS)
+_SMALL_ROWS = 2000
 
 
 def _compact(v: np.ndarray) -> np.ndarray:

@@ -91,3 +91,87 @@ def binary_label(y, name: str = "y") -> np.ndarray:
     if not np.isin(y, (0.0, 1.0)).all():
         raise ValueError(f"{name} must be a 0/1 label")
     return y
+
+
+# ---- prediction fast path ---------------------------------------------------------------------------
+# Below this many rows every predict call runs on one thread: starting (and spinning) OpenMP / joblib
+# workers costs ~8-25 ms CPU per call, far more than scoring a few rows. Threads never change values.
+SMALL_BATCH_ROWS = 2000
+
+
+def predict_threads(n_rows: int, n_jobs) -> int:
+    """Thread count for one predict call: 1 for small batches, else ``n_jobs`` (0 = library default)."""
+    if n_rows < SMALL_BATCH_ROWS:
+        return 1
+    return int(n_jobs) if n_jobs is not None and int(n_jobs) > 0 else 0
+
+
+_EXACT_IN_FLOAT32 = {np.dtype(t) for t in ("float32", "float16", "int8", "int16", "uint8", "uint16", "bool")}
+
+
+def _pandas_matrix(X, features, categories) -> np.ndarray:
+    """What ``lightgbm.basic._data_from_pandas`` builds: category columns become their codes under the
+    training categories (unknown / missing -> NaN), the rest their values. Column-block conversion
+    instead of LightGBM's per-column ``apply`` (~15 ms for 300 columns).
+
+    dtype: float32 when every numeric column is float32 or a narrower int / bool (the usual feature
+    matrix: half the memory traffic), else float64. Both hold every source value exactly and the C++
+    side reads each value as a double, so the predictions equal those of LightGBM's own conversion.
+    """
+    import pandas as pd
+
+    dtypes = dict(zip(X.columns, X.dtypes, strict=True))  # one pass; a Series lookup per feature: ~5 us
+    is_cat = [isinstance(dtypes[c], pd.CategoricalDtype) for c in features]
+    if categories is not None and sum(is_cat) != len(categories):
+        from lightgbm.basic import _data_from_pandas  # raises LightGBM's own error message
+
+        return _data_from_pandas(X[features], "auto", "auto", categories)[0]
+    # built transposed (one contiguous row per feature) and returned as its column-major view, which
+    # LightGBM reads without a copy: no strided writes, which cost more than the predictions on big batches
+    numeric = [j for j, cat in enumerate(is_cat) if not cat]
+    exact32 = all(dtypes[features[j]] in _EXACT_IN_FLOAT32 for j in numeric)
+    n_codes = [len(dtypes[f].categories) for f, cat in zip(features, is_cat, strict=True) if cat]
+    n_codes += [len(c) for c in categories or []]
+    dtype = np.float32 if exact32 and max(n_codes, default=0) < 2**24 else np.float64
+    out = np.empty((len(features), len(X)), dtype=dtype)
+    if numeric and len(X) >= SMALL_BATCH_ROWS:  # one pass per column, straight into its row
+        for j in numeric:
+            out[j] = X[features[j]].to_numpy(dtype=dtype, na_value=np.nan)
+    elif numeric:  # few rows: one multi-column take beats ~300 column look-ups
+        block = X[[features[j] for j in numeric]].to_numpy(dtype=dtype, na_value=np.nan).T
+        prefix = numeric == list(range(len(numeric)))  # the usual layout: categoricals last
+        out[slice(0, len(numeric)) if prefix else numeric] = block
+    cat_pos = [j for j, cat in enumerate(is_cat) if cat]
+    for k, j in enumerate(cat_pos):
+        col = X[features[j]]
+        if categories is not None and list(col.cat.categories) != list(categories[k]):
+            col = col.cat.set_categories(categories[k])
+        codes = col.cat.codes.to_numpy()
+        out[j] = np.where(codes < 0, np.nan, codes)
+    return out.T
+
+
+def lgbm_matrix(X, features, booster, cache: list | None = None) -> np.ndarray:
+    """``X[features]`` as the float matrix LightGBM's own pandas path builds (same category codes).
+
+    ``cache`` (a list owned by one predict call) reuses the matrix across boosters trained on the same
+    columns and categories, so a chain converts its input once instead of once per booster.
+    """
+    categories = booster.pandas_categorical
+    if cache is not None:
+        for cols, cats, matrix in cache:
+            if cols == features and cats == categories:
+                return matrix
+    matrix = _pandas_matrix(X, features, categories)
+    if cache is not None:
+        cache.append((list(features), categories, matrix))
+    return matrix
+
+
+def booster_predict(model, X, features, num_iteration, cache: list | None = None) -> np.ndarray:
+    """``model.predict`` (regressor) / ``predict_proba[:, 1]`` (binary classifier) of a fitted LightGBM
+    sklearn estimator, bit-identical, without the per-call DataFrame conversion and thread start-up."""
+    booster = model.booster_
+    data = lgbm_matrix(X, features, booster, cache)
+    threads = predict_threads(len(data), getattr(model, "n_jobs", None))
+    return booster.predict(data, num_iteration=num_iteration, num_threads=threads)

@@ -4,7 +4,9 @@ ensemble head) as one picklable object with fit / predict on numeric feature fra
 Row roles (nothing is fitted on holdout/test rows):
 - train rows: boosters, samplers, whale model, base and meta learners (meta on out-of-fold inputs);
 - valid window, first ``1 - calibration_fraction`` by time ("early-stopping rows"): early stopping of
-  every booster and of the meta learner;
+  every booster and of the meta learner; a booster with ``refit_on_eval`` (buyer classifier, the
+  stacking's direct model) is then refitted on train + these rows with its stopped round count, and
+  the meta learner early-stops on the calibration rows instead (its inputs must be out of sample);
 - valid window, the later ``calibration_fraction`` ("calibration rows"): probability calibration,
   gate tuning and the stacking head's smearing, i.e. these post-processors are fitted on rows no
   booster trained or stopped on. The regressor's smearing factors use every valid buyer: they are
@@ -102,19 +104,23 @@ class LTVModel:
     def _frame(self, X, clf=None, reg=None, gate=None, direct=None) -> pd.DataFrame:
         clf, reg, gate = clf or self.classifier_, reg or self.regressor_, gate or self.gate_
         direct = direct or getattr(self, "direct_", None)
-        raw = clf.predict_raw(X)
+        cache = []  # X converted to LightGBM's matrix once, shared by every booster below
+        raw = clf.predict_raw(X, cache)
         p = raw if clf.calibrator_ is None else clf.calibrator_.transform(raw)
-        whale = gate.whale_score(X)
-        frame = first_stage_frame(raw, p, whale, reg.predict_log(X), reg.predict_dollars(X),
+        whale = gate.whale_score(X, cache)
+        log_rev = reg.predict_log(X, cache)
+        frame = first_stage_frame(raw, p, whale, log_rev, reg.predict_dollars(X, log=log_rev),
                                   self.gate_.params_, X.index)  # fmt: skip
         if direct is not None:
-            frame["log_direct"] = direct.predict_log(X)[TARGET].to_numpy()
+            frame["log_direct"] = direct.predict_log(X, cache)[TARGET].to_numpy()
         return frame
 
     def _direct_model(self):
         """E[log1p y | x] on all rows (the single-model baseline), a stacking meta-feature: the regressor's
-        parameters with one horizon, d7."""
-        return type(self.regressor)(**{**self.regressor.get_params(), "horizons": (TARGET,)})
+        parameters with one horizon, d7, overridden by the ensemble's ``direct_params``: it trains on every
+        row (~30x the buyer rows), so it can afford the capacity a buyer-only regressor cannot."""
+        own = dict(getattr(self.ensemble, "direct_params", None) or {})
+        return type(self.regressor)(**{**self.regressor.get_params(), **own, "horizons": (TARGET,)})
 
     def _oof_frame(self, X, labels, folds) -> pd.DataFrame:
         """First-stage outputs of every train row from copies fitted on the other time blocks."""
@@ -181,19 +187,22 @@ class LTVModel:
         self._fit_first_stage(self.classifier_, self.regressor_, self.gate_, X, labels,
                               es=(X_es, L_es, (X_cal, L_cal[BUYER].to_numpy())))  # fmt: skip
         self._fit_post_processors(X_valid, labels_valid, X_cal, L_cal, objective)
-        cal = self._frame(X_cal)  # p_gated with the fitted gate
-        y_cal = L_cal[TARGET].to_numpy()
         self.ensemble_ = copy.deepcopy(self.ensemble)
         if getattr(self.ensemble_, "needs_oof", False):
             self.direct_ = self._direct_model().fit(X, labels, eval_set=(X_es, L_es))
-            cal = self._frame(X_cal)
             self.folds_ = time_folds(time, len(X), self.ensemble_.n_folds)
             oof = self._oof_frame(X, labels, self.folds_)
+            (X_me, L_me), (X_mc, L_mc) = (X_es, L_es), (X_cal, L_cal)
+            if any(getattr(m, "refit_on_eval", False) for m in (self.classifier_, self.direct_)):
+                # a first-stage model was refitted on the early-stopping rows: the meta learner stops on the
+                # calibration rows, where every input is out of sample (the union for smearing is the same)
+                (X_me, L_me), (X_mc, L_mc) = (X_mc, L_mc), (X_me, L_me)
             self.ensemble_.fit(
                 oof, X, labels[TARGET].to_numpy(), objective=objective, folds=self.folds_,
-                buyer=labels[BUYER].to_numpy(), eval_frame=self._frame(X_es), X_eval=X_es,
-                y_eval=L_es[TARGET].to_numpy(), buyer_eval=L_es[BUYER].to_numpy(), cal_frame=cal,
-                X_cal=X_cal, y_cal=y_cal, buyer_cal=L_cal[BUYER].to_numpy(),
+                buyer=labels[BUYER].to_numpy(), eval_frame=self._frame(X_me), X_eval=X_me,
+                y_eval=L_me[TARGET].to_numpy(), buyer_eval=L_me[BUYER].to_numpy(),
+                cal_frame=self._frame(X_mc), X_cal=X_mc, y_cal=L_mc[TARGET].to_numpy(),
+                buyer_cal=L_mc[BUYER].to_numpy(),
             )  # fmt: skip
             self.oof_frame_ = oof
         else:

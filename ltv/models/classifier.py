@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 
 from ltv import metrics
-from ltv.models._lgbm import LGBMParamsMixin, binary_label, check_frame, fit_booster
+from ltv.models._lgbm import LGBMParamsMixin, binary_label, booster_predict, check_frame, fit_booster
 from ltv.models.calibration import Calibrator
 
 
@@ -25,6 +26,10 @@ class BuyerClassifier(LGBMParamsMixin):
     colsample_bytree, reg_lambda, n_jobs, random_state : LightGBM parameters.
     early_stopping_rounds : rounds without log-loss improvement on ``eval_set``; None disables.
     calibration : 'isotonic', 'platt' or 'none'.
+    refit_on_eval : after early stopping, refit the booster on train + ``eval_set`` rows with the
+        early-stopped round count: the early-stopping rows are the most recent labelled rows before the
+        calibration rows, and buyers are rare, so the final booster should not waste them. The
+        calibration rows stay untouched, so calibration still sees out-of-sample scores.
     **kwargs : any other LightGBM parameter, passed through unchanged.
     """
 
@@ -42,8 +47,10 @@ class BuyerClassifier(LGBMParamsMixin):
         calibration: str = "isotonic",
         n_jobs: int = 2,
         random_state: int | None = 0,
+        refit_on_eval: bool = False,
         **kwargs,
     ):
+        self.refit_on_eval = refit_on_eval
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -73,12 +80,14 @@ class BuyerClassifier(LGBMParamsMixin):
         y = binary_label(y, "buyer label")
         if y.min() == y.max():
             raise ValueError("buyer label has a single class in the train rows")
-        self.booster_ = lgb.LGBMClassifier(objective="binary", **self.lgbm_kwargs())
+        self.booster_ = lgb.LGBMClassifier(objective="binary", **self.lgbm_kwargs(("refit_on_eval",)))
         if eval_set is not None:
             eval_set = (eval_set[0], binary_label(eval_set[1], "eval buyer label"))
         self.best_iteration_ = fit_booster(
             self.booster_, X, y, sample_weight, eval_set, self.early_stopping_rounds
         )
+        if self.refit_on_eval and eval_set is not None:
+            self._refit(X, y, sample_weight, eval_set)
         self.feature_names_in_ = list(X.columns)
         self.calibrator_ = None
         self.report_ = {}
@@ -95,17 +104,29 @@ class BuyerClassifier(LGBMParamsMixin):
             self.reliability_ = metrics.reliability_curve(y_cal, p)
         return self
 
+    def _refit(self, X, y, sample_weight, eval_set):
+        """Replace the booster by one trained ``best_iteration_`` rounds on train + eval rows."""
+        X_all = pd.concat([X, eval_set[0][list(X.columns)]], ignore_index=True)
+        y_all = np.concatenate([y, eval_set[1]])
+        w_all = None
+        if sample_weight is not None:
+            w_all = np.concatenate([np.asarray(sample_weight, dtype=np.float64), np.ones(len(eval_set[1]))])
+        params = {**self.lgbm_kwargs(("refit_on_eval",)), "n_estimators": self.best_iteration_}
+        self.booster_ = lgb.LGBMClassifier(objective="binary", **params)
+        fit_booster(self.booster_, X_all, y_all, w_all)
+
     def _check_fitted(self):
         if not hasattr(self, "booster_"):
             raise ValueError("BuyerClassifier is not fitted; call fit first")
 
-    def predict_raw(self, X) -> np.ndarray:
-        """Uncalibrated booster probability at the early-stopped round count."""
+    def predict_raw(self, X, cache: list | None = None) -> np.ndarray:
+        """Uncalibrated booster probability at the early-stopped round count.
+
+        ``cache``: optional per-call list shared by boosters on the same columns (see ``lgbm_matrix``).
+        """
         self._check_fitted()
         check_frame(X)
-        return self.booster_.predict_proba(X[self.feature_names_in_], num_iteration=self.best_iteration_)[
-            :, 1
-        ]
+        return booster_predict(self.booster_, X, self.feature_names_in_, self.best_iteration_, cache)
 
     def predict_p(self, X) -> np.ndarray:
         """Calibrated P(buyer_d7 | x) as a 1-D array."""

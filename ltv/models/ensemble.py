@@ -7,6 +7,8 @@ x], the latter smeared back from the log scale.
 
 from __future__ import annotations
 
+import copy
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -16,8 +18,9 @@ from sklearn.linear_model import ElasticNet
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from xgboost import XGBRegressor
+from xgboost import config_context as xgb_config
 
-from ltv.models._lgbm import fit_booster
+from ltv.models._lgbm import fit_booster, predict_threads
 from ltv.models.meta import RiskEncoder, stack_features
 from ltv.models.regressor import smearing_factor
 
@@ -46,6 +49,30 @@ def head_target(y) -> np.ndarray:
     """Training target of every stacking head: log1p(d7 revenue). The 'revenue' head retransforms
     afterwards; no head trains on dollars (a dollar-scale quantile head scores badly on RMSLE)."""
     return np.log1p(np.clip(np.asarray(y, dtype=np.float64), 0.0, None))
+
+
+def select_init_column(Z: pd.DataFrame, target: np.ndarray, objective: str) -> str:
+    """Base log prediction the meta learner boosts from: the candidate with the lowest RMSE (= RMSLE)
+    on held-out ``(Z, target)`` rows. rmsle head: the hurdle composition ``p_x_log_rev`` or the direct
+    all-rows model ``log_direct``; revenue head (buyer rows): ``log_rev_d7``. Ties keep the hurdle."""
+    candidates = ["p_x_log_rev", "log_direct"] if objective == "rmsle" else ["log_rev_d7"]
+    candidates = [c for c in candidates if c in Z.columns]
+    target = np.asarray(target, dtype=np.float64)
+    errors = [float(np.sqrt(np.mean((Z[c].to_numpy() - target) ** 2))) for c in candidates]
+    return candidates[int(np.argmin(errors))]
+
+
+def _forest_predict_serial(forest: RandomForestRegressor, M: pd.DataFrame) -> np.ndarray:
+    """``forest.predict(M)`` as sklearn computes it with ``n_jobs=1`` (the same float32 input, the trees
+    summed in order, divided by their count) without joblib's per-tree dispatch (~0.2 ms a tree)."""
+    if forest.n_outputs_ != 1:
+        return copy.copy(forest).set_params(n_jobs=1).predict(M)
+    X32 = np.ascontiguousarray(M.to_numpy(dtype=np.float32))
+    total = np.zeros(X32.shape[0], dtype=np.float64)
+    for tree in forest.estimators_:
+        total += tree.predict(X32, check_input=False)
+    total /= len(forest.estimators_)
+    return total
 
 
 class HurdleEnsemble:
@@ -80,6 +107,11 @@ class StackingEnsemble:
     risk_columns, risk_smoothing : raw columns target-encoded (out of fold) as device / geo risk.
     clip_quantiles : (lo, hi) quantiles of the train meta-features kept at predict time.
     enet_*, rf_*, xgb_* : base learners. meta_* and early_stopping_rounds : the LightGBM meta learner.
+    smearing_oof : revenue head only: add the train buyers' out-of-fold meta scores to the held-out
+        buyers when fitting the total-matching smearing factor. The factor is a ratio of sums that a
+        few whales dominate; a held-out window alone is small and its whale count is luck.
+    direct_params : LightGBM overrides for the chain's direct E[log1p y | x] model (all rows), or None
+        to reuse the buyer regressor's parameters.
     """
 
     needs_oof = True
@@ -105,7 +137,11 @@ class StackingEnsemble:
         early_stopping_rounds: int | None = 50,
         n_jobs: int = 2,
         random_state: int | None = 0,
+        direct_params: dict | None = None,
+        smearing_oof: bool = False,
     ):
+        self.direct_params = direct_params
+        self.smearing_oof = smearing_oof
         self.n_folds = n_folds
         self.risk_columns = risk_columns
         self.risk_smoothing = risk_smoothing
@@ -143,7 +179,14 @@ class StackingEnsemble:
 
     def _meta_inputs(self, frame: pd.DataFrame, X: pd.DataFrame) -> pd.DataFrame:
         M = pd.concat([stack_features(frame), self.risk_.transform(X).set_index(frame.index)], axis=1)
-        return M.clip(self.lo_, self.hi_, axis=1)
+        # DataFrame.clip(lo_, hi_, axis=1) in numpy (pandas' version costs ~10 ms a call): same values,
+        # a missing (NaN) bound does not clip, NaN values stay NaN
+        lo = self.lo_.reindex(M.columns).to_numpy(dtype=np.float64)
+        hi = self.hi_.reindex(M.columns).to_numpy(dtype=np.float64)
+        values = np.clip(
+            M.to_numpy(dtype=np.float64), np.nan_to_num(lo, nan=-np.inf), np.nan_to_num(hi, nan=np.inf)
+        )
+        return pd.DataFrame(values, columns=M.columns, index=M.index)
 
     def _with_base(self, M: pd.DataFrame, base: dict[str, np.ndarray]) -> pd.DataFrame:
         cols = {c: M[c].to_numpy(dtype=np.float64) for c in M.columns}
@@ -190,12 +233,13 @@ class StackingEnsemble:
             min_child_samples=self.meta_min_child_samples, n_jobs=self.n_jobs,
             random_state=self.random_state, verbose=-1,
         )  # fmt: skip
-        # the meta learner boosts a correction of the hurdle log prediction (init_score), so early
-        # stopping falls back to the hurdle when the learned combination does not help
+        # the meta learner boosts a correction of a base log prediction (init_score), so early stopping
+        # falls back to that base when the learned combination does not help
         self.init_column_ = "p_x_log_rev" if self.objective_ == "rmsle" else "log_rev_d7"
         es, es_init = None, None
         if eval_frame is not None:
             Z_es = self._design(eval_frame, X_eval)
+            self.init_column_ = select_init_column(Z_es, head_target(y_eval), self.objective_)
             es, es_init = (Z_es, head_target(y_eval)), Z_es[self.init_column_].to_numpy()
         self.meta_iteration_ = fit_booster(
             self.meta_, Z, target, None, es, self.early_stopping_rounds,
@@ -211,8 +255,26 @@ class StackingEnsemble:
             if es is not None:
                 truth.append(es[1])
                 score.append(self._score(eval_frame, X_eval))
+            if self.smearing_oof:
+                truth.append(target)
+                score.append(self._oof_score(Z, target, folds))
             self.smearing_ = smearing_factor(np.concatenate(truth), np.concatenate(score))
         return self
+
+    def _oof_score(self, Z: pd.DataFrame, target: np.ndarray, folds) -> np.ndarray:
+        """Out-of-fold meta scores of the train rows: the meta learner refitted (its early-stopped round
+        count, no early stopping) on the other time blocks. Every input of ``Z`` is already out of fold,
+        so these residuals are out-of-sample like the held-out ones and can join the smearing sample."""
+        out = np.zeros(len(Z))
+        init = Z[self.init_column_].to_numpy()
+        for block in folds:
+            rest = np.setdiff1d(np.arange(len(Z)), block)
+            if block.size == 0 or rest.size == 0:
+                continue
+            meta = _clone(self.meta_).set_params(n_estimators=max(int(self.meta_iteration_), 1))
+            meta.fit(Z.iloc[rest], target[rest], init_score=init[rest])
+            out[block] = init[block] + meta.predict(Z.iloc[block])
+        return np.clip(out, 0.0, None)
 
     def _fit_meta_inputs(self, frame, X, y, folds) -> pd.DataFrame:
         """Meta-features with out-of-fold risk encodings, clipped to ranges learned here."""
@@ -239,14 +301,37 @@ class StackingEnsemble:
             )
         return oof
 
+    def _base_predict(self, M: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Base learner predictions; a small batch runs on one thread (same values, no worker start-up:
+        joblib / OpenMP start-up costs the RandomForest and XGBoost ~5-25 ms CPU per call)."""
+        one_thread = predict_threads(len(M), self.n_jobs) == 1
+        out = {}
+        for name, model in self.base_.items():
+            if one_thread and isinstance(model, RandomForestRegressor):
+                out[name] = _forest_predict_serial(model, M)
+            elif one_thread and isinstance(model, XGBRegressor):
+                # the float64 matrix of M (its columns are the fit columns, in order, by construction)
+                # skips XGBoost's DataFrame conversion and name check (~1 ms); values are the same
+                with xgb_config(nthread=1):  # thread-local setting
+                    out[name] = model.predict(M.to_numpy(dtype=np.float64), validate_features=False)
+            else:
+                out[name] = model.predict(M)
+        return out
+
     def _design(self, frame, X) -> pd.DataFrame:
         M = self._meta_inputs(frame, X)
-        return self._with_base(M, {name: m.predict(M) for name, m in self.base_.items()})
+        return self._with_base(M, self._base_predict(M))
 
     def _score(self, frame, X) -> np.ndarray:
         """Meta learner output on the log1p scale (hurdle base + learned correction), >= 0."""
         Z = self._design(frame, X)[self.meta_features_]
-        pred = Z[self.init_column_].to_numpy() + self.meta_.predict(Z, num_iteration=self.meta_iteration_)
+        # all-float64 frame: its matrix is what LightGBM's pandas path would build
+        data = Z.to_numpy(dtype=np.float64)
+        threads = predict_threads(len(Z), self.n_jobs)
+        correction = self.meta_.booster_.predict(
+            data, num_iteration=self.meta_iteration_, num_threads=threads
+        )
+        pred = Z[self.init_column_].to_numpy() + correction
         return np.clip(pred, 0.0, None)
 
     def predict(self, frame: pd.DataFrame, X: pd.DataFrame) -> np.ndarray:

@@ -13,7 +13,7 @@ import lightgbm as lgb
 import numpy as np
 
 from ltv import metrics
-from ltv.models._lgbm import LGBMParamsMixin, check_frame, fit_booster
+from ltv.models._lgbm import LGBMParamsMixin, booster_predict, check_frame, fit_booster
 
 GATE_METRICS = ("auto", "rmsle", "zero_rate", "none")
 IDENTITY = {"cap": 1.0, "cutoff": 0.0, "exponent": 1.0, "whale_threshold": np.inf}
@@ -130,13 +130,12 @@ class Gate(LGBMParamsMixin):
         )
         return self
 
-    def whale_score(self, X) -> np.ndarray:
-        """P(top revenue bracket | buyer, x); zeros when there is no whale model."""
+    def whale_score(self, X, cache: list | None = None) -> np.ndarray:
+        """P(top revenue bracket | buyer, x); zeros when there is no whale model. ``cache``: see
+        ``lgbm_matrix``."""
         if getattr(self, "whale_model_", None) is None:
             return np.zeros(len(X))
-        return self.whale_model_.predict_proba(X[self.whale_features_], num_iteration=self.whale_iteration_)[
-            :, 1
-        ]
+        return booster_predict(self.whale_model_, X, self.whale_features_, self.whale_iteration_, cache)
 
     def whale_clone(self) -> Gate:
         """Unfitted copy whose whale model trains the full model's round count (for cross-fitting)."""

@@ -31,13 +31,14 @@ def time_folds(time, n_rows: int, n_folds: int) -> list[np.ndarray]:
 
 def first_stage_frame(p_raw, p, whale, log_rev: pd.DataFrame, rev: pd.DataFrame, gate_params, index):
     """One row per input row: the parts every ensemble reads (names used by ``predict_parts``)."""
-    frame = pd.DataFrame({"p_buyer_raw": p_raw, "p_buyer": p, "whale_score": whale}, index=index)
-    frame["p_gated"] = apply_gate(p, whale, **gate_params)
+    # one constructor call, no column-by-column inserts (each costs ~0.1 ms on a one-row request)
+    cols = {"p_buyer_raw": p_raw, "p_buyer": p, "whale_score": whale}
+    cols["p_gated"] = apply_gate(p, whale, **gate_params)
     for col in log_rev.columns:
-        frame[f"log_rev_{horizon_name(col)}"] = log_rev[col].to_numpy()
+        cols[f"log_rev_{horizon_name(col)}"] = log_rev[col].to_numpy()
     for col in rev.columns:
-        frame[f"rev_{horizon_name(col)}"] = rev[col].to_numpy()
-    return frame
+        cols[f"rev_{horizon_name(col)}"] = rev[col].to_numpy()
+    return pd.DataFrame(cols, index=index)
 
 
 def stack_features(frame: pd.DataFrame) -> pd.DataFrame:
@@ -46,7 +47,7 @@ def stack_features(frame: pd.DataFrame) -> pd.DataFrame:
     p = frame["p_buyer"].to_numpy()
     q = frame["p_gated"].to_numpy()
     logs = [c for c in frame.columns if c.startswith("log_rev_")]
-    out = pd.DataFrame(index=frame.index)
+    out = {}  # columns collected first: one DataFrame constructor instead of ~10 inserts
     out["p_buyer"] = p
     out["p_gated"] = q
     out["logit_p"] = np.log(np.clip(p, _EPS, 1 - _EPS) / np.clip(1 - p, _EPS, None))
@@ -57,7 +58,7 @@ def stack_features(frame: pd.DataFrame) -> pd.DataFrame:
     out["log_p_x_rev"] = np.log1p(q * frame[f"rev_{logs[0][len('log_rev_') :]}"].to_numpy())
     if "log_direct" in frame:  # the chain's direct E[log1p y | x] model (stacking only)
         out["log_direct"] = frame["log_direct"].to_numpy()
-    return out
+    return pd.DataFrame(out, index=frame.index)
 
 
 def _keys(column: pd.Series) -> pd.Series:
@@ -94,10 +95,16 @@ class RiskEncoder:
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
-        out = pd.DataFrame(index=X.index)
+        out = {}
         for c in self.columns_:
-            out[f"risk_{c}"] = _keys(X[c]).map(self.tables_[c]).fillna(self.prior_).to_numpy(dtype=np.float64)
-        return out
+            # Series.map(table).fillna(prior) as an index lookup: same values, ~4x less overhead per call
+            table = self.tables_[c]
+            pos = table.index.get_indexer(_keys(X[c]).to_numpy())
+            values = table.to_numpy(dtype=np.float64)[np.maximum(pos, 0)] if len(table) else pos * 0.0
+            out[f"risk_{c}"] = np.where(pos >= 0, values, self.prior_)
+        return pd.DataFrame(
+            out, index=X.index, columns=[f"risk_{c}" for c in self.columns_], dtype=np.float64
+        )
 
     def fit_transform_oof(self, X: pd.DataFrame, y, folds) -> pd.DataFrame:
         """Out-of-fold encodings of the train rows (each block encoded by the other blocks), then a

@@ -13,9 +13,12 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from ltv.models._lgbm import LGBMParamsMixin, check_frame, fit_booster
+from ltv.models._lgbm import LGBMParamsMixin, booster_predict, check_frame, fit_booster
 
 DEFAULT_HORIZONS = ("iap_revenue_d7", "iap_revenue_d14", "iap_revenue_d28")
+
+
+_OWN = ("refit_on_eval",)  # our key, not a LightGBM parameter
 
 
 def cumulative_log_targets(Y: pd.DataFrame, horizons) -> np.ndarray:
@@ -69,6 +72,9 @@ class RevenueRegressor(LGBMParamsMixin):
     ----------
     horizons : label columns, shortest first (default d7, d14, d28; there is no d1 revenue).
     early_stopping_rounds : rounds without RMSLE improvement on the eval buyers; None disables.
+    refit_on_eval : after early stopping, refit each horizon on train + eval rows with its stopped round
+        count. Off for the buyer regressor (its smearing uses the eval buyers, which must stay out of
+        sample); the stacking's direct all-rows model turns it on.
     Other named parameters and ``**kwargs`` : LightGBM parameters, passed through.
     """
 
@@ -86,8 +92,10 @@ class RevenueRegressor(LGBMParamsMixin):
         early_stopping_rounds: int | None = 50,
         n_jobs: int = 2,
         random_state: int | None = 0,
+        refit_on_eval: bool = False,
         **kwargs,
     ):
+        self.refit_on_eval = refit_on_eval
         self.horizons = horizons
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -120,7 +128,7 @@ class RevenueRegressor(LGBMParamsMixin):
         base_eval = None
         for k in range(len(horizons)):
             y_k = target[:, k] - (target[:, k - 1] if k else 0.0)
-            model = lgb.LGBMRegressor(objective="regression", metric="None", **self.lgbm_kwargs())
+            model = lgb.LGBMRegressor(objective="regression", metric="None", **self.lgbm_kwargs(_OWN))
             es = None
             if eval_set is not None:
                 truth = eval_target[:, k]
@@ -138,9 +146,27 @@ class RevenueRegressor(LGBMParamsMixin):
             if es is not None:
                 inc = np.clip(model.predict(es[0], num_iteration=best), 0.0, None)
                 base_eval = inc if base_eval is None else base_eval + inc
+        if self.refit_on_eval and eval_set is not None:
+            self._refit(X, target, sample_weight, eval_set[0], eval_target)
         self.best_iteration_ = int(max(self.best_iterations_))
         self.smearing_ = {h: 1.0 for h in horizons}
         return self
+
+    def _refit(self, X, target, sample_weight, X_es, eval_target):
+        """Replace every horizon's booster by one trained on train + eval rows for its early-stopped
+        round count (more, and the most recent, rows for the final fit)."""
+        cols = self.feature_names_in_
+        X_all = pd.concat([X[cols], X_es[cols]], ignore_index=True)
+        t_all = np.vstack([target, eval_target])
+        w_all = None
+        if sample_weight is not None:
+            w_all = np.concatenate([np.asarray(sample_weight, dtype=np.float64), np.ones(len(X_es))])
+        for k, best in enumerate(self.best_iterations_):
+            y_k = t_all[:, k] - (t_all[:, k - 1] if k else 0.0)
+            params = {**self.lgbm_kwargs(_OWN), "n_estimators": int(best)}
+            model = lgb.LGBMRegressor(objective="regression", metric="None", **params)
+            fit_booster(model, X_all, y_k, w_all)
+            self.boosters_[k] = model
 
     def fixed_clone(self):
         clone = super().fixed_clone()
@@ -151,14 +177,17 @@ class RevenueRegressor(LGBMParamsMixin):
         if not hasattr(self, "boosters_"):
             raise ValueError("RevenueRegressor is not fitted; call fit first")
 
-    def predict_log(self, X) -> pd.DataFrame:
-        """Cumulative E[log1p y | buyer, x] per horizon (columns = horizons), non-decreasing across."""
+    def predict_log(self, X, cache: list | None = None) -> pd.DataFrame:
+        """Cumulative E[log1p y | buyer, x] per horizon (columns = horizons), non-decreasing across.
+
+        ``cache``: optional per-call list shared by boosters on the same columns (see ``lgbm_matrix``).
+        """
         self._check_fitted()
         check_frame(X)
-        Xf = X[self.feature_names_in_]
+        cache = [] if cache is None else cache  # the horizons' boosters share one input matrix
         out = np.empty((len(X), len(self.boosters_)))
         for k, (model, best) in enumerate(zip(self.boosters_, self.best_iterations_, strict=True)):
-            pred = model.predict(Xf, num_iteration=best)
+            pred = booster_predict(model, X, self.feature_names_in_, best, cache)
             # the first horizon is a level (log1p >= 0), later ones are increments (>= 0)
             out[:, k] = np.clip(pred, 0.0, None) + (out[:, k - 1] if k else 0.0)
         return pd.DataFrame(out, columns=list(self.horizons), index=X.index)
@@ -176,9 +205,12 @@ class RevenueRegressor(LGBMParamsMixin):
         self.smearing_ = {h: smearing_factor(truth[:, k], m[:, k]) for k, h in enumerate(self.horizons)}
         return self
 
-    def predict_dollars(self, X) -> pd.DataFrame:
-        """E[y | buyer, x] per horizon in dollars: exp(m) * S - 1, clipped at 0, kept ordered."""
-        m = self.predict_log(X)
+    def predict_dollars(self, X, log: pd.DataFrame | None = None) -> pd.DataFrame:
+        """E[y | buyer, x] per horizon in dollars: exp(m) * S - 1, clipped at 0, kept ordered.
+
+        ``log``: this model's ``predict_log(X)`` if the caller has it already (not recomputed).
+        """
+        m = self.predict_log(X) if log is None else log
         smear = np.array([self.smearing_[h] for h in self.horizons])
         dollars = np.clip(np.exp(m.to_numpy()) * smear - 1.0, 0.0, None)
         return pd.DataFrame(np.maximum.accumulate(dollars, axis=1), columns=m.columns, index=m.index)

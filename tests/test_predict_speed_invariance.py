@@ -1,0 +1,210 @@
+"""The fast predict path (one matrix conversion per call, one thread for small batches, no repeated
+booster calls) gives the same numbers as the plain sklearn-API path it replaced."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ltv.contract import TARGET
+from ltv.models import StackingEnsemble
+from ltv.models._lgbm import SMALL_BATCH_ROWS, lgbm_matrix, predict_threads
+from ltv.models.ensemble import hurdle_prediction
+from ltv.models.meta import first_stage_frame, stack_features
+from ltv.models.testing import small_chain, split_data
+
+
+def _log_reference(reg, X) -> pd.DataFrame:
+    out = np.empty((len(X), len(reg.boosters_)))
+    for k, (model, best) in enumerate(zip(reg.boosters_, reg.best_iterations_, strict=True)):
+        out[:, k] = np.clip(model.predict(X[reg.feature_names_in_], num_iteration=best), 0.0, None) + (
+            out[:, k - 1] if k else 0.0
+        )
+    return pd.DataFrame(out, columns=list(reg.horizons), index=X.index)
+
+
+def _stacking_reference(ens, frame, X) -> np.ndarray:
+    M = pd.concat([stack_features(frame), ens.risk_.transform(X).set_index(frame.index)], axis=1)
+    M = M.clip(ens.lo_, ens.hi_, axis=1)
+    Z = ens._with_base(M, {name: m.predict(M) for name, m in ens.base_.items()})[ens.meta_features_]
+    score = np.clip(
+        Z[ens.init_column_].to_numpy() + ens.meta_.predict(Z, num_iteration=ens.meta_iteration_), 0.0, None
+    )
+    if ens.objective_ == "revenue":
+        return frame["p_gated"].to_numpy() * np.clip(np.exp(score) * ens.smearing_ - 1.0, 0.0, None)
+    return np.where(frame["p_gated"].to_numpy() > 0, np.expm1(score), 0.0)
+
+
+def reference_predict(model, X) -> np.ndarray:
+    """The chain's prediction through the public sklearn / LightGBM APIs on DataFrames (the old path)."""
+    clf, reg, gate = model.classifier_, model.regressor_, model.gate_
+    raw = clf.booster_.predict_proba(X[clf.feature_names_in_], num_iteration=clf.best_iteration_)[:, 1]
+    p = raw if clf.calibrator_ is None else clf.calibrator_.transform(raw)
+    whale = np.zeros(len(X))
+    if gate.whale_model_ is not None:
+        whale = gate.whale_model_.predict_proba(X[gate.whale_features_], num_iteration=gate.whale_iteration_)
+        whale = whale[:, 1]
+    log_rev = _log_reference(reg, X)
+    smear = np.array([reg.smearing_[h] for h in reg.horizons])
+    dollars = np.maximum.accumulate(np.clip(np.exp(log_rev.to_numpy()) * smear - 1.0, 0.0, None), axis=1)
+    dollars = pd.DataFrame(dollars, columns=log_rev.columns, index=X.index)
+    frame = first_stage_frame(raw, p, whale, log_rev, dollars, gate.params_, X.index)
+    if model.direct_ is not None:
+        frame["log_direct"] = _log_reference(model.direct_, X)[TARGET].to_numpy()
+    if isinstance(model.ensemble_, StackingEnsemble):
+        final = _stacking_reference(model.ensemble_, frame, X)
+    else:
+        final = hurdle_prediction(frame["p_gated"], frame["log_rev_d7"], frame["rev_d7"], model.objective)
+    return np.clip(np.nan_to_num(final, nan=0.0, posinf=0.0), 0.0, None)
+
+
+def _fit(ensemble: str, objective: str):
+    d = split_data(n_train=3000, n_valid=1500, n_holdout=2500, seed=3)
+    model = small_chain(ensemble, objective=objective, seed=3)
+    model.fit(d["train"][0], d["train"][1], d["valid"][0], d["valid"][1], d["train"][2], d["valid"][2])
+    # exercise the multi-thread settings at predict time (fitted single-threaded for speed)
+    for part in (model.classifier_, model.regressor_, model.gate_):
+        part.n_jobs = 2
+    if isinstance(model.ensemble_, StackingEnsemble):
+        model.ensemble_.n_jobs = 2
+        model.ensemble_.base_["rf"].n_jobs = 2
+        model.ensemble_.base_["xgb"].set_params(n_jobs=2)
+    return model, d["holdout"][0]
+
+
+@pytest.fixture(scope="module")
+def stacking_rmsle():
+    return _fit("stacking", "rmsle")
+
+
+@pytest.mark.parametrize("rows", [1, 7, 300])
+def test_stacking_small_batches_match_reference(stacking_rmsle, rows):
+    model, X = stacking_rmsle
+    part = X.iloc[100 : 100 + rows]
+    got, want = model.predict(part), reference_predict(model, part)
+    assert got.shape == (rows,)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0.0)
+
+
+def test_stacking_large_batch_matches_reference_and_row_by_row(stacking_rmsle):
+    model, X = stacking_rmsle
+    assert len(X) >= SMALL_BATCH_ROWS  # the multi-thread branch
+    batch = model.predict(X)
+    np.testing.assert_allclose(batch, reference_predict(model, X), rtol=1e-12, atol=0.0)
+    singles = np.concatenate([model.predict(X.iloc[i : i + 1]) for i in range(0, len(X), 250)])
+    np.testing.assert_allclose(singles, batch[::250], rtol=1e-12, atol=0.0)
+    assert (batch > 0).mean() > 0.5 and np.isfinite(batch).all()
+
+
+def test_hurdle_revenue_matches_reference():
+    model, X = _fit("hurdle", "revenue")
+    for part in (X.iloc[:1], X.iloc[:50], X):
+        np.testing.assert_array_equal(model.predict(part), reference_predict(model, part))
+
+
+def test_lgbm_matrix_reuses_one_conversion_and_matches_pandas_codes(stacking_rmsle):
+    model, X = stacking_rmsle
+    clf = model.classifier_
+    cache = []
+    first = lgbm_matrix(X.iloc[:5], clf.feature_names_in_, clf.booster_.booster_, cache)
+    again = lgbm_matrix(X.iloc[:5], clf.feature_names_in_, model.regressor_.boosters_[0].booster_, cache)
+    assert again is first and len(cache) == 1
+    col = clf.feature_names_in_.index("country")
+    codes = X["country"].iloc[:5].cat.codes.to_numpy()
+    np.testing.assert_array_equal(first[:, col], codes.astype(first.dtype))
+
+
+def test_predict_threads_rule():
+    assert predict_threads(1, 2) == 1
+    assert predict_threads(SMALL_BATCH_ROWS - 1, 8) == 1
+    assert predict_threads(SMALL_BATCH_ROWS, 2) == 2
+    assert predict_threads(SMALL_BATCH_ROWS, -1) == 0 and predict_threads(SMALL_BATCH_ROWS, None) == 0
+
+
+def test_lgbm_matrix_matches_lightgbm_conversion_with_unknown_and_missing_categories(stacking_rmsle):
+    from lightgbm.basic import _data_from_pandas
+
+    model, X = stacking_rmsle
+    clf = model.classifier_
+    part = X.iloc[:40].copy()
+    country = np.array(part["country"].astype(object).to_numpy(), dtype=object)
+    country[:5], country[5:8] = "fr", None  # a category unseen at fit, missing values
+    part["country"] = pd.Categorical(country, categories=["us", "fr", "de", "br", "in", "jp"])
+    want = _data_from_pandas(
+        part[clf.feature_names_in_], "auto", "auto", clf.booster_.booster_.pandas_categorical
+    )
+    got = lgbm_matrix(part, clf.feature_names_in_, clf.booster_.booster_)
+    assert got.dtype == np.float32  # float32 features, few categories: exact in float32
+    np.testing.assert_array_equal(got.astype(np.float64), want[0].astype(np.float64))
+    assert np.isnan(got[:8, clf.feature_names_in_.index("country")]).all()
+    np.testing.assert_array_equal(model.predict(part), reference_predict(model, part))
+
+
+@pytest.mark.parametrize("rows", [3, SMALL_BATCH_ROWS])
+def test_lgbm_matrix_any_column_order(stacking_rmsle, rows):
+    """Categoricals between numeric columns (both the small- and the large-batch branch)."""
+    from lightgbm.basic import _data_from_pandas
+
+    model, X = stacking_rmsle
+    booster = model.classifier_.booster_.booster_
+    feats = list(model.classifier_.feature_names_in_)
+    shuffled = [feats[-1], *feats[:3], feats[-2], *feats[3:-2]]
+    cats = [booster.pandas_categorical[1], booster.pandas_categorical[0]]
+    part = X.iloc[:rows]
+    want = _data_from_pandas(part[shuffled], "auto", "auto", cats)[0].astype(np.float64)
+    np.testing.assert_array_equal(lgbm_matrix(part, shuffled, booster_with(cats)), want)
+    wide = part.assign(f0=part["f0"].astype(np.float64) + 1e-12)  # a float64 column: float64 matrix
+    got = lgbm_matrix(wide, shuffled, booster_with(cats))
+    assert got.dtype == np.float64
+    want = _data_from_pandas(wide[shuffled], "auto", "auto", cats)[0]
+    np.testing.assert_array_equal(got, want)
+
+
+class booster_with:  # noqa: N801 - a stand-in exposing only ``pandas_categorical``
+    def __init__(self, cats):
+        self.pandas_categorical = cats
+
+
+def test_risk_encoder_lookup_matches_series_map():
+    """The index lookup gives what ``Series.map(table).fillna(prior)`` gave: unseen and missing values
+    fall back to the prior (categorical, numeric and string key columns)."""
+    from ltv.models.meta import RiskEncoder, _keys
+
+    rng = np.random.default_rng(5)
+    n = 400
+    X = pd.DataFrame(
+        {
+            "country": pd.Categorical(rng.choice(["us", "jp", None], n), categories=["jp", "us", "de"]),
+            "dev_os": rng.choice([1.0, 2.0, np.nan], n),
+            "dev_make": pd.Series(rng.choice(["a", "b", None], n), dtype=object),
+        }
+    )
+    y = rng.exponential(2.0, n) * (rng.random(n) < 0.3)
+    enc = RiskEncoder(["country", "dev_os", "dev_make"], smoothing=10.0).fit(X, y)
+    new = X.iloc[:6].copy()
+    new["country"] = pd.Categorical(["de", "us", None, "jp", "de", "us"], categories=["jp", "us", "de"])
+    new["dev_os"] = [3.0, 1.0, np.nan, 2.0, 1.0, 9.0]
+    new["dev_make"] = pd.Series(["zz", "a", None, "b", "a", "q"], dtype=object)
+    got = enc.transform(new)
+    for c in enc.columns_:
+        want = _keys(new[c]).map(enc.tables_[c]).fillna(enc.prior_).to_numpy(dtype=np.float64)
+        np.testing.assert_array_equal(got[f"risk_{c}"].to_numpy(), want)
+    assert got.loc[0, "risk_dev_make"] == enc.prior_ and got.loc[0, "risk_country"] == enc.prior_
+    assert list(got.columns) == ["risk_country", "risk_dev_os", "risk_dev_make"]
+
+
+def test_feature_transform_small_batch_block_equals_per_column_frame(monkeypatch):
+    """FeatureBuilder.transform: the few-rows single-block layout has the same values, dtypes, names."""
+    from ltv.features import FeatureBuilder
+    from ltv.features import builder as builder_mod
+    from tests.test_features_extract import mixed_table
+
+    fb = FeatureBuilder(min_category_count=1, min_group_count=5)
+    S = fb.extract(mixed_table(300, seed=2))
+    fb.fit(S)
+    small = [fb.transform(S.iloc[a:b]) for a, b in [(0, 1), (1, 40), (40, 300)]]
+    monkeypatch.setattr(builder_mod, "_SMALL_ROWS", 0)  # per-column frame at any size
+    whole = fb.transform(S)
+    pd.testing.assert_frame_equal(pd.concat(small), whole, check_exact=True)
+    pd.testing.assert_frame_equal(small[0], whole.iloc[:1], check_exact=True)
