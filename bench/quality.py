@@ -78,7 +78,7 @@ def main(argv=None) -> None:
                 "config", overrides=[f"data={args.data}", "ensemble=hurdle", *args.overrides]
             ),
             "ensemble=stacking": base,
-            "stacking, revenue": compose(
+            "stacking revenue": compose(
                 "config", overrides=[f"data={args.data}", "objective=revenue", *args.overrides]
             ),
         }
@@ -130,7 +130,7 @@ def main(argv=None) -> None:
     print(evaluation.format_table(rows, KEYS))
     print(
         "\nrmsle gap to oracle, default chain:",
-        f"{rows['ensemble=stacking']['rmsle'] - (best or float('nan')):.4f}",
+        f"{rows.get('ensemble=stacking', {}).get('rmsle', float('nan')) - (best or float('nan')):.4f}",
         "| normalised gini of the oracle:",
         f"{rows.get('oracle (rmsle)', {}).get('gini', float('nan')):.4f}",
     )
