@@ -6,6 +6,7 @@ import inspect
 
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 
 # LightGBM 4.7 deprecates eval_set in favour of eval_X / eval_y; older 4.x only knows eval_set
 _EVAL_XY = "eval_X" in inspect.signature(lgb.LGBMModel.fit).parameters
@@ -49,6 +50,15 @@ class LGBMParamsMixin:
         params["n_estimators"] = int(getattr(self, "best_iteration_", params["n_estimators"]))
         params["early_stopping_rounds"] = None
         return type(self)(**params)
+
+
+def append_eval_rows(X, X_eval, sample_weight=None):
+    """(train + eval rows in X's column order, their weights) for a refit; eval rows weigh 1."""
+    cols = list(X.columns)
+    X_all = pd.concat([X[cols], X_eval[cols]], ignore_index=True)
+    if sample_weight is None:
+        return X_all, None
+    return X_all, np.concatenate([np.asarray(sample_weight, dtype=np.float64), np.ones(len(X_eval))])
 
 
 def fit_booster(model, X, y, sample_weight=None, eval_set=None, early_stopping_rounds=None, eval_metric=None,

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import lightgbm as lgb
 import numpy as np
-import pandas as pd
 
 from ltv import metrics
-from ltv.models._lgbm import LGBMParamsMixin, binary_label, booster_predict, check_frame, fit_booster
+from ltv.models._lgbm import (
+    LGBMParamsMixin,
+    append_eval_rows,
+    binary_label,
+    booster_predict,
+    check_frame,
+    fit_booster,
+)
 from ltv.models.calibration import Calibrator
 
 
@@ -106,11 +112,8 @@ class BuyerClassifier(LGBMParamsMixin):
 
     def _refit(self, X, y, sample_weight, eval_set):
         """Replace the booster by one trained ``best_iteration_`` rounds on train + eval rows."""
-        X_all = pd.concat([X, eval_set[0][list(X.columns)]], ignore_index=True)
+        X_all, w_all = append_eval_rows(X, eval_set[0], sample_weight)
         y_all = np.concatenate([y, eval_set[1]])
-        w_all = None
-        if sample_weight is not None:
-            w_all = np.concatenate([np.asarray(sample_weight, dtype=np.float64), np.ones(len(eval_set[1]))])
         params = {**self.lgbm_kwargs(("refit_on_eval",)), "n_estimators": self.best_iteration_}
         self.booster_ = lgb.LGBMClassifier(objective="binary", **params)
         fit_booster(self.booster_, X_all, y_all, w_all)

@@ -13,7 +13,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from ltv.models._lgbm import LGBMParamsMixin, booster_predict, check_frame, fit_booster
+from ltv.models._lgbm import LGBMParamsMixin, append_eval_rows, booster_predict, check_frame, fit_booster
 
 DEFAULT_HORIZONS = ("iap_revenue_d7", "iap_revenue_d14", "iap_revenue_d28")
 
@@ -155,12 +155,8 @@ class RevenueRegressor(LGBMParamsMixin):
     def _refit(self, X, target, sample_weight, X_es, eval_target):
         """Replace every horizon's booster by one trained on train + eval rows for its early-stopped
         round count (more, and the most recent, rows for the final fit)."""
-        cols = self.feature_names_in_
-        X_all = pd.concat([X[cols], X_es[cols]], ignore_index=True)
+        X_all, w_all = append_eval_rows(X[self.feature_names_in_], X_es, sample_weight)
         t_all = np.vstack([target, eval_target])
-        w_all = None
-        if sample_weight is not None:
-            w_all = np.concatenate([np.asarray(sample_weight, dtype=np.float64), np.ones(len(X_es))])
         for k, best in enumerate(self.best_iterations_):
             y_k = t_all[:, k] - (t_all[:, k - 1] if k else 0.0)
             params = {**self.lgbm_kwargs(_OWN), "n_estimators": int(best)}
