@@ -175,8 +175,11 @@ def arrow_schema(split: str = "train") -> pa.Schema:
 
 def kind_of_type(t: pa.DataType) -> str | None:
     """The contract kind an Arrow type belongs to, or None when it fits none."""
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t) and (
-        pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)
+    if (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_dictionary(t)
+        and (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type))
     ):
         return STRING
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_null(t):

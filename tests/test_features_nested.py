@@ -111,6 +111,35 @@ def test_purchase_history_and_the_advertised_bundle():
     close(f["revenue_per_purchase"], [5, NAN, NAN, 7])
 
 
+def test_advertiser_context_looks_up_the_advertised_app_its_category_and_the_request_hour():
+    adv = ["adv1", "adv1", "z", "adv1"]
+    f = extract(
+        table_with(
+            4,
+            advertiser_bundle=adv,
+            advertiser_category=["games", "games", None, "finance"],
+            rev_by_adv=[[("adv1", 12.5), ("x", 3.0)], None, [("adv1", 1.0)], []],
+            last_buy_ts_bundle=[[("adv1", DAY0 - 2 * 86400)], None, [], [("x", DAY0)]],
+            iap_revenue_usd_category=[[("games", 4.0), ("finance", 9.0)], None, [("games", 1.0)], []],
+            last_install_ts_category=[None, [("games", DAY0)], [], [("finance", DAY0 - 86400)]],
+            user_actions_bundles_action_count=[
+                [("adv1", [("open", 2), ("purchase", 1)]), ("x", [("open", 7)])],
+                None,
+                [("adv1", [("open", 4)])],
+                [("adv1", [])],
+            ],
+            hour_ratio=[[("5", 0.25), ("6", 0.75)], [("05", 0.5)], [("6", 1.0)], None],
+        ),
+        advertiser_context=True,
+    )
+    close(f["rev_by_adv__advertiser"], [12.5, NAN, 0, 0])  # 0: a map without the key; NaN: no map
+    close(f["last_buy_ts_bundle__advertiser_days"], [2 + H5, NAN, NAN, NAN])
+    close(f["iap_revenue_usd_category__advertiser_category"], [4, NAN, 0, 0])  # null category: no key
+    close(f["last_install_ts_category__advertiser_category_days"], [NAN, H5, NAN, 1 + H5])
+    close(f["user_actions_bundles_action_count__advertiser"], [3, NAN, 0, 0])
+    close(f["hour_ratio__current"], [0.25, 0.5, 0, NAN])  # request hour 5: keys '5' and '05' alike
+
+
 def test_recency_in_days_from_unix_seconds_relative_to_the_request_hour():
     first = [DAY0, DAY0 - 10 * 86400, None]
     last_buy_map = [[("a", DAY0), ("b", DAY0 - 3 * 86400)], None, []]

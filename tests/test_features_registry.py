@@ -29,7 +29,9 @@ def test_group_can_be_switched_off_from_the_command_line():
     fb = instantiate(_features(["groups.histograms=false"]))
     assert fb.groups_["histograms"] is False and fb.groups_["whale"] is True
     S = fb.extract(mixed_table(20))
-    assert not [c for c in S.columns if c.startswith(("country_hist__", "hour_ratio__"))]
+    hist = [c for c in S.columns if c.startswith(("country_hist__", "hour_ratio__"))]
+    # advertiser_context still reads hour_ratio (its lookup and missing flag), no histogram statistic
+    assert sorted(hist) == ["hour_ratio__current", "hour_ratio__missing"]
     assert "whale_users_bundle_total_revenue__max" in S.columns
 
 

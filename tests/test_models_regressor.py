@@ -1,4 +1,5 @@
-"""RevenueRegressor: horizons ordered by construction, custom RMSLE / MAE evals, smearing."""
+"""RevenueRegressor: horizons ordered by construction, custom RMSLE / MAE evals, smearing and the
+residual-variance retransformation."""
 
 from __future__ import annotations
 
@@ -20,9 +21,73 @@ def fitted():
     X, labels, _, oracle = make_chain_data(16000, seed=21)
     b = np.flatnonzero(labels["buyer_d7"].to_numpy() == 1)
     tr, es, ho = b[: len(b) // 2], b[len(b) // 2 : 3 * len(b) // 4], b[3 * len(b) // 4 :]
-    reg = RevenueRegressor(**FAST).fit(X.iloc[tr], labels.iloc[tr], eval_set=(X.iloc[es], labels.iloc[es]))
+    reg = RevenueRegressor(**FAST, retransform="smearing")
+    reg.fit(X.iloc[tr], labels.iloc[tr], eval_set=(X.iloc[es], labels.iloc[es]))
     reg.fit_smearing(X.iloc[es], labels.iloc[es])
     return reg, X.iloc[ho], labels.iloc[ho], oracle.iloc[ho]
+
+
+@pytest.fixture(scope="module")
+def fitted_variance():
+    X, labels, _, oracle = make_chain_data(16000, seed=21)
+    b = np.flatnonzero(labels["buyer_d7"].to_numpy() == 1)
+    tr, es, ho = b[: len(b) // 2], b[len(b) // 2 : 3 * len(b) // 4], b[3 * len(b) // 4 :]
+    es_set = (X.iloc[es], labels.iloc[es])
+    reg = RevenueRegressor(**FAST).fit(X.iloc[tr], labels.iloc[tr], eval_set=es_set)
+    reg.fit_variance(X.iloc[tr], labels.iloc[tr], eval_set=es_set)
+    reg.fit_smearing(X.iloc[es], labels.iloc[es])  # a no-op under retransform='variance'
+    return reg, X.iloc[ho], labels.iloc[ho], oracle.iloc[ho]
+
+
+def test_variance_retransform_is_unbiased_in_total_and_follows_the_whale_tail(fitted_variance):
+    reg, X_h, _, oracle = fitted_variance
+    assert reg.smearing_ == {h: 1.0 for h in HORIZONS}
+    s2 = reg.predict_variance(X_h)
+    assert s2.shape == (len(X_h), 3) and np.all(s2 >= 0)
+    # the whale probability grows with f3, so the residual spread must too
+    f3 = X_h["f3"].to_numpy()
+    hi, lo = s2[f3 > np.quantile(f3, 0.9), 0].mean(), s2[f3 < np.quantile(f3, 0.1), 0].mean()
+    assert hi > 1.5 * lo
+    rev = reg.predict_dollars(X_h)["iap_revenue_d7"].to_numpy()
+    expected = oracle["oracle_revenue"] / oracle["p_buyer"]
+    assert rev.sum() / expected.sum() == pytest.approx(1.0, abs=0.15)
+    # per-row spread matters: the top f3 decile's dollars are closer to the oracle's than a constant
+    # variance (the mean s2 for every row) gets them
+    top = f3 > np.quantile(f3, 0.9)
+    m = reg.predict_log(X_h)["iap_revenue_d7"].to_numpy()
+    const = np.exp(m + s2[:, 0].mean() / 2) - 1
+    ratio_var, ratio_const = rev[top].sum() / expected[top].sum(), const[top].sum() / expected[top].sum()
+    assert abs(np.log(ratio_var)) < abs(np.log(ratio_const))
+
+
+def test_variance_model_uses_out_of_fold_residuals():
+    """In-sample residuals of a boosted model are shrunk; out-of-fold ones are not: the mean fitted s2
+    must match the held-out squared residuals, not the smaller in-sample ones."""
+    X, labels, _, _ = make_chain_data(16000, seed=5)
+    b = np.flatnonzero(labels["buyer_d7"].to_numpy() == 1)
+    tr, ho = b[: 2 * len(b) // 3], b[2 * len(b) // 3 :]
+    params = {**FAST, "num_leaves": 63, "min_child_samples": 5, "early_stopping_rounds": None}
+    reg = RevenueRegressor(**params).fit(X.iloc[tr], labels.iloc[tr])
+    reg.fit_variance(X.iloc[tr], labels.iloc[tr])
+    pi = reg.spend_share_[0]
+    assert pi == pytest.approx(0.9, abs=0.03)  # 10% of the test generator's buyers spend nothing
+
+    def spenders_r2(rows):
+        truth = cumulative_log_targets(labels.iloc[rows], HORIZONS)[:, 0]
+        m = reg.predict_log(X.iloc[rows])["iap_revenue_d7"].to_numpy()
+        pos = truth > 0
+        return (truth[pos] - m[pos] / pi) ** 2, rows[pos]
+
+    held_out, ho_pos = spenders_r2(ho)
+    in_sample, _ = spenders_r2(tr)
+    fitted = reg.predict_variance(X.iloc[ho_pos])[:, 0].mean()
+    assert in_sample.mean() < 0.8 * held_out.mean()  # the booster overfits its own rows
+    assert fitted == pytest.approx(held_out.mean(), rel=0.2)
+
+
+def test_unknown_retransform_is_refused():
+    with pytest.raises(ValueError, match="retransform must be one of"):
+        RevenueRegressor(retransform="exp")
 
 
 def test_predictions_are_ordered_on_random_inputs(fitted):

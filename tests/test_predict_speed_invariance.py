@@ -32,7 +32,8 @@ def _stacking_reference(ens, frame, X) -> np.ndarray:
         Z[ens.init_column_].to_numpy() + ens.meta_.predict(Z, num_iteration=ens.meta_iteration_), 0.0, None
     )
     if ens.objective_ == "revenue":
-        return frame["p_gated"].to_numpy() * np.clip(np.exp(score) * ens.smearing_ - 1.0, 0.0, None)
+        factor = np.log1p(frame["rev_d7"].to_numpy()) - frame["log_rev_d7"].to_numpy()
+        return frame["p_gated"].to_numpy() * np.clip(np.exp(score + factor) * ens.smearing_ - 1.0, 0.0, None)
     return np.where(frame["p_gated"].to_numpy() > 0, np.expm1(score), 0.0)
 
 
@@ -46,8 +47,15 @@ def reference_predict(model, X) -> np.ndarray:
         whale = gate.whale_model_.predict_proba(X[gate.whale_features_], num_iteration=gate.whale_iteration_)
         whale = whale[:, 1]
     log_rev = _log_reference(reg, X)
-    smear = np.array([reg.smearing_[h] for h in reg.horizons])
-    dollars = np.maximum.accumulate(np.clip(np.exp(log_rev.to_numpy()) * smear - 1.0, 0.0, None), axis=1)
+    s2 = np.column_stack(
+        [
+            np.clip(m.predict(X[reg.feature_names_in_], num_iteration=best), 0, None)
+            for m, best in reg.variance_
+        ]
+    )
+    pi = np.asarray(reg.spend_share_)
+    dollars = np.clip(pi * (np.exp(log_rev.to_numpy() / pi + s2 / 2) - 1.0), 0.0, None)
+    dollars = np.maximum.accumulate(dollars, axis=1)
     dollars = pd.DataFrame(dollars, columns=log_rev.columns, index=X.index)
     frame = first_stage_frame(raw, p, whale, log_rev, dollars, gate.params_, X.index)
     if model.direct_ is not None:

@@ -70,7 +70,10 @@ def test_seen_ids_across_many_batches():
 def test_coalesce_groups_small_tables_without_losing_rows():
     from ltv.tasks.predict import coalesce
 
-    tables = [_batch([f"r{i}_{j}" for j in range(n)], [float(j) for j in range(n)]) for i, n in enumerate([3, 4, 2, 7, 1])]
+    tables = [
+        _batch([f"r{i}_{j}" for j in range(n)], [float(j) for j in range(n)])
+        for i, n in enumerate([3, 4, 2, 7, 1])
+    ]
     batches = list(coalesce(iter(tables), batch_rows=6))
     assert [b.num_rows for b in batches] == [7, 9, 1]
     assert sum((b.column("row_id").to_pylist() for b in batches), []) == sum(

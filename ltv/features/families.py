@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 
 from ltv import contract
 from ltv.features import nested
-from ltv.features.stateless import ExtractContext
+from ltv.features.stateless import ExtractContext, _parse_int, map_unique
 
 GENERIC_MAPS = [
     "bcat",
@@ -120,6 +120,64 @@ def purchase_history(ctx: ExtractContext) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         buys = out["num_buys_bundle__sum"]
         out["revenue_per_purchase"] = np.where(buys > 0, out["iap_revenue_usd_bundle__sum"] / buys, np.nan)
+    return out
+
+
+ADVERTISER_TS_MAPS = ["last_install_ts_bundle", "last_buy_ts_bundle"]
+ADVERTISER_ACTIONS = "user_actions_bundles_action_count"
+# maps keyed by category (or bottom taxonomy), looked up under the advertised app's own
+CATEGORY_KEYED = {
+    "advertiser_category": ["iap_revenue_usd_category", "num_buys_category", "bundles_cat"],
+    "advertiser_bottom_taxonomy_level": [
+        "iap_revenue_usd_category_bottom_taxonomy",
+        "num_buys_category_bottom_taxonomy",
+        "bundles_cat_bottom_taxonomy",
+    ],
+}
+CATEGORY_TS_MAPS = ["last_buy_ts_category", "last_install_ts_category"]  # keyed by advertiser_category
+
+
+def _at_advertiser(ctx: ExtractContext, col: str, key_col: str = "advertiser_bundle") -> np.ndarray:
+    """Per row, the value of map ``col`` under the row's ``key_col`` string (NaN when absent)."""
+    flat = ctx.flat(col)
+    return nested.value_at(flat, ctx.values(col), nested.key_equals_row(flat, ctx.column(key_col)))
+
+
+def advertiser_context(ctx: ExtractContext) -> dict[str, np.ndarray]:
+    """The user's history with the advertised app and its category, and with the request hour.
+
+    Category-keyed maps (past revenue / purchases / installed apps, days since the last purchase or
+    install) under the advertised app's category or bottom taxonomy (0 / NaN as below). Past revenue the user brought this advertiser (``rev_by_adv`` under ``advertiser_bundle``; 0 when the
+    map is present without that key, NaN when null), days since the advertised app was installed /
+    bought, the user's action count on it (map of maps), and the user's activity share at the request
+    hour (``hour_ratio`` under the row's hour; keys '7' and '07' alike).
+    """
+    out = {}
+    flat = ctx.flat("rev_by_adv")
+    at = _at_advertiser(ctx, "rev_by_adv")
+    out["rev_by_adv__advertiser"] = np.where(flat.valid & np.isnan(at), 0.0, at)
+    for col in ADVERTISER_TS_MAPS:
+        out[f"{col}__advertiser_days"] = ctx.days_since(_at_advertiser(ctx, col))
+    for key_col, cols in CATEGORY_KEYED.items():
+        for col in cols:
+            at = _at_advertiser(ctx, col, key_col)
+            out[f"{col}__advertiser_category"] = np.where(ctx.flat(col).valid & np.isnan(at), 0.0, at)
+    for col in CATEGORY_TS_MAPS:
+        out[f"{col}__advertiser_category_days"] = ctx.days_since(
+            _at_advertiser(ctx, col, "advertiser_category")
+        )
+    outer = ctx.flat(ADVERTISER_ACTIONS)
+    hit = nested.key_equals_row(outer, ctx.column("advertiser_bundle"))
+    inner = nested.flatten(outer.items)
+    sel = hit[inner.parent] if len(inner.parent) else np.zeros(0, bool)
+    counts = np.nan_to_num(inner.values()[sel], nan=0.0) if sel.any() else np.zeros(0)
+    total = np.bincount(outer.parent[inner.parent[sel]], weights=counts, minlength=outer.n)
+    out[f"{ADVERTISER_ACTIONS}__advertiser"] = nested._null_out(outer, total)
+    flat = ctx.flat("hour_ratio")
+    key_hour = map_unique(flat.keys, _parse_int) if len(flat.keys) else np.zeros(0)
+    match = key_hour == ctx.request_hour()[flat.parent]
+    at = nested.value_at(flat, ctx.values("hour_ratio"), match)
+    out["hour_ratio__current"] = np.where(flat.valid & np.isnan(at), 0.0, at)
     return out
 
 

@@ -52,16 +52,29 @@ class CategoryEncoder:
             self.rare_[c] = [str(v) for v in counts.index[len(keep) :]]
         return self
 
+    def _lookup(self, c: str) -> tuple[dict[str, int], frozenset[str], pd.CategoricalDtype]:
+        """(vocabulary index, rare values, output dtype) of column ``c``, built once per fitted state:
+        rebuilding them per call costs more than encoding a one-row request."""
+        vocab, rare = self.vocab_[c], self.rare_[c]
+        cache = self.__dict__.setdefault("_lookup_cache", {})
+        hit = cache.get(c)
+        if hit is None or hit[0] is not vocab or hit[1] is not rare:  # refitted: rebuild
+            dtype = pd.CategoricalDtype(pd.Index([*vocab, OTHER, UNSEEN], dtype=object), ordered=False)
+            hit = cache[c] = (vocab, rare, ({v: i for i, v in enumerate(vocab)}, frozenset(rare), dtype))
+        return hit[2]
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_lookup_cache", None)  # derived from vocab_ / rare_; rebuilt on first use
+        return state
+
     def transform_column(self, c: str, values: pd.Series) -> pd.Categorical:
         """Encode one column; each distinct value is looked up once (factorize, then a small table)."""
-        vocab, rare = self.vocab_[c], set(self.rare_[c])
-        index = {v: i for i, v in enumerate(vocab)}
+        index, rare, dtype = self._lookup(c)
         codes, uniques = _factorize(values)
-        other, unseen = len(vocab), len(vocab) + 1
+        other, unseen = len(index), len(index) + 1
         table = np.array([index.get(u, other if u in rare else unseen) for u in uniques] + [-1], np.int64)
-        return pd.Categorical.from_codes(
-            table[codes], categories=pd.Index([*vocab, OTHER, UNSEEN], dtype=object)
-        )
+        return pd.Categorical.from_codes(table[codes], dtype=dtype)
 
 
 def _factorize(values: pd.Series | np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -74,8 +87,17 @@ def _factorize(values: pd.Series | np.ndarray) -> tuple[np.ndarray, list[str]]:
         )
     else:
         arr = values
+    if len(arr) <= _FEW and all(v is None or type(v) is str for v in arr):
+        # a few strings (serving): pd.factorize's hash-table set-up costs more than a dict; same codes
+        # (first-seen order, -1 for None) and the same uniques
+        seen: dict[str, int] = {}
+        codes = np.array([-1 if v is None else seen.setdefault(v, len(seen)) for v in arr], np.int64)
+        return codes, list(seen)
     codes, uniques = pd.factorize(arr, use_na_sentinel=True)
     return codes.astype(np.int64, copy=False), [str(u) for u in uniques]
+
+
+_FEW = 8  # at most this many values: _factorize in plain Python
 
 
 def segment_codes(S: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -145,25 +167,42 @@ class GroupStats:
                 grid[g] = np.quantile(x[ok][rows], self.levels_)
         return grid
 
+    def _index(self, seg: str) -> dict[str, int]:
+        """Group label -> grid row of segment ``seg`` (built once per fitted state, not per call)."""
+        groups = self.groups_[seg]
+        cache = self.__dict__.setdefault("_index_cache", {})
+        hit = cache.get(seg)
+        if hit is None or hit[0] is not groups:  # refitted: rebuild
+            hit = cache[seg] = (groups, {v: i + 1 for i, v in enumerate(groups)})
+        return hit[1]
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_index_cache", None)  # derived from groups_; rebuilt on first use
+        return state
+
     def transform(self, S: pd.DataFrame) -> dict[str, np.ndarray]:
         out = {}
+        xs: dict[str, np.ndarray] = {}  # each feature column read once, not once per segment
         for seg, cols in self.segments_.items():
             code, labels = segment_codes(S, cols)
-            index = {v: i + 1 for i, v in enumerate(self.groups_[seg])}
+            index = self._index(seg)
             row = np.array([index.get(lab, 0) for lab in labels] + [0], np.int64)[code]  # unknown -> 0
             split = _split_by(row)
             for (s, f), grid in self.grids_.items():
                 if s == seg:
-                    x = S[f].to_numpy(np.float64, na_value=np.nan)
-                    out[f"{f}__{seg}_pct"], out[f"{f}__{seg}_dev"] = self._apply(x, grid, split)
+                    if f not in xs:
+                        xs[f] = S[f].to_numpy(np.float64, na_value=np.nan)
+                    out[f"{f}__{seg}_pct"], out[f"{f}__{seg}_dev"] = self._apply(xs[f], grid, split)
         return out
 
     def _apply(self, x: np.ndarray, grid: np.ndarray, split: list) -> tuple[np.ndarray, np.ndarray]:
         pct, dev = np.full(len(x), np.nan), np.full(len(x), np.nan)
         for g, rows in split:
             q = grid[g]
-            lo, hi = np.searchsorted(q, x[rows], side="left"), np.searchsorted(q, x[rows], side="right")
+            xr = x[rows]
+            lo, hi = np.searchsorted(q, xr, side="left"), np.searchsorted(q, xr, side="right")
             pct[rows] = (lo + hi) / (2.0 * len(q))
-            dev[rows] = x[rows] - np.interp(0.5, self.levels_, q)
+            dev[rows] = xr - np.interp(0.5, self.levels_, q)
         pct[np.isnan(x)] = np.nan
         return pct, dev

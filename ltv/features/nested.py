@@ -32,7 +32,7 @@ def as_array(col: pa.Array | pa.ChunkedArray) -> pa.Array:
 def to_float(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Numeric Arrow array -> float64 numpy with NaN for null (any integer / float / null type)."""
     arr = as_array(arr)
-    if pa.types.is_null(arr.type):
+    if pa.types.is_null(arr.type) or arr.null_count == len(arr):  # all null: no cast kernel needed
         return np.full(len(arr), np.nan)
     return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
 
@@ -98,16 +98,24 @@ def flatten(col: pa.Array | pa.ChunkedArray) -> Flat:
         # an all-null column typed null (e.g. inferred from JSON): no elements, usable as map or list
         empty = pa.array([], pa.string())
         return Flat(n, np.zeros(n, bool), np.zeros(n, np.int64), np.zeros(0, np.int64), empty, pa.nulls(0))
+    if pa.types.is_map(arr.type):
+        keys, items = arr.keys, arr.items
+    elif pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+        keys, items = arr.values, None
+    else:
+        raise TypeError(f"expected a MAP or LIST Arrow column, got {arr.type}")
+    if arr.null_count == n:
+        # every cell null (most nested cells of a single request): no elements, whatever the offsets;
+        # what the general path below gives after dropping the null cells' ranges, without its kernels
+        items = items.slice(0, 0) if items is not None else None
+        zeros = np.zeros(n, np.int64)
+        return Flat(n, np.zeros(n, bool), zeros, np.zeros(0, np.int64), keys.slice(0, 0), items)
     valid = np.ones(n, bool) if arr.null_count == 0 else arr.is_valid().to_numpy(zero_copy_only=False)
     offsets = arr.offsets.to_numpy().astype(np.int64, copy=False)
     lo, hi = (int(offsets[0]), int(offsets[-1])) if n else (0, 0)
     lengths = np.diff(offsets)
-    if pa.types.is_map(arr.type):
-        keys, items = arr.keys.slice(lo, hi - lo), arr.items.slice(lo, hi - lo)
-    elif pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
-        keys, items = arr.values.slice(lo, hi - lo), None
-    else:
-        raise TypeError(f"expected a MAP or LIST Arrow column, got {arr.type}")
+    keys = keys.slice(lo, hi - lo)
+    items = items.slice(lo, hi - lo) if items is not None else None
     if arr.null_count and lengths[~valid].any():
         keep = pa.array(np.repeat(valid, lengths))
         keys = keys.filter(keep)
@@ -252,6 +260,8 @@ def value_at(flat: Flat, v: np.ndarray, match: np.ndarray) -> np.ndarray:
 
 def key_equals(flat: Flat, key: str) -> np.ndarray:
     """Bool per element: the entry's key equals ``key``."""
+    if len(flat.keys) == 0:
+        return np.zeros(0, bool)
     return pc.equal(flat.keys, key).to_numpy(zero_copy_only=False)
 
 

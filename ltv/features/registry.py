@@ -88,6 +88,22 @@ GROUPS: dict[str, Group] = {
             False,
             "bundle list lengths, distinct bundles, overlaps",
         ),
+        Group(
+            "advertiser_context",
+            _F.advertiser_context,
+            [
+                "rev_by_adv",
+                *_F.ADVERTISER_TS_MAPS,
+                _F.ADVERTISER_ACTIONS,
+                "hour_ratio",
+                "advertiser_bundle",
+                *_F.CATEGORY_KEYED,
+                *[c for cols in _F.CATEGORY_KEYED.values() for c in cols],
+                *_F.CATEGORY_TS_MAPS,
+            ],
+            False,
+            "the user's history with the advertised app and its category; activity at this hour",
+        ),
         Group("whale", _F.whale, _F.WHALE_MAPS, False, "whale-user signals per bundle"),
         Group(
             "interactions",

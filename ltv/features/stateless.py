@@ -29,14 +29,20 @@ SCALAR_COLUMNS = [c for c in contract.NUMBER_COLUMNS if c not in contract.TIMEST
 CATEGORICAL_COLUMNS = [c for c in contract.STRING_COLUMNS if c != "hour"]
 
 
+# at most this many rows: per-value Python beats Arrow's dictionary encoding (~20 us a kernel call)
+_FEW = 8
+
+
 def map_unique(col: pa.Array | pa.ChunkedArray, fn: Callable[[str], float]) -> np.ndarray:
     """Apply ``fn`` to each distinct string once and broadcast the result (float64, NaN for null).
 
     Low-cardinality strings (hour, release_date, datetime) are parsed per distinct value, not per row.
     """
     arr = nested.as_array(col)
-    if pa.types.is_null(arr.type):
+    if pa.types.is_null(arr.type) or arr.null_count == len(arr):
         return np.full(len(arr), np.nan)
+    if len(arr) <= _FEW:  # a few rows: no encoding kernels, fn per value (the same values)
+        return np.array([np.nan if s is None else fn(s) for s in arr.to_pylist()], dtype=np.float64)
     enc = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
     table = np.array([fn(s) for s in enc.dictionary.to_pylist()] + [np.nan], dtype=np.float64)
     idx = pc.fill_null(enc.indices, len(enc.dictionary)).to_numpy(zero_copy_only=False)
@@ -46,8 +52,12 @@ def map_unique(col: pa.Array | pa.ChunkedArray, fn: Callable[[str], float]) -> n
 def strings(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """String column -> numpy object array of str with None for null (decoded once per distinct value)."""
     arr = nested.as_array(col)
-    if pa.types.is_null(arr.type):
+    if pa.types.is_null(arr.type) or arr.null_count == len(arr):
         return np.full(len(arr), None, dtype=object)
+    if len(arr) <= _FEW:  # a few rows: the Python strings directly, no encoding kernels
+        out = np.empty(len(arr), dtype=object)
+        out[:] = arr.to_pylist()
+        return out
     enc = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
     table = np.array(enc.dictionary.to_pylist() + [None], dtype=object)
     return table[pc.fill_null(enc.indices, len(enc.dictionary)).to_numpy(zero_copy_only=False)]
@@ -91,12 +101,13 @@ class ExtractContext:
         self.n = table.num_rows
         self.top_k = top_k
         self.request_ts = self._request_time(reference_time)
+        self._columns: dict[str, pa.Array] = {}
         self._flat: dict[str, nested.Flat] = {}
         self._values: dict[str, np.ndarray] = {}
         self.cache: dict[str, np.ndarray] = {}  # shared intermediate results between groups
 
     def _request_time(self, reference_time: float | None) -> np.ndarray:
-        if contract.PARTITION_COLUMN in self.table.column_names:
+        if contract.PARTITION_COLUMN in self.names:
             col = nested.as_array(self.table[contract.PARTITION_COLUMN])
             if pa.types.is_timestamp(col.type):  # already parsed by a reader: take it as UTC
                 ts = nested.to_float(pc.cast(col, pa.timestamp("s")).cast(pa.int64()))
@@ -113,9 +124,13 @@ class ExtractContext:
         return np.full(self.n, float(reference_time))
 
     def column(self, name: str) -> pa.Array:
-        if name not in self.names:
-            raise ValueError(f"feature extraction needs contract column {name!r}, which the table lacks")
-        return nested.as_array(self.table.column(name))
+        """Column ``name`` as one contiguous array (combined once, cached)."""
+        arr = self._columns.get(name)
+        if arr is None:
+            if name not in self.names:
+                raise ValueError(f"feature extraction needs contract column {name!r}, which the table lacks")
+            arr = self._columns[name] = nested.as_array(self.table.column(name))
+        return arr
 
     def flat(self, name: str) -> nested.Flat:
         if name not in self._flat:
@@ -130,6 +145,13 @@ class ExtractContext:
 
     def scalar(self, name: str) -> np.ndarray:
         return nested.to_float(self.column(name))
+
+    def request_hour(self) -> np.ndarray:
+        """Hour of day 0-23 per row: the ``hour`` column, the request time where it is null (cached)."""
+        if "__hour" not in self.cache:
+            hour = map_unique(self.column("hour"), _parse_int)
+            self.cache["__hour"] = np.where(np.isnan(hour), (self.request_ts // 3600) % 24, hour)
+        return self.cache["__hour"]
 
     def days_since(self, ts_seconds: np.ndarray) -> np.ndarray:
         """Recency in days of a unix-SECONDS timestamp relative to the row's request hour."""
@@ -151,8 +173,7 @@ def time_features(ctx: ExtractContext) -> dict[str, np.ndarray]:
 
     ``hour`` / ``weekday`` come from their columns; where null, from the request time.
     """
-    hour = map_unique(ctx.column("hour"), _parse_int)
-    hour = np.where(np.isnan(hour), (ctx.request_ts // 3600) % 24, hour)
+    hour = ctx.request_hour()
     weekday = ctx.scalar("weekday")
     iso_from_ts = (ctx.request_ts // DAY_S + 3) % 7 + 1  # 1970-01-01 was a Thursday (ISO 4)
     weekday = np.where(np.isnan(weekday), iso_from_ts, weekday)
@@ -173,9 +194,11 @@ def missing_flags(ctx: ExtractContext, columns: list[str]) -> dict[str, np.ndarr
     out = {}
     for c in columns:
         col = ctx.column(c)
-        out[f"{c}__missing"] = (
-            np.ones(len(col))
-            if pa.types.is_null(col.type)
-            else col.is_null().to_numpy(zero_copy_only=False).astype(np.float64)
-        )
+        nulls = len(col) if pa.types.is_null(col.type) else col.null_count
+        if nulls == len(col):
+            out[f"{c}__missing"] = np.ones(len(col))
+        elif nulls == 0:  # no kernel call for the common all-valid / all-null columns
+            out[f"{c}__missing"] = np.zeros(len(col))
+        else:
+            out[f"{c}__missing"] = col.is_null().to_numpy(zero_copy_only=False).astype(np.float64)
     return out

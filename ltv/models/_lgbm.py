@@ -130,6 +130,8 @@ def _pandas_matrix(X, features, categories) -> np.ndarray:
     """
     import pandas as pd
 
+    if len(X) < SMALL_BATCH_ROWS and X.columns.is_unique:
+        return _small_matrix(X, features, categories)
     dtypes = dict(zip(X.columns, X.dtypes, strict=True))  # one pass; a Series lookup per feature: ~5 us
     is_cat = [isinstance(dtypes[c], pd.CategoricalDtype) for c in features]
     if categories is not None and sum(is_cat) != len(categories):
@@ -159,6 +161,91 @@ def _pandas_matrix(X, features, categories) -> np.ndarray:
         codes = col.cat.codes.to_numpy()
         out[j] = np.where(codes < 0, np.nan, codes)
     return out.T
+
+
+# (X.columns, features) -> positions of the features in X's columns; the Index and the list are held,
+# so their ids cannot be reused while cached. A served model sees one column Index object per fitted
+# feature builder, so this holds a handful of entries.
+_POSITIONS: dict[tuple[int, int], tuple[object, object, np.ndarray]] = {}
+
+
+def _positions(columns, features) -> np.ndarray:
+    key = (id(columns), id(features))
+    hit = _POSITIONS.get(key)
+    if hit is None or hit[0] is not columns or hit[1] is not features:
+        import pandas as pd
+
+        pos = columns.get_indexer(pd.Index(list(features)))
+        if len(_POSITIONS) >= 64:  # bounded: frames built per call with fresh Index objects
+            _POSITIONS.clear()
+        hit = _POSITIONS[key] = (columns, features, pos)
+    return hit[2]
+
+
+def _small_matrix(X, features, categories) -> np.ndarray:
+    """:func:`_pandas_matrix` for a few rows (serving): the same matrix, with positional takes instead
+    of ~300 label look-ups, the feature positions cached per (column Index, feature list), and the
+    categorical codes read from the Categorical itself.
+
+    Same dtype rule, same codes (the category check against the training categories is the same; a
+    column whose categories differ is re-coded with ``set_categories`` as LightGBM does).
+    """
+    import pandas as pd
+
+    pos = _positions(X.columns, features)
+    if (pos < 0).any():
+        raise KeyError(f"{[f for f, p in zip(features, pos, strict=True) if p < 0][:5]} not in the frame")
+    all_dtypes = X.dtypes.to_numpy()
+    dtypes = all_dtypes[pos]
+    is_cat = [isinstance(d, pd.CategoricalDtype) for d in dtypes]
+    if categories is not None and sum(is_cat) != len(categories):
+        from lightgbm.basic import _data_from_pandas  # raises LightGBM's own error message
+
+        return _data_from_pandas(X[features], "auto", "auto", categories)[0]
+    numeric = [j for j, cat in enumerate(is_cat) if not cat]
+    exact32 = all(dtypes[j] in _EXACT_IN_FLOAT32 for j in numeric)
+    cat_pos = [j for j, cat in enumerate(is_cat) if cat]
+    n_codes = [len(dtypes[j].categories) for j in cat_pos] + [len(c) for c in categories or []]
+    dtype = np.float32 if exact32 and max(n_codes, default=0) < 2**24 else np.float64
+    out = np.empty((len(features), len(X)), dtype=dtype)
+    if numeric:
+        block = X.iloc[:, pos[numeric]].to_numpy(dtype=dtype, na_value=np.nan).T
+        prefix = numeric == list(range(len(numeric)))  # the usual layout: categoricals last
+        out[slice(0, len(numeric)) if prefix else numeric] = block
+    for k, j in enumerate(cat_pos):
+        col = _column_array(X, pos[j])  # the Categorical
+        if categories is not None and not _same_categories(col.dtype, categories[k]):
+            col = col.set_categories(categories[k])
+        codes = col.codes
+        out[j] = np.where(codes < 0, np.nan, codes)
+    return out.T
+
+
+def _column_array(X, j: int):
+    """The array of column ``j`` (a Categorical for a category column) without building a Series: with
+    pandas' str column labels, ``X.iloc[:, j]`` costs ~40 us, mostly in looking up the label."""
+    mgr = getattr(X, "_mgr", None)
+    if mgr is not None and hasattr(mgr, "iget_values"):  # pandas 2.x / 3.x internals; public path below
+        return mgr.iget_values(j)
+    return X.iloc[:, j].array
+
+
+# CategoricalDtype -> training category lists it was found equal to (both held, so ids stay valid); the
+# encoder hands out one dtype object per column, so a served model compares ~200 names once, not per call
+_SAME: dict[tuple[int, int], tuple[object, object]] = {}
+
+
+def _same_categories(dtype, trained: list) -> bool:
+    key = (id(dtype), id(trained))
+    hit = _SAME.get(key)
+    if hit is not None and hit[0] is dtype and hit[1] is trained:
+        return True
+    same = list(dtype.categories) == list(trained)
+    if same:
+        if len(_SAME) >= 256:
+            _SAME.clear()
+        _SAME[key] = (dtype, trained)
+    return same
 
 
 def lgbm_matrix(X, features, booster, cache: list | None = None) -> np.ndarray:

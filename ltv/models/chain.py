@@ -98,6 +98,8 @@ class LTVModel:
             reg_es = (es[0].iloc[np.flatnonzero(b_es)], es[1].iloc[np.flatnonzero(b_es)])
             gate_es = (reg_es[0], reg_es[1][TARGET].to_numpy())
         reg.fit(Xb.iloc[idx], Lb.iloc[idx], w, eval_set=reg_es)
+        if es is not None:  # the full model only; cross-fitted copies share it (share_retransform)
+            reg.fit_variance(Xb.iloc[idx], Lb.iloc[idx], w, eval_set=reg_es)
         gate.fit_whale(Xb, Lb[TARGET].to_numpy(), eval_set=gate_es)
         return clf, reg, gate
 
@@ -109,7 +111,7 @@ class LTVModel:
         p = raw if clf.calibrator_ is None else clf.calibrator_.transform(raw)
         whale = gate.whale_score(X, cache)
         log_rev = reg.predict_log(X, cache)
-        frame = first_stage_frame(raw, p, whale, log_rev, reg.predict_dollars(X, log=log_rev),
+        frame = first_stage_frame(raw, p, whale, log_rev, reg.predict_dollars(X, log=log_rev, cache=cache),
                                   self.gate_.params_, X.index)  # fmt: skip
         if direct is not None:
             frame["log_direct"] = direct.predict_log(X, cache)[TARGET].to_numpy()
@@ -136,7 +138,7 @@ class LTVModel:
             self._fit_first_stage(clf, reg, gate, X.iloc[rest], labels.iloc[rest])
             direct = self.direct_.fixed_clone().fit(X.iloc[rest], labels.iloc[rest])
             clf.calibrator_ = self.classifier_.calibrator_  # fitted on calibration rows, shared
-            reg.smearing_ = self.regressor_.smearing_
+            reg.share_retransform(self.regressor_)
             parts.append(self._frame(X.iloc[block], clf, reg, gate, direct))
             log.info("out-of-fold block %d/%d: %d rows, %.0f rows/s", k + 1, len(folds), len(rest),
                      len(rest) / (_time.perf_counter() - t0))  # fmt: skip

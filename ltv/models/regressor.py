@@ -4,7 +4,15 @@ The first horizon is modelled directly on log1p(y); every later horizon models t
 increment of cumulative log1p revenue over the previous one, and predictions add clipped increments,
 so the order holds for any input. Train rows are the buyers (buyer_d7 == 1, zero-revenue buyers
 included) so the conditioning event equals the buyer classifier's: then expm1(p * m) is the RMSLE
-optimum. Smearing factors for the dollar scale are fitted on held-out buyers.
+optimum.
+
+Dollars (E[y | buyer, x], the ``revenue`` objective) need a retransformation of the log-scale mean.
+``retransform='variance'`` (default) is a two-part heteroscedastic retransformation (Manning 1998):
+buyers spend nothing with probability 1 - pi (a point mass at log1p y = 0; pi is the share of train
+buyers with revenue), and the spenders' log revenue has mean m(x) / pi and a variance s2(x) = E[r^2 | x]
+modelled on the spenders' out-of-fold residuals, so E[y | buyer, x] ~ pi (exp(m / pi + s2 / 2) - 1). The whale tail makes the spread grow with x, and a
+squared log residual has a light tail, so a few whales cannot swing it the way they swing a ratio of
+dollar sums. ``retransform='smearing'`` keeps one total-matching factor per horizon from held-out buyers.
 """
 
 from __future__ import annotations
@@ -18,7 +26,11 @@ from ltv.models._lgbm import LGBMParamsMixin, append_eval_rows, booster_predict,
 DEFAULT_HORIZONS = ("iap_revenue_d7", "iap_revenue_d14", "iap_revenue_d28")
 
 
-_OWN = ("refit_on_eval",)  # our key, not a LightGBM parameter
+_OWN = ("refit_on_eval", "retransform", "variance_params")  # our keys, not LightGBM parameters
+RETRANSFORMS = ("variance", "smearing")
+# the residual-variance model: small, strongly regularised (the signal in squared residuals is weak)
+VARIANCE_PARAMS = dict(n_estimators=300, learning_rate=0.03, num_leaves=7, min_child_samples=50,
+                       subsample=0.8, subsample_freq=1, colsample_bytree=0.5, reg_lambda=1.0)  # fmt: skip
 
 
 def cumulative_log_targets(Y: pd.DataFrame, horizons) -> np.ndarray:
@@ -75,6 +87,9 @@ class RevenueRegressor(LGBMParamsMixin):
     refit_on_eval : after early stopping, refit each horizon on train + eval rows with its stopped round
         count. Off for the buyer regressor (its smearing uses the eval buyers, which must stay out of
         sample); the stacking's direct all-rows model turns it on.
+    retransform : 'variance' (per-row residual variance, see the module docstring; fitted by
+        ``fit_variance``) or 'smearing' (one held-out factor per horizon, ``fit_smearing``).
+    variance_params : LightGBM parameters of the variance model, over ``VARIANCE_PARAMS``.
     Other named parameters and ``**kwargs`` : LightGBM parameters, passed through.
     """
 
@@ -93,9 +108,15 @@ class RevenueRegressor(LGBMParamsMixin):
         n_jobs: int = 2,
         random_state: int | None = 0,
         refit_on_eval: bool = False,
+        retransform: str = "variance",
+        variance_params: dict | None = None,
         **kwargs,
     ):
+        if retransform not in RETRANSFORMS:
+            raise ValueError(f"retransform must be one of {RETRANSFORMS}, got {retransform!r}")
         self.refit_on_eval = refit_on_eval
+        self.retransform = retransform
+        self.variance_params = variance_params
         self.horizons = horizons
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -188,25 +209,99 @@ class RevenueRegressor(LGBMParamsMixin):
             out[:, k] = np.clip(pred, 0.0, None) + (out[:, k - 1] if k else 0.0)
         return pd.DataFrame(out, columns=list(self.horizons), index=X.index)
 
+    def fit_variance(self, X, Y: pd.DataFrame, sample_weight=None, eval_set=None, n_folds: int = 3):
+        """Residual-variance model per horizon (``retransform='variance'``; a no-op otherwise).
+
+        Residuals of the train buyers come from fixed-round copies fitted on the other ``n_folds``
+        contiguous blocks (out of fold, so not shrunk by overfitting); s2(x) = E[r^2 | x] is a small
+        LightGBM per horizon, early-stopped on the held-out buyers' squared residuals of this model.
+        """
+        self._check_fitted()
+        self.variance_ = None
+        if self.retransform != "variance":
+            return self
+        horizons = list(self.horizons)
+        target = cumulative_log_targets(Y, horizons)
+        oof = np.zeros_like(target)
+        blocks = [b for b in np.array_split(np.arange(len(X)), max(int(n_folds), 2)) if b.size]
+        for block in blocks:
+            rest = np.setdiff1d(np.arange(len(X)), block)
+            w = None if sample_weight is None else np.asarray(sample_weight)[rest]
+            copy_ = self.fixed_clone().set_params(retransform="smearing")
+            copy_.fit(X.iloc[rest], Y.iloc[rest], w)
+            oof[block] = copy_.predict_log(X.iloc[block]).to_numpy()
+        w = np.ones(len(X)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        if eval_set is not None and len(eval_set[0]) >= 10:
+            es_target = cumulative_log_targets(eval_set[1], horizons)
+            es_pred = self.predict_log(eval_set[0]).to_numpy()
+        else:
+            eval_set = None
+        params = {**VARIANCE_PARAMS, **(self.variance_params or {})}
+        params.update(n_jobs=self.n_jobs, random_state=self.random_state, verbose=-1)
+        self.variance_, self.spend_share_ = [], []
+        for k in range(len(horizons)):
+            pos = target[:, k] > 0
+            pi = float(np.clip(np.sum(w[pos]) / max(np.sum(w), 1e-12), 1e-3, 1.0))
+            r2 = (target[pos, k] - oof[pos, k] / pi) ** 2  # spenders around their own mean m / pi
+            es = None
+            if eval_set is not None:
+                es_pos = es_target[:, k] > 0
+                if es_pos.sum() >= 10:
+                    es_r2 = (es_target[es_pos, k] - es_pred[es_pos, k] / pi) ** 2
+                    es = (eval_set[0][self.feature_names_in_].iloc[np.flatnonzero(es_pos)], es_r2)
+            model = lgb.LGBMRegressor(objective="regression", **params)
+            X_pos = X[self.feature_names_in_].iloc[np.flatnonzero(pos)]
+            best = fit_booster(model, X_pos, r2, None if sample_weight is None else w[pos], es, 30)
+            self.variance_.append((model, best))
+            self.spend_share_.append(pi)
+        return self
+
+    def predict_variance(self, X, cache: list | None = None) -> np.ndarray:
+        """``(n, k)`` residual variance s2(x) of the spenders' log1p revenue per horizon (zeros without a
+        variance model)."""
+        variance = getattr(self, "variance_", None)
+        if not variance:
+            return np.zeros((len(X), len(self.horizons)))
+        cache = [] if cache is None else cache
+        cols = [booster_predict(m, X, self.feature_names_in_, best, cache) for m, best in variance]
+        return np.clip(np.column_stack(cols), 0.0, None)
+
+    def share_retransform(self, other: RevenueRegressor) -> RevenueRegressor:
+        """Use ``other``'s fitted smearing factors and variance model (cross-fitted copies)."""
+        self.smearing_ = other.smearing_
+        self.variance_ = getattr(other, "variance_", None)
+        self.spend_share_ = getattr(other, "spend_share_", None)
+        return self
+
     def fit_smearing(self, X, Y: pd.DataFrame) -> RevenueRegressor:
-        """Smearing factor per horizon from held-out buyers, ``S = sum(1 + y) / sum(exp(m))``.
+        """Smearing factor per horizon from held-out buyers, ``S = sum(1 + y) / sum(exp(m))``
+        (``retransform='smearing'``; factors stay 1 under 'variance').
 
         This is Duan's mean of exp(residual) weighted by exp(m): the plain mean assumes residuals
         independent of m, but whales make the spread grow with m, and the plain factor then
         under-predicts the total (by ~12% on the test generator). The weighted form matches the total
         of the rows it is fitted on exactly.
         """
+        self.smearing_ = {h: 1.0 for h in self.horizons}
+        if self.retransform != "smearing":
+            return self
         m = self.predict_log(X).to_numpy()
         truth = cumulative_log_targets(Y, list(self.horizons))
         self.smearing_ = {h: smearing_factor(truth[:, k], m[:, k]) for k, h in enumerate(self.horizons)}
         return self
 
-    def predict_dollars(self, X, log: pd.DataFrame | None = None) -> pd.DataFrame:
-        """E[y | buyer, x] per horizon in dollars: exp(m) * S - 1, clipped at 0, kept ordered.
+    def predict_dollars(self, X, log: pd.DataFrame | None = None, cache: list | None = None) -> pd.DataFrame:
+        """E[y | buyer, x] per horizon in dollars, clipped at 0 and kept ordered: pi (exp(m / pi + s2(x) / 2)
+        - 1) with a variance model, exp(m) * S - 1 with smearing factors S.
 
         ``log``: this model's ``predict_log(X)`` if the caller has it already (not recomputed).
         """
-        m = self.predict_log(X) if log is None else log
+        m = self.predict_log(X, cache) if log is None else log
         smear = np.array([self.smearing_[h] for h in self.horizons])
-        dollars = np.clip(np.exp(m.to_numpy()) * smear - 1.0, 0.0, None)
+        if getattr(self, "variance_", None):
+            pi = np.asarray(self.spend_share_)
+            spend = np.exp(m.to_numpy() / pi + self.predict_variance(X, cache) / 2.0) - 1.0
+            dollars = np.clip(pi * spend * smear, 0.0, None)
+        else:
+            dollars = np.clip(np.exp(m.to_numpy()) * smear - 1.0, 0.0, None)
         return pd.DataFrame(np.maximum.accumulate(dollars, axis=1), columns=m.columns, index=m.index)
