@@ -82,7 +82,7 @@ def test_gate_search_ranges_are_plain_keys():
 
 
 def test_default_configuration_fits_end_to_end():
-    """histos + lgbm + default gate + lgbm + stacking, shrunk to few trees and one thread."""
+    """Every default option (plus both samplers) shrunk to few trees and one thread."""
     fast = {"n_estimators": 60, "n_jobs": 1}
     model = LTVModel(
         classifier=_compose("classifier", "lgbm", **fast),
