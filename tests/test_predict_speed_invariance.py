@@ -216,3 +216,14 @@ def test_feature_transform_small_batch_block_equals_per_column_frame(monkeypatch
     whole = fb.transform(S)
     pd.testing.assert_frame_equal(pd.concat(small), whole, check_exact=True)
     pd.testing.assert_frame_equal(small[0], whole.iloc[:1], check_exact=True)
+
+
+def test_stacking_revenue_small_batches_equal_the_large_batch_path():
+    """The numpy small-batch path of the stacking head (serving) and its DataFrame path (batches of
+    SMALL_BATCH_ROWS or more) give the same dollars under the revenue head too."""
+    model, X = _fit("stacking", "revenue")
+    assert len(X) >= SMALL_BATCH_ROWS
+    batch = model.predict(X)
+    small = np.concatenate([model.predict(X.iloc[i : i + 100]) for i in range(0, 500, 100)])
+    np.testing.assert_allclose(small, batch[:500], rtol=1e-12, atol=0.0)
+    assert np.all(np.isfinite(batch)) and batch.sum() > 0
