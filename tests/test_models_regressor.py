@@ -174,3 +174,13 @@ def test_refit_on_eval_keeps_each_horizons_rounds_and_learns_from_the_eval_rows(
     err = lambda m: np.sqrt(np.mean((m.predict_log(X.iloc[es])["iap_revenue_d7"] - truth) ** 2))  # noqa: E731
     assert err(refit) < err(base)  # the eval rows are now training rows
     assert "refit_on_eval" not in refit.boosters_[0].get_params()  # not passed to LightGBM
+
+
+def test_refit_drops_the_previous_variance_model():
+    X, labels, _, _ = make_chain_data(4000, seed=8)
+    b = np.flatnonzero(labels["buyer_d7"].to_numpy() == 1)
+    reg = RevenueRegressor(**{**FAST, "early_stopping_rounds": None, "n_estimators": 30})
+    reg.fit(X.iloc[b], labels.iloc[b]).fit_variance(X.iloc[b], labels.iloc[b])
+    assert reg.predict_variance(X.iloc[b]).max() > 0
+    reg.fit(X.iloc[b], labels.iloc[b])  # stale s2(x) must not survive a refit
+    assert reg.predict_variance(X.iloc[b]).max() == 0

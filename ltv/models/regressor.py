@@ -9,8 +9,9 @@ optimum.
 Dollars (E[y | buyer, x], the ``revenue`` objective) need a retransformation of the log-scale mean.
 ``retransform='variance'`` (default) is a two-part heteroscedastic retransformation (Manning 1998):
 buyers spend nothing with probability 1 - pi (a point mass at log1p y = 0; pi is the share of train
-buyers with revenue), and the spenders' log revenue has mean m(x) / pi and a variance s2(x) = E[r^2 | x]
-modelled on the spenders' out-of-fold residuals, so E[y | buyer, x] ~ pi (exp(m / pi + s2 / 2) - 1). The whale tail makes the spread grow with x, and a
+buyers with revenue), and the spenders' log revenue has mean m(x) / pi and a variance
+s2(x) = E[r^2 | x] modelled on the spenders' out-of-fold residuals, so
+E[y | buyer, x] ~ pi (exp(m / pi + s2 / 2) - 1). The whale tail makes the spread grow with x, and a
 squared log residual has a light tail, so a few whales cannot swing it the way they swing a ratio of
 dollar sums. ``retransform='smearing'`` keeps one total-matching factor per horizon from held-out buyers.
 """
@@ -171,6 +172,7 @@ class RevenueRegressor(LGBMParamsMixin):
             self._refit(X, target, sample_weight, eval_set[0], eval_target)
         self.best_iteration_ = int(max(self.best_iterations_))
         self.smearing_ = {h: 1.0 for h in horizons}
+        self.variance_ = self.spend_share_ = None  # a refit drops the old retransformation (fit_variance)
         return self
 
     def _refit(self, X, target, sample_weight, X_es, eval_target):
