@@ -68,12 +68,12 @@ def select_init_column(Z: pd.DataFrame, target: np.ndarray, objective: str) -> s
     return candidates[int(np.argmin(errors))]
 
 
-def _forest_predict_serial(forest: RandomForestRegressor, M: pd.DataFrame) -> np.ndarray:
+def _forest_predict_serial(forest: RandomForestRegressor, M: np.ndarray) -> np.ndarray:
     """``forest.predict(M)`` as sklearn computes it with ``n_jobs=1`` (the same float32 input, the trees
     summed in order, divided by their count) without joblib's per-tree dispatch (~0.2 ms a tree)."""
     if forest.n_outputs_ != 1:
         return copy.copy(forest).set_params(n_jobs=1).predict(M)
-    X32 = np.ascontiguousarray(M if isinstance(M, np.ndarray) else M.to_numpy(dtype=np.float64), np.float32)
+    X32 = np.ascontiguousarray(M, dtype=np.float32)
     total = np.zeros(X32.shape[0], dtype=np.float64)
     for tree in forest.estimators_:  # DecisionTreeRegressor.predict is tree_.predict(X)[:, 0] after checks
         total += tree.tree_.predict(X32)[:, 0]
@@ -217,14 +217,19 @@ class StackingEnsemble:
         M = pd.concat([stack_features(frame), self.risk_.transform(X).set_index(frame.index)], axis=1)
         # DataFrame.clip(lo_, hi_, axis=1) in numpy (pandas' version costs ~10 ms a call): same values,
         # a missing (NaN) bound does not clip, NaN values stay NaN
-        key = tuple(M.columns)
-        bounds = getattr(self, "_bounds", None)
-        if bounds is None or bounds[0] != key:  # the meta inputs' columns are fixed at fit: computed once
-            lo = self.lo_.reindex(M.columns).to_numpy(dtype=np.float64)
-            hi = self.hi_.reindex(M.columns).to_numpy(dtype=np.float64)
-            bounds = self._bounds = (key, np.nan_to_num(lo, nan=-np.inf), np.nan_to_num(hi, nan=np.inf))
-        values = np.clip(M.to_numpy(dtype=np.float64), bounds[1], bounds[2])
+        lo, hi = self._clip_bounds(tuple(M.columns))
+        values = np.clip(M.to_numpy(dtype=np.float64), lo, hi)
         return pd.DataFrame(values, columns=M.columns, index=M.index)
+
+    def _clip_bounds(self, names: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) clip arrays of the meta inputs ``names`` (no bound: +-inf); the columns are fixed at
+        fit, so this is computed once and cached."""
+        bounds = getattr(self, "_bounds", None)
+        if bounds is None or bounds[0] != names:
+            lo = self.lo_.reindex(list(names)).to_numpy(dtype=np.float64)
+            hi = self.hi_.reindex(list(names)).to_numpy(dtype=np.float64)
+            bounds = self._bounds = (names, np.nan_to_num(lo, nan=-np.inf), np.nan_to_num(hi, nan=np.inf))
+        return bounds[1], bounds[2]
 
     def _with_base(self, M: pd.DataFrame, base: dict[str, np.ndarray]) -> pd.DataFrame:
         cols = {c: M[c].to_numpy(dtype=np.float64) for c in M.columns}
@@ -344,20 +349,25 @@ class StackingEnsemble:
     def _base_predict(self, M: pd.DataFrame) -> dict[str, np.ndarray]:
         """Base learner predictions; a small batch runs on one thread (same values, no worker start-up:
         joblib / OpenMP start-up costs the RandomForest and XGBoost ~5-25 ms CPU per call)."""
-        one_thread = predict_threads(len(M), self.n_jobs) == 1
+        if predict_threads(len(M), self.n_jobs) == 1:
+            return self._base_predict_serial(M.to_numpy(dtype=np.float64), tuple(M.columns))
+        return {name: model.predict(M) for name, model in self.base_.items()}
+
+    def _base_predict_serial(self, M: np.ndarray, names: tuple) -> dict[str, np.ndarray]:
+        """One-thread base learner predictions on the float64 matrix of the meta inputs ``names`` (the
+        fit columns, in order, by construction): no sklearn input checks, no XGBoost DataFrame
+        conversion and name check (~1 ms); the values are the same."""
         out = {}
         for name, model in self.base_.items():
-            if one_thread and name == "enet" and _is_scaled_enet(model):
-                out[name] = _enet_predict(model, M.to_numpy(dtype=np.float64))
-            elif one_thread and isinstance(model, RandomForestRegressor):
+            if name == "enet" and _is_scaled_enet(model):
+                out[name] = _enet_predict(model, M)
+            elif isinstance(model, RandomForestRegressor):
                 out[name] = _forest_predict_serial(model, M)
-            elif one_thread and isinstance(model, XGBRegressor):
-                # the float64 matrix of M (its columns are the fit columns, in order, by construction)
-                # skips XGBoost's DataFrame conversion and name check (~1 ms); values are the same
+            elif isinstance(model, XGBRegressor):
                 with xgb_config(nthread=1):  # thread-local setting
-                    out[name] = model.predict(M.to_numpy(dtype=np.float64), validate_features=False)
+                    out[name] = model.predict(M, validate_features=False)
             else:
-                out[name] = model.predict(M)
+                out[name] = model.predict(pd.DataFrame(M, columns=list(names)))
         return out
 
     def _design(self, frame, X) -> pd.DataFrame:
@@ -372,31 +382,15 @@ class StackingEnsemble:
         values = np.concatenate([S.to_numpy(dtype=np.float64), R.to_numpy(dtype=np.float64)], axis=1)
         plan = getattr(self, "_small_plan", None)
         if plan is None or plan[0] != names:  # column layout of the design matrix: fixed at fit
-            bounds = getattr(self, "_bounds", None)
-            if bounds is None or bounds[0] != names:
-                lo = self.lo_.reindex(list(names)).to_numpy(dtype=np.float64)
-                hi = self.hi_.reindex(list(names)).to_numpy(dtype=np.float64)
-                bounds = self._bounds = (names, np.nan_to_num(lo, nan=-np.inf), np.nan_to_num(hi, nan=np.inf))
             design = [*names, *(f"base_{n}" for n in self.base_)]
             pos = np.array([design.index(c) for c in self.meta_features_])
-            plan = self._small_plan = (names, bounds[1], bounds[2], pos, design.index(self.init_column_))
-        M = np.clip(values, plan[1], plan[2])
-        base = []
-        for name, model in self.base_.items():
-            if name == "enet" and _is_scaled_enet(model):
-                pred = _enet_predict(model, M)
-            elif isinstance(model, RandomForestRegressor) and model.n_outputs_ == 1:
-                pred = _forest_predict_serial(model, M)
-            elif isinstance(model, XGBRegressor):
-                with xgb_config(nthread=1):
-                    pred = model.predict(M, validate_features=False)
-            else:
-                pred = model.predict(pd.DataFrame(M, columns=list(names)))
-            base.append(np.clip(pred, *self.base_range_[name]))
-        Z = np.ascontiguousarray(np.column_stack([M, *base])[:, plan[3]])
+            plan = self._small_plan = (names, pos, design.index(self.init_column_))
+        M = np.clip(values, *self._clip_bounds(names))
+        base = self._base_predict_serial(M, names)
+        full = np.column_stack([M, *(np.clip(p, *self.base_range_[n]) for n, p in base.items())])
+        Z = np.ascontiguousarray(full[:, plan[1]])
         correction = self.meta_.booster_.predict(Z, num_iteration=self.meta_iteration_, num_threads=1)
-        init = np.column_stack([M, *base])[:, plan[4]]
-        return np.clip(init + correction, 0.0, None)
+        return np.clip(full[:, plan[2]] + correction, 0.0, None)
 
     def _score(self, frame, X) -> np.ndarray:
         """Meta learner output on the log1p scale (hurdle base + learned correction), >= 0."""
