@@ -100,6 +100,11 @@ class LTVPipeline:
         """Predicted ``iap_revenue_d7`` for raw contract rows (an Arrow table)."""
         return self.predict_extracted(self.extract(table))
 
+    def compile_trees(self, directory=None) -> dict:
+        """Compile the model chain's boosters to native code (see ``LTVModel.compile_trees``)."""
+        self._check_fitted()
+        return self.model.compile_trees(directory)
+
     def predict_parts(self, table: pa.Table) -> pd.DataFrame:
         """The chain's intermediate outputs (buyer probability, per-horizon revenue, ...) and the final one."""
         parts = self.model.predict_parts(self.transform_extracted(self.extract(table)))

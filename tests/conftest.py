@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# compiled trees (ltv.models.compiled) of the session's models go to a private cache, not ~/.cache;
+# subprocesses (train.py / predict.py / the model server) inherit it
+os.environ.setdefault("LTV_TREE_CACHE", tempfile.mkdtemp(prefix="ltv-trees-"))
 
 
 def run_entry(script: str, *overrides: str, cwd: Path, timeout: int = 600, env: dict | None = None):

@@ -248,27 +248,49 @@ def _same_categories(dtype, trained: list) -> bool:
     return same
 
 
-def lgbm_matrix(X, features, booster, cache: list | None = None) -> np.ndarray:
+def lgbm_matrix(X, features, booster, cache: list | None = None, native: bool = False) -> np.ndarray:
     """``X[features]`` as the float matrix LightGBM's own pandas path builds (same category codes).
 
     ``cache`` (a list owned by one predict call) reuses the matrix across boosters trained on the same
     columns and categories, so a chain converts its input once instead of once per booster.
+    ``native``: the C-contiguous float64 copy compiled trees read (same values), cached alike.
     """
     categories = booster.pandas_categorical
     if cache is not None:
-        for cols, cats, matrix in cache:
-            if cols == features and cats == categories:
+        for cols, cats, kind, matrix in cache:
+            if kind == native and cols == features and cats == categories:
                 return matrix
-    matrix = _pandas_matrix(X, features, categories)
+    if native:
+        from ltv.models.compiled import as_input
+
+        matrix = as_input(lgbm_matrix(X, features, booster, cache))
+    else:
+        matrix = _pandas_matrix(X, features, categories)
     if cache is not None:
-        cache.append((list(features), categories, matrix))
+        cache.append((list(features), categories, native, matrix))
     return matrix
 
 
 def booster_predict(model, X, features, num_iteration, cache: list | None = None) -> np.ndarray:
     """``model.predict`` (regressor) / ``predict_proba[:, 1]`` (binary classifier) of a fitted LightGBM
-    sklearn estimator, bit-identical, without the per-call DataFrame conversion and thread start-up."""
+    sklearn estimator, without the per-call DataFrame conversion and thread start-up: bit-identical, or
+    equal up to float64 summation order (~1e-14) where the booster was compiled (:mod:`compiled`)."""
+    from ltv.models import compiled
+
     booster = model.booster_
-    data = lgbm_matrix(X, features, booster, cache)
+    native = compiled.lookup(booster, num_iteration)
+    data = lgbm_matrix(X, features, booster, cache, native=native is not None)
     threads = predict_threads(len(data), getattr(model, "n_jobs", None))
+    if native is not None:
+        return compiled.predict(native, data, threads, prepared=True)
+    return booster.predict(data, num_iteration=num_iteration, num_threads=threads)
+
+
+def matrix_predict(booster, data: np.ndarray, num_iteration, threads: int) -> np.ndarray:
+    """``booster.predict(data, ...)``, by its compiled native code when :mod:`ltv.models.compiled` has it."""
+    from ltv.models import compiled
+
+    native = compiled.lookup(booster, num_iteration)
+    if native is not None:
+        return compiled.predict(native, data, threads)
     return booster.predict(data, num_iteration=num_iteration, num_threads=threads)

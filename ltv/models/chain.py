@@ -233,6 +233,28 @@ class LTVModel:
         )  # buyer classifier gain, the lead's importance plot
         self.artifacts_ = {"reliability": clf.reliability_, "classifier_importance": self.feature_importance_}
 
+    def boosters(self) -> list[tuple[object, int]]:
+        """Every LightGBM booster the fitted chain predicts with, as ``(Booster, num_iteration)``."""
+        if not hasattr(self, "ensemble_"):
+            raise ValueError("LTVModel is not fitted; call fit first")
+        pairs = [(self.classifier_.booster_.booster_, self.classifier_.best_iteration_)]
+        for reg in (self.regressor_, getattr(self, "direct_", None)):
+            if reg is not None:
+                pairs += [(m.booster_, b) for m, b in zip(reg.boosters_, reg.best_iterations_, strict=True)]
+                pairs += [(m.booster_, b) for m, b in getattr(reg, "variance_", None) or ()]
+        if getattr(self.gate_, "whale_model_", None) is not None:
+            pairs.append((self.gate_.whale_model_.booster_, self.gate_.whale_iteration_))
+        if getattr(self.ensemble_, "meta_", None) is not None:
+            pairs.append((self.ensemble_.meta_.booster_, self.ensemble_.meta_iteration_))
+        return pairs
+
+    def compile_trees(self, directory=None) -> dict:
+        """Compile every booster to native code for faster prediction (:mod:`ltv.models.compiled`):
+        the same predictions up to float64 summation order; once per model and CPU (disk cache)."""
+        from ltv.models import compiled
+
+        return compiled.compile_boosters(self.boosters(), directory)
+
     def predict_parts(self, X) -> pd.DataFrame:
         """Per row: p_buyer_raw, p_buyer (calibrated), whale_score, p_gated, log_rev_<h> (E[log1p y |
         buyer, x]), rev_<h> (E[y | buyer, x] in dollars), hurdle (product prediction), final."""

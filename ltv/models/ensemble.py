@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from xgboost import XGBRegressor
 from xgboost import config_context as xgb_config
 
-from ltv.models._lgbm import SMALL_BATCH_ROWS, fit_booster, predict_threads
+from ltv.models._lgbm import SMALL_BATCH_ROWS, fit_booster, matrix_predict, predict_threads
 from ltv.models.meta import RiskEncoder, stack_features
 from ltv.models.regressor import smearing_factor
 
@@ -389,7 +389,7 @@ class StackingEnsemble:
         base = self._base_predict_serial(M, names)
         full = np.column_stack([M, *(np.clip(p, *self.base_range_[n]) for n, p in base.items())])
         Z = np.ascontiguousarray(full[:, plan[1]])
-        correction = self.meta_.booster_.predict(Z, num_iteration=self.meta_iteration_, num_threads=1)
+        correction = matrix_predict(self.meta_.booster_, Z, self.meta_iteration_, 1)
         return np.clip(full[:, plan[2]] + correction, 0.0, None)
 
     def _score(self, frame, X) -> np.ndarray:
@@ -400,9 +400,7 @@ class StackingEnsemble:
         # all-float64 frame: its matrix is what LightGBM's pandas path would build
         data = Z.to_numpy(dtype=np.float64)
         threads = predict_threads(len(Z), self.n_jobs)
-        correction = self.meta_.booster_.predict(
-            data, num_iteration=self.meta_iteration_, num_threads=threads
-        )
+        correction = matrix_predict(self.meta_.booster_, data, self.meta_iteration_, threads)
         pred = Z[self.init_column_].to_numpy() + correction
         return np.clip(pred, 0.0, None)
 

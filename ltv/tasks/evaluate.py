@@ -57,7 +57,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     else:
         from ltv.tracking.pyfunc import load_pipeline
 
-        pipeline = load_pipeline(cfg.model_uri)
+        pipeline = load_pipeline(cfg.model_uri, compile_trees=cfg.get("compile_trees", True))
         frame, _ = load_split(
             root,
             data_task.SUBSET[cfg.split],

@@ -120,7 +120,7 @@ def predict(cfg: DictConfig) -> Path:
     from ltv.tracking.pyfunc import load_pipeline
 
     setup_tracking(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_root)
-    pipeline = load_pipeline(cfg.model_uri)
+    pipeline = load_pipeline(cfg.model_uri, compile_trees=cfg.get("compile_trees", True))
     root = data_task.ensure_data(cfg.data)
     subset = data_task.SUBSET[cfg.split]
     tables = iter_tables(

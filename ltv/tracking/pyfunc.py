@@ -37,6 +37,8 @@ _REQUIREMENTS = (
     "lightgbm",
     ("xgboost-cpu", "xgboost"),
     "joblib",
+    "lleaves",
+    "llvmlite",
 )
 
 
@@ -133,7 +135,11 @@ def log_pipeline(
     return info
 
 
-def load_pipeline(model_uri: str):
-    """The raw fitted pipeline object behind a pyfunc model URI (e.g. ``models:/ltv-pipeline@champion``)."""
-    model = mlflow.pyfunc.load_model(model_uri)
+def load_pipeline(model_uri: str, compile_trees: bool = True):
+    """The raw fitted pipeline object behind a pyfunc model URI (e.g. ``models:/ltv-pipeline@champion``).
+
+    ``compile_trees``: compile the boosters to native code at load (:mod:`ltv.models.compiled`; once per
+    model and CPU, then from the disk cache). ``LTV_COMPILE_TREES=0`` turns it off everywhere.
+    """
+    model = mlflow.pyfunc.load_model(model_uri, model_config={"compile_trees": bool(compile_trees)})
     return model.unwrap_python_model().pipeline

@@ -55,6 +55,13 @@ class LTVPyfuncModel(mlflow.pyfunc.PythonModel):
         import joblib
 
         self.pipeline = joblib.load(context.artifacts["pipeline"])
+        # native tree code (ltv.models.compiled): same predictions up to float64 summation order, ~5x
+        # faster trees; compiled once per model and CPU, then loaded from the disk cache
+        if (getattr(context, "model_config", None) or {}).get("compile_trees", True):
+            from ltv.models import compiled
+
+            if compiled.enabled() and hasattr(self.pipeline, "compile_trees"):
+                self.pipeline.compile_trees()
 
     # No type hints on model_input: MLflow would derive the signature from them, and its scoring server
     # then accepts only {"inputs": ...} bodies, not dataframe_records / dataframe_split.
