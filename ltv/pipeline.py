@@ -93,12 +93,21 @@ class LTVPipeline:
 
     def predict_extracted(self, S: pd.DataFrame) -> np.ndarray:
         """Predicted ``iap_revenue_d7`` (finite, >= 0) from :meth:`extract` output."""
-        pred = np.asarray(self.model.predict(self.transform_extracted(S)), dtype=np.float64)
-        return np.clip(np.nan_to_num(pred, nan=0.0, posinf=0.0, neginf=0.0), 0.0, None)
+        return self.predict_prepared(self.transform_extracted(S))
 
     def predict(self, table: pa.Table) -> np.ndarray:
         """Predicted ``iap_revenue_d7`` for raw contract rows (an Arrow table)."""
         return self.predict_extracted(self.extract(table))
+
+    def prepare(self, table: pa.Table) -> pd.DataFrame:
+        """The model matrix of raw rows: ``predict(t) == predict_prepared(prepare(t))``. Batch scoring
+        runs this step in a prefetch thread, overlapping it with the model on the previous batch."""
+        return self.transform_extracted(self.extract(table))
+
+    def predict_prepared(self, X: pd.DataFrame) -> np.ndarray:
+        """Predicted ``iap_revenue_d7`` from :meth:`prepare` output (finite, >= 0)."""
+        pred = np.asarray(self.model.predict(X), dtype=np.float64)
+        return np.clip(np.nan_to_num(pred, nan=0.0, posinf=0.0, neginf=0.0), 0.0, None)
 
     def compile_trees(self, directory=None) -> dict:
         """Compile the model chain's boosters to native code (see ``LTVModel.compile_trees``)."""

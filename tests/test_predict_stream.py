@@ -79,3 +79,64 @@ def test_coalesce_groups_small_tables_without_losing_rows():
     assert sum((b.column("row_id").to_pylist() for b in batches), []) == sum(
         (t.column("row_id").to_pylist() for t in tables), []
     )
+
+
+class _TwoStep(_Doubler):
+    """Stand-in with the prepare / predict_prepared split; records the thread each step ran on."""
+
+    def __init__(self, fail_prepare_on: int | None = None):
+        super().__init__()
+        self.prepare_threads, self.prepared = set(), 0
+        self.fail_prepare_on = fail_prepare_on
+
+    def prepare(self, table):
+        import threading
+
+        self.prepared += 1
+        if self.fail_prepare_on == self.prepared:
+            raise ValueError(f"bad batch {self.prepared}")
+        self.prepare_threads.add(threading.current_thread().name)
+        return table.column("release_msrp").to_numpy()
+
+    def predict_prepared(self, values):
+        self.calls += 1
+        return 2.0 * values
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_prefetch_gives_the_same_file_and_runs_prepare_in_the_background(tmp_path, depth):
+    batches = [_batch([f"r{i}", f"s{i}"], [float(i), 0.5 * i]) for i in range(7)] + [_batch(["r1"], [99.0])]
+    plain, fetched = tmp_path / "plain.csv", tmp_path / "fetched.csv"
+    score_to_csv(_Doubler(), iter(batches), plain)
+    two = _TwoStep()
+    stats = score_to_csv(two, iter(batches), fetched, prefetch_depth=depth)
+    assert fetched.read_bytes() == plain.read_bytes()
+    assert stats["rows"] == 14 and stats["duplicates"] == 1
+    assert two.prepare_threads == {"ltv-prefetch"} and two.calls == 8
+
+
+def test_prefetch_forwards_errors_and_leaves_nothing(tmp_path):
+    out = tmp_path / "sub.csv"
+    batches = [_batch([f"r{i}"], [1.0]) for i in range(5)]
+    with pytest.raises(ValueError, match="bad batch 3"):
+        score_to_csv(_TwoStep(fail_prepare_on=3), iter(batches), out, prefetch_depth=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_prefetch_stops_its_thread_when_the_consumer_stops():
+    import threading
+
+    from ltv.tasks.predict import prefetch
+
+    produced = []
+
+    def items():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    gen = prefetch(items(), depth=2)
+    assert [next(gen) for _ in range(3)] == [0, 1, 2]
+    gen.close()
+    assert not any(t.name == "ltv-prefetch" and t.is_alive() for t in threading.enumerate())
+    assert len(produced) <= 3 + 2 + 1  # bounded look-ahead

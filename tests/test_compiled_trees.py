@@ -1,0 +1,126 @@
+"""Compiled tree inference (ltv.models.compiled): the same predictions as LightGBM, a disk cache that is
+reused and written atomically, a fallback to LightGBM when a compiled booster disagrees or is off."""
+
+from __future__ import annotations
+
+import pickle
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from ltv.models import compiled
+from ltv.models._lgbm import booster_predict
+from ltv.models.testing import small_chain, split_data
+from tests.test_predict_speed_invariance import reference_predict
+
+
+@pytest.fixture(scope="module")
+def chain():
+    d = split_data(n_train=3000, n_valid=1500, n_holdout=2500, seed=5)
+    model = small_chain("stacking", objective="rmsle", seed=5)
+    model.fit(d["train"][0], d["train"][1], d["valid"][0], d["valid"][1], d["train"][2], d["valid"][2])
+    return model, d["holdout"][0]
+
+
+def test_compiled_chain_predicts_like_lightgbm(chain, tmp_path):
+    model, X = pickle.loads(pickle.dumps(chain[0])), chain[1]
+    want = reference_predict(model, X)
+    pairs = model.boosters()
+    # classifier, 3 horizons + 3 variance models, whale model, direct model, meta learner
+    assert len(pairs) == 10
+    assert all(compiled.lookup(b, n) is None for b, n in pairs)
+    summary = model.compile_trees(tmp_path)
+    assert summary["boosters"] == 10 and summary["compiled"] == 10 and summary["failed"] == 0
+    assert all(compiled.lookup(b, n) is not None for b, n in pairs)
+    got = model.predict(X)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    for rows in (1, 7):
+        np.testing.assert_allclose(model.predict(X.iloc[:rows]), got[:rows], rtol=1e-12, atol=1e-15)
+
+
+def test_cache_is_reused_and_nothing_half_written(chain, tmp_path):
+    first = pickle.loads(pickle.dumps(chain[0]))
+    first.compile_trees(tmp_path)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert not [f for f in files if f.startswith(".") or f.endswith(".tmp")]
+    assert sum(f.endswith(".o") for f in files) == 10
+    # the pickle carries no compiled code: an unpickled copy starts on LightGBM, then loads the cache
+    blob = pickle.dumps(first)
+    again = pickle.loads(blob)
+    assert all(compiled.lookup(b, n) is None for b, n in again.boosters())
+    summary = again.compile_trees(tmp_path)
+    assert summary["from_cache"] == 10 and summary["compiled"] == 0
+    np.testing.assert_array_equal(again.predict(chain[1]), first.predict(chain[1]))
+
+
+def _categorical_booster(seed=0):
+    rng = np.random.default_rng(seed)
+    n = 4000
+    X = pd.DataFrame(
+        {
+            "a": np.where(rng.random(n) < 0.3, 0.0, rng.normal(size=n)),  # many zeros: splits at +-1e-35
+            "b": np.where(rng.random(n) < 0.1, np.nan, rng.exponential(size=n)),
+            "c": pd.Categorical(rng.integers(0, 12, n).astype(str)),
+        }
+    )
+    logit = 1.5 * (X["a"] > 0) - X["b"].fillna(2) + (X["c"].cat.codes % 3 == 0)
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    model = lgb.LGBMClassifier(n_estimators=60, num_leaves=8, min_child_samples=5, verbose=-1, random_state=0)
+    return model.fit(X, y), X
+
+
+def test_edge_values_match_lightgbm(tmp_path):
+    """|x| <= 1e-35 (LightGBM reads it as 0), NaN everywhere, unseen and negative category codes."""
+    model, X = _categorical_booster()
+    booster = model.booster_
+    compiled.compile_booster(booster, None, tmp_path)
+    tiny = float(np.float32(1e-35))
+    probe = np.array(
+        [
+            [0.0, 1.0, 3],
+            [tiny, 1.0, 3],
+            [-tiny, 1.0, 3],
+            [1e-36, np.nan, 11],
+            [-2 * tiny, np.nan, 12],  # category code never seen in training
+            [np.nan, np.nan, np.nan],
+            [5.0, 0.0, -1],
+            [-5.0, 1e-40, 7.0],
+        ]
+    )
+    want = booster.predict(probe, num_threads=1)
+    native = compiled.lookup(booster, None)
+    np.testing.assert_allclose(compiled.predict(native, probe, 1), want, rtol=1e-12, atol=1e-15)
+    # and through the chain's entry point, on a frame
+    np.testing.assert_allclose(
+        booster_predict(model, X.iloc[:500], list(X.columns), None),
+        booster.predict(X.iloc[:500].assign(c=X["c"].cat.codes.iloc[:500]).to_numpy(float)),
+        rtol=1e-12,
+    )
+
+
+def test_a_disagreeing_compile_keeps_lightgbm(tmp_path, monkeypatch, caplog):
+    import lleaves
+
+    model, X = _categorical_booster(seed=1)
+    booster = model.booster_
+    real = lleaves.Model.predict
+    monkeypatch.setattr(lleaves.Model, "predict", lambda self, data, n_jobs=None: real(self, data, n_jobs) + 1e-3)
+    summary = compiled.compile_boosters([(booster, None)], tmp_path)
+    assert summary == {**summary, "boosters": 1, "failed": 1, "compiled": 0}
+    assert compiled.lookup(booster, None) is None
+    assert "stays on LightGBM" in caplog.text and "disagrees" in caplog.text
+    frame = X.iloc[:50]
+    np.testing.assert_array_equal(
+        booster_predict(model, frame, list(X.columns), None), model.predict_proba(frame)[:, 1]
+    )
+
+
+def test_switch_off(monkeypatch, tmp_path):
+    monkeypatch.setenv(compiled.ENV_SWITCH, "0")
+    assert not compiled.enabled()
+    model, _ = _categorical_booster(seed=2)
+    summary = compiled.compile_boosters([(model.booster_, None)], tmp_path)
+    assert summary["compiled"] == 0 and summary["boosters"] == 0
+    assert compiled.lookup(model.booster_, None) is None and not list(tmp_path.iterdir())
