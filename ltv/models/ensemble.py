@@ -21,7 +21,7 @@ from xgboost import XGBRegressor
 from xgboost import config_context as xgb_config
 
 from ltv.models._lgbm import SMALL_BATCH_ROWS, fit_booster, matrix_predict, predict_threads
-from ltv.models.meta import RiskEncoder, stack_features
+from ltv.models.meta import RiskEncoder, stack_columns, stack_features
 from ltv.models.regressor import smearing_factor
 
 OBJECTIVES = ("rmsle", "revenue")
@@ -48,7 +48,7 @@ def hurdle_prediction(q, log_rev, rev, objective: str) -> np.ndarray:
 def _log_factor(frame: pd.DataFrame) -> np.ndarray:
     """log of the buyer regressor's per-row retransformation: log(1 + rev_d7) - log_rev_d7 (>= 0 when the
     regressor's dollars come from its variance model; its log smearing factor otherwise)."""
-    return np.log1p(frame["rev_d7"].to_numpy()) - frame["log_rev_d7"].to_numpy()
+    return np.log1p(np.asarray(frame["rev_d7"])) - np.asarray(frame["log_rev_d7"])
 
 
 def head_target(y) -> np.ndarray:
@@ -377,9 +377,9 @@ class StackingEnsemble:
     def _score_small(self, frame, X) -> np.ndarray:
         """:meth:`_score` for a small batch (serving) in numpy: the same matrices in the same column
         order, without the DataFrames between the stages (~0.1 ms each on a one-row request)."""
-        S, R = stack_features(frame), self.risk_.transform(X)
-        names = (*S.columns, *R.columns)
-        values = np.concatenate([S.to_numpy(dtype=np.float64), R.to_numpy(dtype=np.float64)], axis=1)
+        S, R = stack_columns(frame), self.risk_.transform_columns(X)
+        names = (*S, *R)
+        values = np.column_stack([np.asarray(v, dtype=np.float64) for v in (*S.values(), *R.values())])
         plan = getattr(self, "_small_plan", None)
         if plan is None or plan[0] != names:  # column layout of the design matrix: fixed at fit
             design = [*names, *(f"base_{n}" for n in self.base_)]
@@ -394,8 +394,10 @@ class StackingEnsemble:
 
     def _score(self, frame, X) -> np.ndarray:
         """Meta learner output on the log1p scale (hurdle base + learned correction), >= 0."""
-        if len(frame) < SMALL_BATCH_ROWS:
+        if len(X) < SMALL_BATCH_ROWS:
             return self._score_small(frame, X)
+        if not isinstance(frame, pd.DataFrame):  # a name -> array mapping (LTVModel.predict)
+            frame = pd.DataFrame(frame, index=X.index)
         Z = self._design(frame, X)[self.meta_features_]
         # all-float64 frame: its matrix is what LightGBM's pandas path would build
         data = Z.to_numpy(dtype=np.float64)
@@ -409,5 +411,5 @@ class StackingEnsemble:
         score = self._score(frame, X)
         if self.objective_ == "revenue":
             rev = np.clip(np.exp(score + _log_factor(frame)) * self.smearing_ - 1.0, 0.0, None)
-            return frame["p_gated"].to_numpy() * rev
-        return np.where(frame["p_gated"].to_numpy() > 0, np.expm1(score), 0.0)
+            return np.asarray(frame["p_gated"]) * rev
+        return np.where(np.asarray(frame["p_gated"]) > 0, np.expm1(score), 0.0)

@@ -201,6 +201,10 @@ class RevenueRegressor(LGBMParamsMixin):
 
         ``cache``: optional per-call list shared by boosters on the same columns (see ``lgbm_matrix``).
         """
+        return pd.DataFrame(self.log_array(X, cache), columns=list(self.horizons), index=X.index)
+
+    def log_array(self, X, cache: list | None = None) -> np.ndarray:
+        """:meth:`predict_log` as an ``(n, horizons)`` array (no DataFrame: the serving path)."""
         self._check_fitted()
         check_frame(X)
         cache = [] if cache is None else cache  # the horizons' boosters share one input matrix
@@ -209,7 +213,7 @@ class RevenueRegressor(LGBMParamsMixin):
             pred = booster_predict(model, X, self.feature_names_in_, best, cache)
             # the first horizon is a level (log1p >= 0), later ones are increments (>= 0)
             out[:, k] = np.clip(pred, 0.0, None) + (out[:, k - 1] if k else 0.0)
-        return pd.DataFrame(out, columns=list(self.horizons), index=X.index)
+        return out
 
     def fit_variance(self, X, Y: pd.DataFrame, sample_weight=None, eval_set=None, n_folds: int = 3):
         """Residual-variance model per horizon (``retransform='variance'``; a no-op otherwise).
@@ -298,12 +302,16 @@ class RevenueRegressor(LGBMParamsMixin):
 
         ``log``: this model's ``predict_log(X)`` if the caller has it already (not recomputed).
         """
-        m = self.predict_log(X, cache) if log is None else log
+        m = self.log_array(X, cache) if log is None else np.asarray(log, dtype=np.float64)
+        return pd.DataFrame(self.dollars_array(X, m, cache), columns=list(self.horizons), index=X.index)
+
+    def dollars_array(self, X, log: np.ndarray, cache: list | None = None) -> np.ndarray:
+        """:meth:`predict_dollars` as an array, from this model's :meth:`log_array` of ``X``."""
         smear = np.array([self.smearing_[h] for h in self.horizons])
         if getattr(self, "variance_", None):
             pi = np.asarray(self.spend_share_)
-            spend = np.exp(m.to_numpy() / pi + self.predict_variance(X, cache) / 2.0) - 1.0
+            spend = np.exp(log / pi + self.predict_variance(X, cache) / 2.0) - 1.0
             dollars = np.clip(pi * spend * smear, 0.0, None)
         else:
-            dollars = np.clip(np.exp(m.to_numpy()) * smear - 1.0, 0.0, None)
-        return pd.DataFrame(np.maximum.accumulate(dollars, axis=1), columns=m.columns, index=m.index)
+            dollars = np.clip(np.exp(log) * smear - 1.0, 0.0, None)
+        return np.maximum.accumulate(dollars, axis=1)
