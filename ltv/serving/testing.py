@@ -159,3 +159,17 @@ def contract_rows(n: int, seed: int = 0) -> pa.Table:
     )
     cols["row_id"] = pa.array([f"row-{seed}-{i}" for i in range(n)])
     return pa.table(cols, schema=c.arrow_schema("test"))
+
+
+class CompileRecordingPipeline(ConstantishPipeline):
+    """:class:`ConstantishPipeline` whose ``compile_trees`` appends a line to the file ``marker`` (tests
+    see when a load compiled, across the model's own copy of the package)."""
+
+    def __init__(self, scale: float = 1.0, marker: str = ""):
+        super().__init__(scale)
+        self.marker = marker
+
+    def compile_trees(self, directory=None) -> dict:
+        with open(self.marker, "a") as fh:
+            fh.write("compiled\n")
+        return {"boosters": 0}

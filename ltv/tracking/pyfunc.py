@@ -8,7 +8,9 @@ seconds per log) and the hand-written signature of :mod:`ltv.serving.signature`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
 import tempfile
 from importlib import metadata
@@ -17,6 +19,7 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from ltv.models import compiled
 from ltv.serving import signature as sig
 
 log = logging.getLogger(__name__)
@@ -114,7 +117,9 @@ def log_pipeline(
     if mlflow.active_run() is None:
         raise RuntimeError("log_pipeline needs an active MLflow run (mlflow.start_run())")
     example = sig.input_example(2) if input_example is None else input_example
-    with tempfile.TemporaryDirectory(prefix="ltv-pyfunc-") as tmp:
+    # MLflow loads the model once to check the input example: no tree compilation for that load (~30 s for
+    # the default chain; a sweep logs a model per trial). predict / evaluate / the server compile at load.
+    with tempfile.TemporaryDirectory(prefix="ltv-pyfunc-") as tmp, _env(compiled.ENV_SWITCH, "0"):
         path = Path(tmp) / "pipeline.joblib"
         joblib.dump(pipeline, path)
         info = mlflow.pyfunc.log_model(
@@ -126,6 +131,9 @@ def log_pipeline(
             signature=sig.model_signature(named_inputs),
             input_example=example,
             registered_model_name=registered_model_name,
+            # the default of the load-time switch (load_pipeline(compile_trees=...) overrides it; MLflow
+            # only lets a load override keys the logged model_config has)
+            model_config={"compile_trees": True},
             # one JSON string: as a YAML tree the 68 columns cost ~50 ms on every MLmodel parse
             metadata={"ltv_input_schema": sig.input_schema().to_json()},
         )
@@ -133,6 +141,20 @@ def log_pipeline(
         set_aliases(registered_model_name, info.registered_model_version, aliases, set_champion_if_missing)
         log.info("registered %s version %s", registered_model_name, info.registered_model_version)
     return info
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str):
+    """Set environment variable ``name`` for the block, then restore it."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 def load_pipeline(model_uri: str, compile_trees: bool = True):
