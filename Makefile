@@ -71,8 +71,8 @@ bench-features: $(STAMP) ## feature extraction speed/memory vs parquet read and 
 bench-quality: $(STAMP) ## holdout quality table: baselines, hurdle, stacking, oracle
 	$(BIN)/python bench/quality.py
 
-bench-predict: $(STAMP) ## predict.py rows/s and peak memory at two input sizes
-	$(BIN)/python bench/predict.py
+bench-predict: $(STAMP) ## predict.py rows/s and peak memory at two input sizes, CPU per stage
+	$(BIN)/python bench/predict.py --stages
 
 bench-serve: $(STAMP) ## model server latency (single row) and throughput (1,000-row requests)
 	$(BIN)/python bench/serve.py --model-uri "$(MODEL)"

@@ -1,6 +1,6 @@
 """predict.py throughput and peak memory at two input sizes (at least 4x apart).
 
-    python bench/predict.py [--rows 50000 --factor 4 --model-uri models:/ltv-pipeline@champion]
+    python bench/predict.py [--rows 50000 --factor 4 --model-uri models:/ltv-pipeline@champion] [--stages]
                             [--tracking-uri sqlite:////path/to/mlruns/mlflow.db]
 
 Generates two contract test sets (N and factor*N rows) in a temp folder, runs `predict.py` on each in a
