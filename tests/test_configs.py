@@ -96,3 +96,9 @@ def test_optimized_metric_is_read_from_results_and_never_the_holdout():
         _optimized_metric(results, "holdout.rmsle")
     with pytest.raises(ValueError, match="rmsle"):
         _optimized_metric(results, "valid.nope")
+
+
+def test_fast_experiment_is_the_hurdle_head_with_a_faster_classifier():
+    cfg = _compose("experiment=fast")
+    assert cfg.ensemble._target_.endswith("HurdleEnsemble")
+    assert cfg.classifier.learning_rate == 0.1 and _compose().classifier.learning_rate == 0.02
