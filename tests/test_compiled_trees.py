@@ -124,3 +124,24 @@ def test_switch_off(monkeypatch, tmp_path):
     summary = compiled.compile_boosters([(model.booster_, None)], tmp_path)
     assert summary["compiled"] == 0 and summary["boosters"] == 0
     assert compiled.lookup(model.booster_, None) is None and not list(tmp_path.iterdir())
+
+
+def test_an_unwritable_cache_falls_back_to_a_temp_folder(tmp_path, caplog):
+    import os
+
+    if os.geteuid() == 0:  # root writes anywhere: make the cache path a file instead
+        blocked = tmp_path / "not-a-folder"
+        blocked.write_text("x")
+        folder = blocked / "trees"
+    else:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o500)
+    model, X = _categorical_booster(seed=3)
+    summary = compiled.compile_boosters([(model.booster_, None)], folder)
+    assert summary["compiled"] == 1 and summary["failed"] == 0
+    assert "not writable" in caplog.text
+    np.testing.assert_allclose(
+        booster_predict(model, X.iloc[:100], list(X.columns), None), model.predict_proba(X.iloc[:100])[:, 1],
+        rtol=1e-12,
+    )

@@ -174,8 +174,7 @@ def compile_booster(booster, num_iteration=None, directory: str | os.PathLike | 
         return hit, True
     text = booster.model_to_string(num_iteration=rounds)
     key = hashlib.sha256(f"{text}\n{rounds}\n{_versions()}\n{_host()}".encode()).hexdigest()[:32]
-    folder = Path(directory) if directory is not None else cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _writable(Path(directory) if directory is not None else cache_dir())
     model_txt, obj = folder / f"{key}.txt", folder / f"{key}.o"
     if not model_txt.exists():
         _atomic_write(model_txt, text.encode())
@@ -200,6 +199,24 @@ def compile_booster(booster, num_iteration=None, directory: str | os.PathLike | 
         raise ValueError(f"compiled booster disagrees with LightGBM on probe rows (max |diff| {worst:.3g})")
     _REGISTRY.setdefault(booster, {})[rounds] = model
     return model, cached
+
+
+_FALLBACK: dict[Path, Path] = {}
+
+
+def _writable(folder: Path) -> Path:
+    """``folder`` (created), or a private temp folder for this process when it cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-", delete=True)
+        probe.close()
+        return folder
+    except OSError as e:
+        if folder not in _FALLBACK:
+            _FALLBACK[folder] = Path(tempfile.mkdtemp(prefix="ltv-trees-"))
+            log.warning("tree cache %s is not writable (%s): compiling into %s for this process (set %s)",
+                        folder, e, _FALLBACK[folder], ENV_CACHE)  # fmt: skip
+        return _FALLBACK[folder]
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
