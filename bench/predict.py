@@ -7,6 +7,10 @@ Generates two contract test sets (N and factor*N rows) in a temp folder, runs `p
 subprocess and reports rows/s (from predict.py's own timer) and the child's peak RSS. Memory should not
 grow with the input: prediction streams batches of `data.batch_rows`. Needs a registered model (run
 `python train.py` first); the tracking store is the project's.
+
+``--stages`` also runs each stage of predict.py alone on the larger input (loader, features, the model's
+first stage, the stacking head) and prints its CPU microseconds per row: their sum bounds what 2 cores
+can score (2 / sum rows per microsecond).
 """
 
 from __future__ import annotations
