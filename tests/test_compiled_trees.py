@@ -145,3 +145,19 @@ def test_an_unwritable_cache_falls_back_to_a_temp_folder(tmp_path, caplog):
         booster_predict(model, X.iloc[:100], list(X.columns), None), model.predict_proba(X.iloc[:100])[:, 1],
         rtol=1e-12,
     )
+
+
+def test_round_count_follows_lightgbm(tmp_path):
+    """None means the booster's best_iteration (as in Booster.predict); <= 0 or too many means all."""
+    model, X = _categorical_booster(seed=4)
+    booster = model.booster_
+    booster.best_iteration = 20
+    assert compiled._rounds(booster, None) == 20
+    assert compiled._rounds(booster, 0) == compiled._rounds(booster, 10_000) == 60
+    compiled.compile_booster(booster, None, tmp_path)
+    frame = X.iloc[:200]
+    data = frame.assign(c=frame["c"].cat.codes).to_numpy(float)
+    np.testing.assert_allclose(
+        booster_predict(model, frame, list(X.columns), None), booster.predict(data), rtol=1e-12
+    )
+    assert not np.allclose(booster.predict(data), booster.predict(data, num_iteration=60))

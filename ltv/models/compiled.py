@@ -77,9 +77,12 @@ def lookup(booster, num_iteration):
 
 
 def _rounds(booster, num_iteration) -> int:
-    """LightGBM's reading of ``num_iteration``: None / <= 0 means every round (best_iteration aside)."""
+    """LightGBM's reading of ``num_iteration`` in ``Booster.predict``: None means the booster's
+    ``best_iteration``; that or any value <= 0 (or past the end) means every round."""
     total = booster.current_iteration()
-    if num_iteration is None or int(num_iteration) <= 0 or int(num_iteration) > total:
+    if num_iteration is None:
+        num_iteration = getattr(booster, "best_iteration", 0) or 0
+    if int(num_iteration) <= 0 or int(num_iteration) > total:
         return total
     return int(num_iteration)
 
