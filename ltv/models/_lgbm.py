@@ -278,19 +278,18 @@ def booster_predict(model, X, features, num_iteration, cache: list | None = None
     from ltv.models import compiled
 
     booster = model.booster_
-    native = compiled.lookup(booster, num_iteration)
-    data = lgbm_matrix(X, features, booster, cache, native=native is not None)
+    native = compiled.lookup(booster, num_iteration) is not None
+    data = lgbm_matrix(X, features, booster, cache, native=native)  # compiled trees' input built once
     threads = predict_threads(len(data), getattr(model, "n_jobs", None))
-    if native is not None:
-        return compiled.predict(native, data, threads, prepared=True)
-    return booster.predict(data, num_iteration=num_iteration, num_threads=threads)
+    return matrix_predict(booster, data, num_iteration, threads, prepared=native)
 
 
-def matrix_predict(booster, data: np.ndarray, num_iteration, threads: int) -> np.ndarray:
-    """``booster.predict(data, ...)``, by its compiled native code when :mod:`ltv.models.compiled` has it."""
+def matrix_predict(booster, data: np.ndarray, num_iteration, threads: int, prepared: bool = False) -> np.ndarray:
+    """``booster.predict(data, ...)``, by its compiled native code when :mod:`ltv.models.compiled` has it.
+    ``prepared``: ``data`` is already the compiled trees' input (``lgbm_matrix(..., native=True)``)."""
     from ltv.models import compiled
 
     native = compiled.lookup(booster, num_iteration)
     if native is not None:
-        return compiled.predict(native, data, threads)
+        return compiled.predict(native, data, threads, prepared=prepared)
     return booster.predict(data, num_iteration=num_iteration, num_threads=threads)

@@ -237,10 +237,18 @@ class LTVModel:
         )  # buyer classifier gain, the lead's importance plot
         self.artifacts_ = {"reliability": clf.reliability_, "classifier_importance": self.feature_importance_}
 
-    def boosters(self) -> list[tuple[object, int]]:
-        """Every LightGBM booster the fitted chain predicts with, as ``(Booster, num_iteration)``."""
+    def _check_fitted(self):
         if not hasattr(self, "ensemble_"):
             raise ValueError("LTVModel is not fitted; call fit first")
+
+    def _final(self, first_stage, X) -> np.ndarray:
+        """The ensemble's dollars from first-stage outputs (a frame or a name -> array map): finite, >= 0."""
+        final = np.asarray(self.ensemble_.predict(first_stage, X), dtype=np.float64)
+        return np.clip(np.nan_to_num(final, nan=0.0, posinf=0.0), 0.0, None)
+
+    def boosters(self) -> list[tuple[object, int]]:
+        """Every LightGBM booster the fitted chain predicts with, as ``(Booster, num_iteration)``."""
+        self._check_fitted()
         pairs = [(self.classifier_.booster_.booster_, self.classifier_.best_iteration_)]
         for reg in (self.regressor_, getattr(self, "direct_", None)):
             if reg is not None:
@@ -262,22 +270,18 @@ class LTVModel:
     def predict_parts(self, X) -> pd.DataFrame:
         """Per row: p_buyer_raw, p_buyer (calibrated), whale_score, p_gated, log_rev_<h> (E[log1p y |
         buyer, x]), rev_<h> (E[y | buyer, x] in dollars), hurdle (product prediction), final."""
-        if not hasattr(self, "ensemble_"):
-            raise ValueError("LTVModel is not fitted; call fit first")
+        self._check_fitted()
         check_frame(X)
         frame = self._frame(X)
         frame["hurdle"] = hurdle_prediction(
             frame["p_gated"], frame["log_rev_d7"], frame["rev_d7"], self.objective
         )
-        final = np.asarray(self.ensemble_.predict(frame, X), dtype=np.float64)
-        frame["final"] = np.clip(np.nan_to_num(final, nan=0.0, posinf=0.0), 0.0, None)
+        frame["final"] = self._final(frame, X)
         return frame
 
     def predict(self, X) -> np.ndarray:
         """Final ``iap_revenue_d7`` prediction in dollars: finite, >= 0 (``predict_parts``' "final",
         computed on arrays: no DataFrame per stage, which a one-row request would pay ~2 ms for)."""
-        if not hasattr(self, "ensemble_"):
-            raise ValueError("LTVModel is not fitted; call fit first")
+        self._check_fitted()
         check_frame(X)
-        final = np.asarray(self.ensemble_.predict(self._columns(X), X), dtype=np.float64)
-        return np.clip(np.nan_to_num(final, nan=0.0, posinf=0.0), 0.0, None)
+        return self._final(self._columns(X), X)

@@ -35,6 +35,7 @@ ENV_CACHE = "LTV_TREE_CACHE"
 ENV_SWITCH = "LTV_COMPILE_TREES"  # "0" / "false" / "no" turns compilation off
 _REGISTRY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Booster -> {num_iteration: model}
 _PROBE_ROWS = 256
+_PROBE_TREES = 400  # probe values come from the split thresholds of the first this-many trees
 
 
 def enabled() -> bool:
@@ -136,7 +137,7 @@ def _probe(booster, rng) -> np.ndarray:
     """Rows that reach many leaves: split thresholds +- a little, NaNs, zeros and every category code."""
     n_feat = booster.num_feature()
     X = rng.normal(size=(_PROBE_ROWS, n_feat)) * 3
-    dump = booster.dump_model(num_iteration=-1)
+    dump = booster.dump_model(num_iteration=_PROBE_TREES)  # the JSON of only the trees walked below
     thresholds: dict[int, list[float]] = {}
     cats: dict[int, int] = {}
 
@@ -152,7 +153,7 @@ def _probe(booster, rng) -> np.ndarray:
         walk(node["left_child"])
         walk(node["right_child"])
 
-    for tree in dump["tree_info"][:400]:
+    for tree in dump["tree_info"][:_PROBE_TREES]:
         walk(tree["tree_structure"])
     for f, ts in thresholds.items():
         pick = rng.choice(np.asarray(ts), size=_PROBE_ROWS)

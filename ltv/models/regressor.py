@@ -235,11 +235,11 @@ class RevenueRegressor(LGBMParamsMixin):
             w = None if sample_weight is None else np.asarray(sample_weight)[rest]
             copy_ = self.fixed_clone().set_params(retransform="smearing")
             copy_.fit(X.iloc[rest], Y.iloc[rest], w)
-            oof[block] = copy_.predict_log(X.iloc[block]).to_numpy()
+            oof[block] = copy_.log_array(X.iloc[block])
         w = np.ones(len(X)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         if eval_set is not None and len(eval_set[0]) >= 10:
             es_target = cumulative_log_targets(eval_set[1], horizons)
-            es_pred = self.predict_log(eval_set[0]).to_numpy()
+            es_pred = self.log_array(eval_set[0])
         else:
             eval_set = None
         params = {**VARIANCE_PARAMS, **(self.variance_params or {})}
@@ -291,7 +291,7 @@ class RevenueRegressor(LGBMParamsMixin):
         self.smearing_ = {h: 1.0 for h in self.horizons}
         if self.retransform != "smearing":
             return self
-        m = self.predict_log(X).to_numpy()
+        m = self.log_array(X)
         truth = cumulative_log_targets(Y, list(self.horizons))
         self.smearing_ = {h: smearing_factor(truth[:, k], m[:, k]) for k, h in enumerate(self.horizons)}
         return self

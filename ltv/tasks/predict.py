@@ -44,6 +44,11 @@ class _SeenIds:
         return first
 
 
+def _table(item) -> pa.Table:
+    """The table of a loader item: a pyarrow.Table, or a (Table, LoadReport) pair."""
+    return item[0] if isinstance(item, tuple) else item
+
+
 def coalesce(tables, batch_rows: int):
     """Group small Arrow tables (one per hour file) into batches of about ``batch_rows`` rows.
 
@@ -53,7 +58,7 @@ def coalesce(tables, batch_rows: int):
     """
     pending, size = [], 0
     for item in tables:
-        table = item[0] if isinstance(item, tuple) else item
+        table = _table(item)
         pending.append(table)
         size += table.num_rows
         if size >= batch_rows:
@@ -157,7 +162,7 @@ def score_to_csv(
                     table, prepared = item
                     pred = pipeline.predict_prepared(prepared)
                 else:
-                    table = item[0] if isinstance(item, tuple) else item
+                    table = _table(item)
                     pred = pipeline.predict(table)
                 ids = table.column(ROW_ID).to_pandas()
                 keep = seen.new_mask(ids)
@@ -190,8 +195,7 @@ def score_to_csv(
 
 def _staged(pipeline, tables):
     """(table, ``pipeline.prepare(table)``) per input table (a (Table, report) pair gives its table)."""
-    for item in tables:
-        table = item[0] if isinstance(item, tuple) else item
+    for table in map(_table, tables):
         yield table, pipeline.prepare(table)
 
 
