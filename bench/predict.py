@@ -98,12 +98,12 @@ def stage_table(root: Path, model_uri: str, tracking_uri: str | None, batch_rows
 
     CPU us/row is the budget that matters on 2 cores: 100k rows/s needs the stages to sum to <= 20.
     """
+    import mlflow
+
     from ltv.data.loader import iter_tables
     from ltv.data.window import Window
     from ltv.tasks.predict import coalesce
     from ltv.tracking.pyfunc import load_pipeline
-
-    import mlflow
 
     uri = tracking_uri or f"sqlite:///{ROOT}/mlruns/mlflow.db"  # the project's store (conf/tracking/local)
     mlflow.set_tracking_uri(uri)
@@ -132,7 +132,9 @@ def stage_table(root: Path, model_uri: str, tracking_uri: str | None, batch_rows
     for name, (wall, cpu) in rows.items():
         print(f"{name:<34} {n / wall:>10.0f} {cpu / n * 1e6:>11.1f} {cpu / wall:>8.1f}")
     total = sum(v[1] for v in rows.values())
-    print(f"{'all stages':<34} {'':>10} {total / n * 1e6:>11.1f}   -> at most {2 / total * n:,.0f} rows/s on 2 cores")
+    print(
+        f"{'all stages':<34} {'':>10} {total / n * 1e6:>11.1f}   -> at most {2 / total * n:,.0f} rows/s on 2 cores"
+    )
 
 
 if __name__ == "__main__":

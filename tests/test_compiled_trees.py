@@ -106,7 +106,9 @@ def test_a_disagreeing_compile_keeps_lightgbm(tmp_path, monkeypatch, caplog):
     model, X = _categorical_booster(seed=1)
     booster = model.booster_
     real = lleaves.Model.predict
-    monkeypatch.setattr(lleaves.Model, "predict", lambda self, data, n_jobs=None: real(self, data, n_jobs) + 1e-3)
+    monkeypatch.setattr(
+        lleaves.Model, "predict", lambda self, data, n_jobs=None: real(self, data, n_jobs) + 1e-3
+    )
     summary = compiled.compile_boosters([(booster, None)], tmp_path)
     assert summary == {**summary, "boosters": 1, "failed": 1, "compiled": 0}
     assert compiled.lookup(booster, None) is None
@@ -142,7 +144,8 @@ def test_an_unwritable_cache_falls_back_to_a_temp_folder(tmp_path, caplog):
     assert summary["compiled"] == 1 and summary["failed"] == 0
     assert "not writable" in caplog.text
     np.testing.assert_allclose(
-        booster_predict(model, X.iloc[:100], list(X.columns), None), model.predict_proba(X.iloc[:100])[:, 1],
+        booster_predict(model, X.iloc[:100], list(X.columns), None),
+        model.predict_proba(X.iloc[:100])[:, 1],
         rtol=1e-12,
     )
 

@@ -284,7 +284,9 @@ def booster_predict(model, X, features, num_iteration, cache: list | None = None
     return matrix_predict(booster, data, num_iteration, threads, prepared=native)
 
 
-def matrix_predict(booster, data: np.ndarray, num_iteration, threads: int, prepared: bool = False) -> np.ndarray:
+def matrix_predict(
+    booster, data: np.ndarray, num_iteration, threads: int, prepared: bool = False
+) -> np.ndarray:
     """``booster.predict(data, ...)``, by its compiled native code when :mod:`ltv.models.compiled` has it.
     ``prepared``: ``data`` is already the compiled trees' input (``lgbm_matrix(..., native=True)``)."""
     from ltv.models import compiled

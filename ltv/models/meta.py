@@ -42,7 +42,9 @@ def first_stage_columns(p_raw, p, whale, log_rev: np.ndarray, rev: np.ndarray, h
 
 def first_stage_frame(p_raw, p, whale, log_rev: pd.DataFrame, rev: pd.DataFrame, gate_params, index):
     """:func:`first_stage_columns` as a DataFrame (``log_rev`` / ``rev`` with the horizons as columns)."""
-    cols = first_stage_columns(p_raw, p, whale, log_rev.to_numpy(), rev.to_numpy(), log_rev.columns, gate_params)
+    cols = first_stage_columns(
+        p_raw, p, whale, log_rev.to_numpy(), rev.to_numpy(), log_rev.columns, gate_params
+    )
     return pd.DataFrame(cols, index=index)
 
 

@@ -152,7 +152,7 @@ def score_to_csv(
     seen = _SeenIds()
     rows = dup = 0
     two_step = prefetch_depth > 0 and hasattr(pipeline, "prepare") and hasattr(pipeline, "predict_prepared")
-    staged = (_staged(pipeline, tables) if two_step else tables)
+    staged = _staged(pipeline, tables) if two_step else tables
     t0 = last = time.perf_counter()
     try:
         with open(tmp, "w", newline="") as fh:
