@@ -102,9 +102,11 @@ def stage_table(root: Path, model_uri: str, tracking_uri: str | None, batch_rows
 
     from ltv.data.loader import iter_tables
     from ltv.data.window import Window
+    from ltv.memory import keep_freed_memory
     from ltv.tasks.predict import coalesce
     from ltv.tracking.pyfunc import load_pipeline
 
+    keep_freed_memory()  # as predict.py does
     uri = tracking_uri or f"sqlite:///{ROOT}/mlruns/mlflow.db"  # the project's store (conf/tracking/local)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)

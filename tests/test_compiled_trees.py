@@ -155,8 +155,8 @@ def test_round_count_follows_lightgbm(tmp_path):
     model, X = _categorical_booster(seed=4)
     booster = model.booster_
     booster.best_iteration = 20
-    assert compiled._rounds(booster, None) == 20
-    assert compiled._rounds(booster, 0) == compiled._rounds(booster, 10_000) == 60
+    assert compiled.rounds_of(booster, None) == 20
+    assert compiled.rounds_of(booster, 0) == compiled.rounds_of(booster, 10_000) == 60
     compiled.compile_booster(booster, None, tmp_path)
     frame = X.iloc[:200]
     data = frame.assign(c=frame["c"].cat.codes).to_numpy(float)
@@ -164,3 +164,56 @@ def test_round_count_follows_lightgbm(tmp_path):
         booster_predict(model, frame, list(X.columns), None), booster.predict(data), rtol=1e-12
     )
     assert not np.allclose(booster.predict(data), booster.predict(data, num_iteration=60))
+
+
+def test_one_pass_over_the_batch_gives_each_boosters_own_scores(chain, tmp_path):
+    """The first stage scores its compiled boosters in one chunked pass (prefetch_scores): every output
+    equals the booster scored alone, bit for bit, at any size and thread count; chunks are cast from the
+    float32 matrix as they are scored, with LightGBM's zero snapping."""
+    from ltv.models._lgbm import lgbm_matrix, prefetch_scores
+    from ltv.models.chain import _score_requests
+
+    model, X = pickle.loads(pickle.dumps(chain[0])), chain[1]
+    model.compile_trees(tmp_path)
+    X = pd.concat([X] * 2, ignore_index=True)  # > CHUNK_ROWS rows: several chunks on the pool
+    assert len(X) > compiled.CHUNK_ROWS
+    requests = _score_requests(model.classifier_, model.regressor_, model.gate_, model.direct_)
+    assert len(requests) == 9  # every first-stage booster: all but the meta learner
+    cache = []
+    prefetch_scores(X, requests, cache)
+    scores = [e for e in cache if e[0] == "scores"]
+    assert len(scores) == 9 and sum(e[0] == "matrix" for e in cache) == 1
+    matrix = lgbm_matrix(X, model.classifier_.feature_names_in_, model.classifier_.booster_.booster_)
+    assert matrix.dtype == np.float32 and not matrix.flags.c_contiguous  # no float64 copy of the batch
+    for (_, booster, rounds, got), (b, n, _) in zip(scores, requests, strict=True):
+        assert rounds == compiled.rounds_of(b, n)
+        assert booster is b
+        native = compiled.lookup(b, n)
+        alone = compiled.predict(native, compiled.as_input(matrix), 1, prepared=True)
+        np.testing.assert_array_equal(got, alone)
+        np.testing.assert_array_equal(compiled.predict(native, matrix, 2), alone)
+    # and the chain's outputs with the pass equal those without it (each booster scored on its own)
+    with_pass = model._columns(X)
+    import ltv.models.chain as chain_module
+
+    original = chain_module.prefetch_scores
+    chain_module.prefetch_scores = lambda *a: None
+    try:
+        without = model._columns(X)
+    finally:
+        chain_module.prefetch_scores = original
+    assert with_pass.keys() == without.keys()
+    for name in with_pass:
+        np.testing.assert_array_equal(with_pass[name], without[name])
+
+
+def test_chunks_snap_tiny_values_like_lightgbm(tmp_path):
+    model, X = _categorical_booster()
+    booster = model.booster_
+    compiled.compile_booster(booster, None, tmp_path)
+    native = compiled.lookup(booster, None)
+    tiny = float(np.float32(1e-35))
+    rows = np.tile(np.array([[tiny, 0.5, 1.0], [-tiny, np.nan, 3.0], [1e-40, 0.0, 11.0]]), (3000, 1))
+    want = booster.predict(rows, num_threads=1)
+    for data in (rows, rows.astype(np.float32), np.asfortranarray(rows.astype(np.float32))):
+        np.testing.assert_allclose(compiled.predict(native, data, 2), want, rtol=1e-12, atol=1e-15)

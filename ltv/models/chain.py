@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ltv.contract import TARGET
-from ltv.models._lgbm import check_frame
+from ltv.models._lgbm import check_frame, prefetch_scores
 from ltv.models.ensemble import check_objective, hurdle_prediction
 from ltv.models.gate import IDENTITY
 from ltv.models.meta import first_stage_columns, time_folds
@@ -31,6 +31,19 @@ from ltv.sampling import SamplingPlan
 
 log = logging.getLogger(__name__)
 BUYER = "buyer_d7"
+
+
+def _score_requests(clf, reg, gate, direct) -> list[tuple]:
+    """``(booster, num_iteration, features)`` of every first-stage booster, as each part scores it."""
+    out = [(clf.booster_.booster_, clf.best_iteration_, clf.feature_names_in_)]
+    if getattr(gate, "whale_model_", None) is not None:
+        out.append((gate.whale_model_.booster_, gate.whale_iteration_, gate.whale_features_))
+    for part in (reg, direct):
+        if part is not None:
+            pairs = list(zip(part.boosters_, part.best_iterations_, strict=True))
+            pairs += list(getattr(part, "variance_", None) or ())
+            out += [(m.booster_, best, part.feature_names_in_) for m, best in pairs]
+    return out
 
 
 class LTVModel:
@@ -108,6 +121,7 @@ class LTVModel:
         clf, reg, gate = clf or self.classifier_, reg or self.regressor_, gate or self.gate_
         direct = direct or getattr(self, "direct_", None)
         cache = []  # X converted to LightGBM's matrix once, shared by every booster below
+        prefetch_scores(X, _score_requests(clf, reg, gate, direct), cache)  # compiled ones: one pass
         raw = clf.predict_raw(X, cache)
         p = raw if clf.calibrator_ is None else clf.calibrator_.transform(raw)
         whale = gate.whale_score(X, cache)

@@ -42,6 +42,10 @@ def _oracle_labels(cfg: DictConfig, row_ids: pd.Series) -> tuple[pd.DataFrame, p
 
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Print (and log to MLflow) RMSLE/RMSE/MAE/R2/Gini/total ratio/AUC of the model on ``cfg.split``."""
+    if cfg.get("keep_memory", True):
+        from ltv.memory import keep_freed_memory
+
+        keep_freed_memory()
     setup_tracking(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_root)
     root = data_task.ensure_data(cfg.data)
     p_buyer = None

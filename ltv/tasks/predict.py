@@ -203,6 +203,10 @@ def predict(cfg: DictConfig) -> Path:
     """Write the submission for ``cfg.split`` of ``cfg.data`` with the pipeline at ``cfg.model_uri``."""
     from ltv.tracking.pyfunc import load_pipeline
 
+    if cfg.get("keep_memory", True):
+        from ltv.memory import keep_freed_memory
+
+        keep_freed_memory()
     setup_tracking(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_root)
     pipeline = load_pipeline(cfg.model_uri, compile_trees=cfg.get("compile_trees", True))
     root = data_task.ensure_data(cfg.data)
