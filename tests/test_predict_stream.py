@@ -140,3 +140,72 @@ def test_prefetch_stops_its_thread_when_the_consumer_stops():
     gen.close()
     assert not any(t.name == "ltv-prefetch" and t.is_alive() for t in threading.enumerate())
     assert len(produced) <= 3 + 2 + 1  # bounded look-ahead
+
+
+class _Slow(_Doubler):
+    """_Doubler whose batches finish out of order (later ones faster) and record their thread."""
+
+    def __init__(self, fail_on_batch: int | None = None):
+        super().__init__(fail_on_batch)
+        import threading
+
+        self.threads, self._lock = set(), threading.Lock()
+
+    def predict(self, table: pa.Table) -> np.ndarray:
+        import threading
+        import time
+
+        with self._lock:
+            self.threads.add(threading.current_thread().name.split("_")[0])
+        time.sleep(0.02 / (1 + table.column("release_msrp").to_numpy()[0]))
+        return super().predict(table)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_parallel_workers_write_the_same_file_in_input_order(tmp_path, workers):
+    batches = [_batch([f"r{i}", f"s{i}"], [float(i), 0.5 * i]) for i in range(9)] + [_batch(["r1"], [99.0])]
+    plain, parallel = tmp_path / "plain.csv", tmp_path / "parallel.csv"
+    score_to_csv(_Doubler(), iter(batches), plain)
+    slow = _Slow()
+    stats = score_to_csv(slow, iter(batches), parallel, workers=workers)
+    assert parallel.read_bytes() == plain.read_bytes()
+    assert stats["rows"] == 18 and stats["duplicates"] == 1
+    assert slow.threads == {"ltv-score"}
+
+
+def test_parallel_worker_error_is_raised_and_nothing_is_left(tmp_path):
+    out = tmp_path / "sub.csv"
+    batches = [_batch([f"r{i}"], [1.0]) for i in range(6)]
+    with pytest.raises(KeyboardInterrupt):
+        score_to_csv(_Slow(fail_on_batch=3), iter(batches), out, workers=2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_workers_setting():
+    from ltv.tasks.predict import workers_setting
+
+    assert 1 <= workers_setting("auto") <= 4
+    assert workers_setting(3) == 3 and workers_setting("2") == 2
+    for bad in (0, -1, "many", None):
+        with pytest.raises(ValueError, match="workers="):
+            workers_setting(bad)
+
+
+def test_csv_values_are_those_of_six_significant_digits():
+    from ltv.tasks.predict import csv_rows, round_significant
+
+    rng = np.random.default_rng(0)
+    x = rng.exponential(size=20_000) * 10.0 ** rng.integers(-12, 9, 20_000)
+    x = np.concatenate([x, [0.0, 999999.5, 0.1 + 0.2, 1e22, 5e-324, 123456.5, 1.5e-7]])
+    np.testing.assert_array_equal(round_significant(x), [float(f"{v:.6g}") for v in x])
+    ids = pa.array([f"id{i}" for i in range(len(x))])
+    import io
+
+    back = pd.read_csv(
+        io.BytesIO(csv_rows(ids, x)), header=None, names=["row_id", "v"], keep_default_na=False
+    )
+    assert back.row_id.tolist() == ids.to_pylist()
+    np.testing.assert_array_equal(back.v.to_numpy(), [float(f"{v:.6g}") for v in x])
+    # a row_id with a delimiter or a quote is quoted (the batch goes through pandas), never split
+    odd = csv_rows(pa.array(["a,b", 'q"x', "c"]), np.array([1.0, 2.0, 0.25]))
+    assert pd.read_csv(io.BytesIO(odd), header=None)[0].tolist() == ["a,b", 'q"x', "c"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 from omegaconf import DictConfig
 
 from ltv.contract import ROW_ID, TARGET
@@ -42,6 +43,41 @@ class _SeenIds:
         if len(self._chunks) > 16:  # keep lookups cheap
             self._chunks = [np.sort(np.concatenate(self._chunks))]
         return first
+
+
+def round_significant(x, digits: int = 6) -> np.ndarray:
+    """``x`` rounded to ``digits`` significant decimal digits (the value ``'%.{digits}g'`` prints), vectorised.
+
+    The result is the double nearest to that decimal, so its shortest representation is that decimal.
+    Zeros, non-finite values and magnitudes below 1e-290 are returned as they are.
+    """
+    out = np.array(x, dtype=np.float64, copy=True)
+    mask = np.isfinite(out) & (np.abs(out) >= 1e-290)
+    v = out[mask]
+    k = digits - 1 - np.floor(np.log10(np.abs(v))).astype(np.int64)  # decimals to keep
+    p = np.power(10.0, np.abs(k))
+    with np.errstate(over="ignore", invalid="ignore"):
+        out[mask] = np.where(k >= 0, np.round(v * p) / p, np.round(v / p) * p)
+    return out
+
+
+_CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="none")
+
+
+def csv_rows(ids: pa.Array | pa.ChunkedArray, pred: np.ndarray) -> bytes:
+    """``row_id,prediction`` lines (no header), predictions to 6 significant digits.
+
+    Arrow's CSV writer (C++, outside the GIL; pandas' ``to_csv`` cost ~3 us a row); a row_id holding a
+    comma, quote or newline sends the batch through pandas, which quotes it.
+    """
+    values = round_significant(pred)
+    try:
+        sink = pa.BufferOutputStream()
+        pa_csv.write_csv(pa.table({ROW_ID: ids, TARGET: values}), sink, _CSV_OPTIONS)
+        return sink.getvalue().to_pybytes()
+    except pa.ArrowInvalid:
+        frame = pd.DataFrame({ROW_ID: ids.to_pandas(), TARGET: values})
+        return frame.to_csv(header=False, index=False, float_format="%.6g", lineterminator="\n").encode()
 
 
 def _table(item) -> pa.Table:
@@ -129,7 +165,13 @@ def prefetch(items, depth: int = 1):
 
 
 def score_to_csv(
-    pipeline, tables, output: str | os.PathLike, log_every_s: float = 10.0, prefetch_depth: int = 0
+    pipeline,
+    tables,
+    output: str | os.PathLike,
+    log_every_s: float = 10.0,
+    prefetch_depth: int = 0,
+    workers: int = 1,
+    unique_ids: bool = False,
 ) -> dict[str, float]:
     """Score an iterable of Arrow tables into ``output`` (``row_id,iap_revenue_d7``); returns counts.
 
@@ -143,34 +185,32 @@ def score_to_csv(
     output : path
         Final CSV path; written via a temp file and an atomic rename.
     prefetch_depth : int
-        > 0: read (and prepare) up to this many batches ahead in a background thread (:func:`prefetch`),
-        overlapping input decoding and features with the model. The numbers are the same.
+        With one worker, > 0: read (and prepare) up to this many batches ahead in a background thread
+        (:func:`prefetch`), overlapping input decoding and features with the model.
+    workers : int
+        > 1: score this many batches at once in threads (:func:`score_parallel`) while this thread reads
+        the next one and writes finished ones in input order. Any setting writes the same file.
+    unique_ids : bool
+        The stream never repeats a row_id (``iter_tables`` drops repeats): skip the check here.
     """
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     seen = _SeenIds()
     rows = dup = 0
-    two_step = prefetch_depth > 0 and hasattr(pipeline, "prepare") and hasattr(pipeline, "predict_prepared")
-    staged = _staged(pipeline, tables) if two_step else tables
     t0 = last = time.perf_counter()
     try:
-        with open(tmp, "w", newline="") as fh:
-            fh.write(f"{ROW_ID},{TARGET}\n")
-            for item in prefetch(staged, prefetch_depth) if prefetch_depth > 0 else staged:
-                if two_step:
-                    table, prepared = item
-                    pred = pipeline.predict_prepared(prepared)
-                else:
-                    table = _table(item)
-                    pred = pipeline.predict(table)
-                ids = table.column(ROW_ID).to_pandas()
-                keep = seen.new_mask(ids)
-                dup += int((~keep).sum())
-                pd.DataFrame({ROW_ID: ids[keep].to_numpy(), TARGET: pred[keep]}).to_csv(
-                    fh, header=False, index=False, float_format="%.6g"
-                )
-                rows += int(keep.sum())
+        with open(tmp, "wb") as fh:
+            fh.write(f"{ROW_ID},{TARGET}\n".encode())
+            for table, pred in _scored(pipeline, tables, prefetch_depth, workers):
+                ids = table.column(ROW_ID)
+                if not unique_ids:
+                    keep = seen.new_mask(ids.to_pandas())
+                    if not keep.all():
+                        dup += int((~keep).sum())
+                        ids, pred = ids.filter(pa.array(keep)), pred[keep]
+                fh.write(csv_rows(ids, pred))
+                rows += len(pred)
                 now = time.perf_counter()
                 if now - last >= log_every_s:
                     log.info("scored %d rows, %.0f rows/s", rows, rows / (now - t0))
@@ -193,10 +233,65 @@ def score_to_csv(
     return {"rows": rows, "duplicates": dup, "seconds": elapsed, "rows_per_s": rows / max(elapsed, 1e-9)}
 
 
+def _scored(pipeline, tables, prefetch_depth: int, workers: int):
+    """(table, predictions) per input table, in input order."""
+    if workers > 1:
+        yield from score_parallel(pipeline, tables, workers)
+        return
+    if prefetch_depth > 0 and hasattr(pipeline, "prepare") and hasattr(pipeline, "predict_prepared"):
+        for table, prepared in prefetch(_staged(pipeline, tables), prefetch_depth):
+            yield table, pipeline.predict_prepared(prepared)
+        return
+    for table in map(_table, tables):
+        yield table, pipeline.predict(table)
+
+
+def score_parallel(pipeline, tables, workers: int):
+    """(table, ``pipeline.predict(table)``) per input table, in input order, ``workers`` batches at once.
+
+    Each worker thread takes a whole batch through features and model; the caller's thread reads the
+    next batch meanwhile. Features and the loader hold the GIL part of the time and the model releases
+    it, so two batches in flight keep two cores busier than one batch whose stages overlap. Memory:
+    ``workers`` + 1 batches. An error in a worker is raised here; closing early cancels queued batches.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ltv-score") as pool:
+        try:
+            for table in map(_table, tables):
+                pending.append((table, pool.submit(pipeline.predict, table)))
+                if len(pending) > workers:
+                    table, done = pending.popleft()
+                    yield table, done.result()
+            while pending:
+                table, done = pending.popleft()
+                yield table, done.result()
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
 def _staged(pipeline, tables):
     """(table, ``pipeline.prepare(table)``) per input table (a (Table, report) pair gives its table)."""
     for table in map(_table, tables):
         yield table, pipeline.prepare(table)
+
+
+def workers_setting(value) -> int:
+    """``workers`` of the predict config: 'auto' is one per core (at most 4: memory holds workers + 1
+    batches), else a positive int."""
+    if str(value).strip().lower() == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(1, min(4, cores))
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise ValueError(f"workers={value!r}: expected 'auto' or a positive integer")
+    return n
 
 
 def predict(cfg: DictConfig) -> Path:
@@ -215,7 +310,12 @@ def predict(cfg: DictConfig) -> Path:
         root, subset, data_task.window(cfg.data, cfg.split), batch_rows=cfg.data.batch_rows, seed=cfg.seed
     )
     stats = score_to_csv(
-        pipeline, coalesce(tables, cfg.data.batch_rows), cfg.output, prefetch_depth=cfg.get("prefetch", 1)
+        pipeline,
+        coalesce(tables, cfg.data.batch_rows),
+        cfg.output,
+        prefetch_depth=cfg.get("prefetch", 1),
+        workers=workers_setting(cfg.get("workers", 1)),
+        unique_ids=True,  # iter_tables drops a row_id it has seen in an earlier batch
     )
     print(
         f"submission: {Path(cfg.output).resolve()} ({stats['rows']} rows, {stats['rows_per_s']:.0f} rows/s)"
