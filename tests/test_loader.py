@@ -247,3 +247,21 @@ def test_split_log_line_and_metrics(hours6, caplog):
     assert metrics["load.valid.rows_kept"] == 400.0 and metrics["load.valid.files"] == 2.0
     assert report.as_metrics("valid")["valid.rows_read"] == 400.0
     assert report.as_metrics("")["duplicates"] == 0.0
+
+
+def test_seen_row_ids_stay_few_runs_and_catch_repeats_from_any_earlier_batch():
+    from ltv.data.schema import LoadReport, SeenRowIds
+
+    seen, rng = SeenRowIds(), np.random.default_rng(3)
+    kept = []
+    for b in range(40):
+        fresh = [f"b{b}-{i}" for i in range(500)]
+        old = [kept[i] for i in rng.choice(len(kept), 7, replace=False)] if kept else []
+        report = LoadReport(rows_kept=len(fresh) + len(old))
+        out = seen.filter_new(pa.table({"row_id": fresh + old}), report)
+        assert out.column("row_id").to_pylist() == fresh  # every repeat dropped, new rows in order
+        assert report.duplicates == len(old) and report.rows_kept == len(fresh)
+        kept += fresh
+        assert len(seen._runs) <= int(np.log2(b + 1)) + 1  # a binary counter of sorted runs
+        assert all(np.all(np.diff(r) >= 0) for r in seen._runs)
+    assert sum(len(r) for r in seen._runs) == len(kept)

