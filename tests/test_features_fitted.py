@@ -111,3 +111,32 @@ def test_label_and_id_columns_next_to_the_features_never_enter_x():
     fb.fit(S)
     assert "iap_revenue_d7" not in fb.feature_names_ and "row_id" not in fb.feature_names_
     assert list(fb.transform(S).columns) == fb.feature_names_
+
+
+def test_group_stats_equal_a_per_group_search_with_ties_nans_and_unseen_groups():
+    """The grouped-slice transform gives exactly the mid-rank and deviation of searching each row's own
+    group grid, including values equal to a quantile (ties), NaN, +-inf and groups unseen at fit."""
+    rng = np.random.default_rng(7)
+    n = 6000
+    country = rng.choice(["us", "es", "fr", "de", "it"], n, p=[0.4, 0.3, 0.2, 0.09, 0.01])
+    x = np.round(rng.exponential(5, n)).astype(np.float32)  # many equal values: quantiles tie with rows
+    x[rng.random(n) < 0.1] = np.nan
+    train = pd.DataFrame({"country": pd.Series(country, dtype=object), "release_msrp": x})
+    gs = GroupStats(features=["release_msrp"], min_group_count=100, n_quantiles=21).fit(train)
+    test_country = rng.choice(["us", "es", "fr", "de", "it", "zz", None], 3000)
+    tx = np.concatenate([rng.choice(gs.grids_[("country", "release_msrp")].ravel(), 2000), rng.normal(3, 9, 996),
+                         [np.nan, np.inf, -np.inf, 0.0]]).astype(np.float32)  # fmt: skip
+    test = pd.DataFrame({"country": pd.Series(test_country, dtype=object), "release_msrp": tx})
+    out = gs.transform(test)
+    grid = gs.grids_[("country", "release_msrp")]
+    index = {v: i + 1 for i, v in enumerate(gs.groups_["country"])}
+    xv = tx.astype(np.float64)
+    want_pct, want_dev = np.empty(len(tx)), np.empty(len(tx))
+    for i, (c, v) in enumerate(zip(test_country, xv, strict=True)):
+        q = grid[index.get(c, 0)]
+        want_pct[i] = (np.searchsorted(q, v, "left") + np.searchsorted(q, v, "right")) / (2.0 * len(q))
+        want_dev[i] = v - np.interp(0.5, gs.levels_, q)
+    want_pct[np.isnan(xv)] = np.nan
+    assert (np.isin(xv, grid)).sum() > 1000  # the ties are really exercised
+    np.testing.assert_array_equal(out["release_msrp__country_pct"], want_pct)
+    np.testing.assert_array_equal(out["release_msrp__country_dev"], want_dev)

@@ -115,11 +115,18 @@ def segment_codes(S: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, list
 
 def _split_by(idx: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """(group, row positions) for every distinct value of ``idx``, in ascending group order."""
-    if len(idx) == 0:
-        return []
+    order, runs = _runs_by(idx)
+    return [(g, order[lo:hi]) for g, lo, hi in runs]
+
+
+def _runs_by(idx: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """(row order sorting ``idx``, then (group, start, stop) of each group's slice of that order)."""
     order = np.argsort(idx, kind="stable")
+    if len(idx) == 0:
+        return order, []
     groups, starts = np.unique(idx[order], return_index=True)
-    return list(zip(groups.tolist(), np.split(order, starts[1:]), strict=True))
+    stops = np.append(starts[1:], len(idx))
+    return order, list(zip(groups.tolist(), starts.tolist(), stops.tolist(), strict=True))
 
 
 class GroupStats:
@@ -178,7 +185,8 @@ class GroupStats:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.pop("_index_cache", None)  # derived from groups_; rebuilt on first use
+        state.pop("_index_cache", None)  # derived from groups_ / grids_; rebuilt on first use
+        state.pop("_median_cache", None)
         return state
 
     def transform(self, S: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -188,21 +196,42 @@ class GroupStats:
             code, labels = segment_codes(S, cols)
             index = self._index(seg)
             row = np.array([index.get(lab, 0) for lab in labels] + [0], np.int64)[code]  # unknown -> 0
-            split = _split_by(row)
+            runs = _runs_by(row)
             for (s, f), grid in self.grids_.items():
                 if s == seg:
                     if f not in xs:
                         xs[f] = S[f].to_numpy(np.float64, na_value=np.nan)
-                    out[f"{f}__{seg}_pct"], out[f"{f}__{seg}_dev"] = self._apply(xs[f], grid, split)
+                    pct, dev = self._apply(xs[f], grid, row, runs, self._medians(s, f))
+                    out[f"{f}__{seg}_pct"], out[f"{f}__{seg}_dev"] = pct, dev
         return out
 
-    def _apply(self, x: np.ndarray, grid: np.ndarray, split: list) -> tuple[np.ndarray, np.ndarray]:
-        pct, dev = np.full(len(x), np.nan), np.full(len(x), np.nan)
-        for g, rows in split:
-            q = grid[g]
-            xr = x[rows]
-            lo, hi = np.searchsorted(q, xr, side="left"), np.searchsorted(q, xr, side="right")
-            pct[rows] = (lo + hi) / (2.0 * len(q))
-            dev[rows] = xr - np.interp(0.5, self.levels_, q)
+    def _medians(self, seg: str, f: str) -> np.ndarray:
+        """Each grid row's median (``np.interp(0.5, levels_, row)``), computed once per fitted state."""
+        grid = self.grids_[(seg, f)]
+        cache = self.__dict__.setdefault("_median_cache", {})
+        hit = cache.get((seg, f))
+        if hit is None or hit[0] is not grid:
+            hit = cache[(seg, f)] = (grid, np.array([np.interp(0.5, self.levels_, q) for q in grid]))
+        return hit[1]
+
+    @staticmethod
+    def _apply(x, grid, row, runs, medians) -> tuple[np.ndarray, np.ndarray]:
+        """Mid-rank of each value in its group's grid row, and its deviation from that row's median.
+
+        Rows are visited grouped (``runs``: the row order sorting them by group, and each group's
+        slice of it), so each group searches one contiguous slice instead of gathering its rows.
+        """
+        order, groups = runs
+        xo = x[order]
+        pos = np.empty(len(x), np.float64)
+        for g, lo, hi in groups:
+            q, part = grid[g], xo[lo:hi]
+            left = np.searchsorted(q, part, side="left")
+            ties = np.flatnonzero(q[np.minimum(left, len(q) - 1)] == part)  # values equal to a quantile
+            right = left.copy()  # side="right" differs from "left" only there: search those alone
+            right[ties] = np.searchsorted(q, part[ties], side="right")
+            pos[lo:hi] = (left + right) / (2.0 * len(q))
+        pct = np.empty(len(x), np.float64)
+        pct[order] = pos
         pct[np.isnan(x)] = np.nan
-        return pct, dev
+        return pct, x - medians[row]
