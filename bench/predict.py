@@ -4,7 +4,7 @@
                             [--tracking-uri sqlite:////path/to/mlruns/mlflow.db]
 
 Generates two contract test sets (N and factor*N rows) in a temp folder, runs `predict.py` on each in a
-subprocess and reports rows/s (from predict.py's own timer) and the child's peak RSS. Memory should not
+subprocess and reports rows/s (from predict.py's own timer) and the peak RSS of predict.py with its scoring processes. Memory should not
 grow with the input: prediction streams batches of `data.batch_rows`. Needs a registered model (run
 `python train.py` first); the tracking store is the project's.
 
@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 def run_once(
     data_root: Path, out: Path, model_uri: str, batch_rows: int, tracking_uri: str | None = None
 ) -> tuple[float, float, float]:
-    """(rows/s reported by predict.py, peak RSS in MB sampled every 20 ms, wall seconds)."""
+    """(rows/s reported by predict.py, peak RSS in MB of predict.py and its scoring processes together,
+    sampled every 20 ms, wall seconds)."""
     import psutil
 
     cmd = [
@@ -49,8 +50,9 @@ def run_once(
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     ps, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
-        try:
-            peak = max(peak, ps.memory_info().rss)
+        try:  # predict.py and its scoring processes together (parallel=processes)
+            family = [ps, *ps.children(recursive=True)]
+            peak = max(peak, sum(_rss(p) for p in family))
         except psutil.NoSuchProcess:
             break
         time.sleep(0.02)
@@ -60,6 +62,15 @@ def run_once(
         raise SystemExit(stderr[-3000:])
     m = re.search(r"\((\d+) rows, (\d+) rows/s\)", stdout)
     return (float(m.group(2)) if m else float("nan")), peak / 2**20, wall
+
+
+def _rss(process) -> int:
+    import psutil
+
+    try:
+        return process.memory_info().rss
+    except psutil.NoSuchProcess:
+        return 0
 
 
 def main(argv=None) -> None:

@@ -178,3 +178,46 @@ def test_multirun_one_parent_with_nested_jobs(trained, tmp_path):
     for run, key, value in params:
         combos.setdefault(run, {})[key] = value
     assert len({tuple(sorted(c.items())) for c in combos.values()}) == 4  # four distinct configurations ran
+
+
+def test_predict_in_processes_threads_or_one_by_one_writes_the_same_file(trained, tmp_path):
+    """parallel=processes (each process loads the model and reads its own file groups), parallel=threads
+    and workers=1 give byte-identical submissions; a row_id repeated in a later file (another group,
+    so another process) is written once, with its first prediction."""
+    import shutil
+
+    root, _ = trained
+    data = tmp_path / "data"
+    shutil.copytree(root / "data" / "tiny" / "test", data / "test")
+    hours = sorted((data / "test").iterdir())
+    assert len(hours) == 2
+    later = hours[0].parent / "datetime=2025-10-01-23-00"  # a third hour repeating the first one's rows
+    shutil.copytree(hours[0], later)
+    common = [
+        "data=tiny",
+        f"paths.root={root}",
+        f"data.root={data}",
+        "data.generate=null",
+        "data.batch_rows=100",
+    ]
+    outs = {}
+    for name, extra in {
+        "processes": ["parallel=processes", "workers=2"],
+        "threads": ["parallel=threads", "workers=2"],
+        "serial": ["workers=1"],
+    }.items():
+        outs[name] = tmp_path / f"{name}.csv"
+        run_entry("predict.py", *common, f"output={outs[name]}", *extra, cwd=root)
+    assert outs["processes"].read_bytes() == outs["threads"].read_bytes() == outs["serial"].read_bytes()
+    sub = pd.read_csv(outs["processes"])
+    assert sub.row_id.is_unique and len(sub) == 2 * 400  # the repeated hour adds no row
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_predict_in_processes_reports_a_model_that_cannot_load_and_writes_nothing(trained, tmp_path):
+    root, _ = trained
+    out = tmp_path / "sub.csv"
+    with pytest.raises(AssertionError, match="no-such-model"):
+        run_entry("predict.py", "data=tiny", f"paths.root={root}", f"output={out}", "parallel=processes",
+                  "workers=2", "model_uri=models:/no-such-model@champion", cwd=root, timeout=300)  # fmt: skip
+    assert list(tmp_path.iterdir()) == []

@@ -265,3 +265,10 @@ def test_seen_row_ids_stay_few_runs_and_catch_repeats_from_any_earlier_batch():
         assert len(seen._runs) <= int(np.log2(b + 1)) + 1  # a binary counter of sorted runs
         assert all(np.all(np.diff(r) >= 0) for r in seen._runs)
     assert sum(len(r) for r in seen._runs) == len(kept)
+    # a batch of repeats only (a whole file seen before) drops every row and the stream goes on
+    again = pa.table({"row_id": kept[:300]})
+    report = LoadReport(rows_kept=300)
+    assert seen.filter_new(again, report).num_rows == 0 and report.duplicates == 300
+    assert seen.filter_new(pa.table({"row_id": ["new", kept[5]]}), LoadReport()).column(
+        "row_id"
+    ).to_pylist() == ["new"]

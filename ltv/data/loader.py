@@ -335,3 +335,48 @@ def iter_tables(
         raise DataError(f"{window.describe()} of {root}/{subset} has no usable row: {total.summary()}")
     held[1].merge(pending)
     yield held
+
+
+def file_groups(
+    root: str | Path, subset: str, window: Window, rows_per_group: int, *, seed: int = 0
+) -> tuple[list[list[tuple[str, Path]]], LoadReport]:
+    """The window's files in time order, cut into consecutive groups of about ``rows_per_group`` rows
+    (estimated from the first file's footer), and a report of the window's empty partitions.
+
+    For scoring groups in separate processes (:func:`read_group`); reading the groups in order gives
+    the rows :func:`iter_tables` gives, except that a row_id repeated in a *later group* is not dropped
+    here: the caller drops it (e.g. ``ltv.tasks.predict`` checks every row_id it writes).
+    """
+    files, empty = _discover(root, subset, window, seed)
+    first = _arrow(files[0][1], pq.read_metadata, files[0][1]).num_rows if files else 0
+    per_group = max(1, int(rows_per_group) // max(1, first))
+    groups = [files[i : i + per_group] for i in range(0, len(files), per_group)]
+    return groups, _empty_report(root, subset, empty)
+
+
+def read_group(
+    files: list[tuple[str, Path]],
+    subset: str,
+    window: Window,
+    *,
+    seed: int = 0,
+    labelled: bool | None = None,
+    columns: list[str] | None = None,
+) -> tuple[pa.Table | None, LoadReport]:
+    """One group of :func:`file_groups` as a single validated table (one chunk per column; None when no
+    row survives), read, sampled, repaired and purged as :func:`iter_tables` reads each file, a row_id
+    repeated within the group dropped and counted; and the group's report."""
+    labelled = subset == "train" if labelled is None else labelled
+    report, seen, tables = LoadReport(), SeenRowIds(), []
+    warned: set[str] = set()
+    for hour, path in files:
+        for table, part in _iter_file(path, subset, hour, window, seed, 1 << 62, labelled, columns):
+            table = seen.filter_new(table, part) if table is not None else None
+            _emit(part, subset, warned)
+            report.merge(part)
+            if table is not None and table.num_rows:
+                tables.append(table)
+    if not tables:
+        return None, report
+    one = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+    return one.combine_chunks(), report

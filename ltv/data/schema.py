@@ -312,7 +312,8 @@ class SeenRowIds:
             report.drop("duplicate_row_id", int(seen.sum()))
             report.rows_kept -= int(seen.sum())
             table, h = table.filter(pa.array(~seen)), h[~seen]
-        self._runs.append(np.sort(h))
+        if len(h):  # a batch of repeats only adds nothing (an empty run would break the searches)
+            self._runs.append(np.sort(h))
         while len(self._runs) > 1 and 2 * len(self._runs[-1]) >= len(self._runs[-2]):
             last = self._runs.pop()
             self._runs[-1] = np.sort(np.concatenate([self._runs[-1], last]), kind="stable")  # a merge

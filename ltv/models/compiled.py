@@ -141,8 +141,7 @@ def predict_many(models: list, data: np.ndarray, threads: int, prepared: bool = 
     Chunks are scored independently, so the values depend neither on the chunking nor on the threads.
     """
     n = len(data)
-    n_jobs = threads if threads > 0 else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                          else os.cpu_count() or 1)  # fmt: skip
+    n_jobs = threads if threads > 0 else (DEFAULT_THREADS or _cores())
     outs = [np.empty(n, dtype=np.float64) for _ in models]
 
     def score(lo: int) -> None:
@@ -162,6 +161,11 @@ def predict_many(models: list, data: np.ndarray, threads: int, prepared: bool = 
 
 
 _POOL = None
+DEFAULT_THREADS: int | None = None  # what threads <= 0 means; None: every core (a scoring process sets 1)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _executor():
@@ -170,14 +174,20 @@ def _executor():
     if _POOL is None:
         from concurrent.futures import ThreadPoolExecutor
 
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ltv-trees")
+        _POOL = ThreadPoolExecutor(max_workers=_cores(), thread_name_prefix="ltv-trees")
     return _POOL
 
 
 def _forget_pool() -> None:  # a forked child has the pool object but none of its threads
     global _POOL
     _POOL = None
+
+
+DEFAULT_THREADS: int | None = None  # what threads <= 0 means; None: every core (a scoring process sets 1)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 if hasattr(os, "register_at_fork"):
