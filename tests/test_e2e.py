@@ -193,6 +193,12 @@ def test_predict_in_processes_threads_or_one_by_one_writes_the_same_file(trained
     assert len(hours) == 2
     later = hours[0].parent / "datetime=2025-10-01-23-00"  # a third hour repeating the first one's rows
     shutil.copytree(hours[0], later)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path in (data / "test").rglob("*.parquet"):  # a column outside the contract, in every file
+        table = pq.read_table(path)
+        pq.write_table(table.append_column("not_in_contract", pa.array([1] * table.num_rows)), path)
     common = [
         "data=tiny",
         f"paths.root={root}",
@@ -200,15 +206,17 @@ def test_predict_in_processes_threads_or_one_by_one_writes_the_same_file(trained
         "data.generate=null",
         "data.batch_rows=100",
     ]
-    outs = {}
+    outs, said = {}, {}
     for name, extra in {
         "processes": ["parallel=processes", "workers=2"],
         "threads": ["parallel=threads", "workers=2"],
         "serial": ["workers=1"],
     }.items():
         outs[name] = tmp_path / f"{name}.csv"
-        run_entry("predict.py", *common, f"output={outs[name]}", *extra, cwd=root)
+        proc = run_entry("predict.py", *common, f"output={outs[name]}", *extra, cwd=root)
+        said[name] = (proc.stdout + proc.stderr).count("not_in_contract")
     assert outs["processes"].read_bytes() == outs["threads"].read_bytes() == outs["serial"].read_bytes()
+    assert said["processes"] == said["threads"] >= 1  # warned once per load, not once per file group
     sub = pd.read_csv(outs["processes"])
     assert sub.row_id.is_unique and len(sub) == 2 * 400  # the repeated hour adds no row
     assert not list(tmp_path.glob(".*tmp*"))

@@ -124,7 +124,7 @@ def _empty_report(root, subset: str, empty: list[str]) -> LoadReport:
     return report
 
 
-def _emit(report: LoadReport, subset: str, warned: set[str]) -> None:
+def emit_warnings(report: LoadReport, subset: str, warned: set[str]) -> None:
     """Warn (and log) once per load about unexpected columns, skipped files and empty partitions."""
     new = {c: n for c, n in report.unexpected_columns.items() if c not in warned}
     warned.update(new)
@@ -172,7 +172,7 @@ def read_table(
     """
     labelled = subset == "train" if labelled is None else labelled
     table, report = _read(path, subset, datetime_value, window, seed, columns, labelled)
-    _emit(report, subset, set())
+    emit_warnings(report, subset, set())
     return table, report
 
 
@@ -258,7 +258,7 @@ def load_split(
             report.drop("duplicate_row_id", int(dup.sum()))
             report.rows_kept -= int(dup.sum())
             frame = frame.loc[~dup].reset_index(drop=True)
-    _emit(report, subset, set())
+    emit_warnings(report, subset, set())
     report.seconds = time.perf_counter() - started  # wall time of the split, not the sum over files
     log.info("load %s %s: %s", subset, window.describe(), report.summary())
     if not len(frame):
@@ -318,11 +318,11 @@ def iter_tables(
     files, empty = _discover(root, subset, window, seed)
     pending, total, held = _empty_report(root, subset, empty), _empty_report(root, subset, empty), None
     seen, warned = SeenRowIds(), set()
-    _emit(pending, subset, warned)
+    emit_warnings(pending, subset, warned)
     for hour, path in files:
         for table, report in _iter_file(path, subset, hour, window, seed, batch_rows, labelled, columns):
             table = seen.filter_new(table, report) if table is not None else None
-            _emit(report, subset, warned)
+            emit_warnings(report, subset, warned)
             total.merge(report)
             pending.merge(report)
             if table is None or table.num_rows == 0:
@@ -365,14 +365,13 @@ def read_group(
 ) -> tuple[pa.Table | None, LoadReport]:
     """One group of :func:`file_groups` as a single validated table (one chunk per column; None when no
     row survives), read, sampled, repaired and purged as :func:`iter_tables` reads each file, a row_id
-    repeated within the group dropped and counted; and the group's report."""
+    repeated within the group dropped and counted; and the group's report, whose warnings the caller
+    emits (:func:`emit_warnings`, once per load however many groups repeat them)."""
     labelled = subset == "train" if labelled is None else labelled
     report, seen, tables = LoadReport(), SeenRowIds(), []
-    warned: set[str] = set()
     for hour, path in files:
         for table, part in _iter_file(path, subset, hour, window, seed, 1 << 62, labelled, columns):
             table = seen.filter_new(table, part) if table is not None else None
-            _emit(part, subset, warned)
             report.merge(part)
             if table is not None and table.num_rows:
                 tables.append(table)

@@ -355,13 +355,13 @@ class ProcessScorer:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        from ltv.data.loader import file_groups
+        from ltv.data.loader import emit_warnings, file_groups
 
         self.groups, self.report = file_groups(
             self.root, self.subset, self.window, self.batch_rows, seed=self.seed
         )
-        for message in self.report.warnings:
-            log.warning(message)
+        self.warned: set[str] = set()
+        emit_warnings(self.report, self.subset, self.warned)
         context = multiprocessing.get_context("fork")
         self.pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_child_start,
                                         initargs=self.args)  # fmt: skip
@@ -379,7 +379,7 @@ class ProcessScorer:
     def pairs(self):
         from collections import deque
 
-        from ltv.data.loader import DataError
+        from ltv.data.loader import DataError, emit_warnings
 
         pending: deque = deque()
         queue = iter(enumerate(self.groups))
@@ -393,6 +393,7 @@ class ProcessScorer:
                 nxt = next(queue, None)
                 if nxt is not None:
                     pending.append(self.pool.submit(_score_group, *nxt))
+                emit_warnings(report, self.subset, self.warned)  # each message once per load
                 self.report.merge(report)
                 if ids is not None:
                     yield ids, pred
