@@ -103,15 +103,24 @@ class _TwoStep(_Doubler):
         return 2.0 * values
 
 
+def _same_file_as_one_by_one(tmp_path, pipeline, n_batches: int, **options) -> dict:
+    """Score n_batches (two new rows each) and a repeated row_id with ``options``; the file must equal
+    the one-batch-at-a-time file. Returns the stats."""
+    batches = [_batch([f"r{i}", f"s{i}"], [float(i), 0.5 * i]) for i in range(n_batches)] + [
+        _batch(["r1"], [99.0])
+    ]
+    plain, other = tmp_path / "plain.csv", tmp_path / "other.csv"
+    score_to_csv(_Doubler(), iter(batches), plain)
+    stats = score_to_csv(pipeline, iter(batches), other, **options)
+    assert other.read_bytes() == plain.read_bytes()
+    assert stats["rows"] == 2 * n_batches and stats["duplicates"] == 1
+    return stats
+
+
 @pytest.mark.parametrize("depth", [1, 3])
 def test_prefetch_gives_the_same_file_and_runs_prepare_in_the_background(tmp_path, depth):
-    batches = [_batch([f"r{i}", f"s{i}"], [float(i), 0.5 * i]) for i in range(7)] + [_batch(["r1"], [99.0])]
-    plain, fetched = tmp_path / "plain.csv", tmp_path / "fetched.csv"
-    score_to_csv(_Doubler(), iter(batches), plain)
     two = _TwoStep()
-    stats = score_to_csv(two, iter(batches), fetched, prefetch_depth=depth)
-    assert fetched.read_bytes() == plain.read_bytes()
-    assert stats["rows"] == 14 and stats["duplicates"] == 1
+    _same_file_as_one_by_one(tmp_path, two, 7, prefetch_depth=depth)
     assert two.prepare_threads == {"ltv-prefetch"} and two.calls == 8
 
 
@@ -163,13 +172,8 @@ class _Slow(_Doubler):
 
 @pytest.mark.parametrize("workers", [2, 3])
 def test_parallel_workers_write_the_same_file_in_input_order(tmp_path, workers):
-    batches = [_batch([f"r{i}", f"s{i}"], [float(i), 0.5 * i]) for i in range(9)] + [_batch(["r1"], [99.0])]
-    plain, parallel = tmp_path / "plain.csv", tmp_path / "parallel.csv"
-    score_to_csv(_Doubler(), iter(batches), plain)
-    slow = _Slow()
-    stats = score_to_csv(slow, iter(batches), parallel, workers=workers)
-    assert parallel.read_bytes() == plain.read_bytes()
-    assert stats["rows"] == 18 and stats["duplicates"] == 1
+    slow = _Slow()  # later batches finish first
+    _same_file_as_one_by_one(tmp_path, slow, 9, workers=workers)
     assert slow.threads == {"ltv-score"}
 
 
