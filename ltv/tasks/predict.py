@@ -335,7 +335,7 @@ class ProcessScorer:
     ``pairs()`` yields (row ids, predictions) per group of files (about ``batch_rows`` rows) in file
     order; each group is read, featurised and scored in one of the processes. Processes do not share
     the GIL, which threads do for the Python parts of reading and feature extraction: on 2 cores two
-    processes score ~1.2x the rows per second of two threads.
+    processes score ~1.15x the rows per second of two threads.
 
     The processes are forked before anything loads the model here, and each loads it itself (a loaded
     chain is not fork-safe: XGBoost's OpenMP state hangs a forked child); entering waits until they have
