@@ -229,3 +229,22 @@ def test_predict_in_processes_reports_a_model_that_cannot_load_and_writes_nothin
         run_entry("predict.py", "data=tiny", f"paths.root={root}", f"output={out}", "parallel=processes",
                   "workers=2", "model_uri=models:/no-such-model@champion", cwd=root, timeout=300)  # fmt: skip
     assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_in_processes_names_a_corrupt_file_and_writes_nothing(trained, tmp_path):
+    """A scoring process's loader error (a truncated parquet file) reaches the main process whole: it
+    names the file, the run fails and no submission is left."""
+    import shutil
+
+    root, _ = trained
+    data = tmp_path / "data"
+    shutil.copytree(root / "data" / "tiny" / "test", data / "test")
+    victim = sorted((data / "test").rglob("*.parquet"))[-1]
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    out = tmp_path / "out" / "sub.csv"
+    import re
+
+    with pytest.raises(AssertionError, match=re.escape(f"{victim.parent.name}/{victim.name}")):
+        run_entry("predict.py", "data=tiny", f"paths.root={root}", f"data.root={data}", "data.generate=null",
+                  f"output={out}", "parallel=processes", "workers=2", "data.batch_rows=100", cwd=root)  # fmt: skip
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
