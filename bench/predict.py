@@ -4,8 +4,8 @@
                             [--tracking-uri sqlite:////path/to/mlruns/mlflow.db]
 
 Generates two contract test sets (N and factor*N rows) in a temp folder, runs `predict.py` on each in a
-subprocess and reports rows/s (from predict.py's own timer) and the peak RSS of predict.py with its scoring processes. Memory should not
-grow with the input: prediction streams batches of `data.batch_rows`. Needs a registered model (run
+subprocess and reports rows/s (from predict.py's own timer) and the peak RSS of predict.py with its
+scoring processes. Memory should not grow with the input: prediction streams batches of `data.batch_rows`. Needs a registered model (run
 `python train.py` first); the tracking store is the project's.
 
 ``--stages`` also runs each stage of predict.py alone on the larger input (loader, features, the model's

@@ -7,7 +7,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from ltv.tasks.predict import _SeenIds, score_to_csv
+from ltv.data.schema import SeenRowIds
+from ltv.tasks.predict import score_to_csv
 
 
 class _Doubler:
@@ -57,7 +58,7 @@ def test_empty_input_is_an_error_and_writes_nothing(tmp_path):
 
 
 def test_seen_ids_across_many_batches():
-    seen = _SeenIds()
+    seen = SeenRowIds()
     rng = np.random.default_rng(0)
     ids = pd.Series([f"id{i}" for i in rng.integers(0, 3000, size=20_000)])
     kept = np.concatenate(

@@ -301,20 +301,26 @@ class SeenRowIds:
             found |= run[pos] == h
         return found
 
+    def new_mask(self, ids: pd.Series) -> np.ndarray:
+        """True for each row_id of ``ids`` seen neither in an earlier call nor earlier in ``ids``; those
+        are remembered."""
+        h = pd.util.hash_pandas_object(ids, index=False).to_numpy()
+        new = ~self._contains(h) & ~pd.Series(h).duplicated().to_numpy()
+        if new.any():  # a batch of repeats only adds nothing (an empty run would break the searches)
+            self._runs.append(np.sort(h[new]))
+        while len(self._runs) > 1 and 2 * len(self._runs[-1]) >= len(self._runs[-2]):
+            last = self._runs.pop()
+            self._runs[-1] = np.sort(np.concatenate([self._runs[-1], last]), kind="stable")  # a merge
+        return new
+
     def filter_new(self, table: pa.Table, report: LoadReport) -> pa.Table:
         """Drop rows whose row_id was seen in an earlier table (counted), then remember the rest."""
         if table.num_rows == 0:
             return table
-        ids = table.column(contract.ROW_ID).to_pandas()
-        h = pd.util.hash_pandas_object(ids, index=False).to_numpy()
-        seen = self._contains(h)
-        if seen.any():
-            report.drop("duplicate_row_id", int(seen.sum()))
-            report.rows_kept -= int(seen.sum())
-            table, h = table.filter(pa.array(~seen)), h[~seen]
-        if len(h):  # a batch of repeats only adds nothing (an empty run would break the searches)
-            self._runs.append(np.sort(h))
-        while len(self._runs) > 1 and 2 * len(self._runs[-1]) >= len(self._runs[-2]):
-            last = self._runs.pop()
-            self._runs[-1] = np.sort(np.concatenate([self._runs[-1], last]), kind="stable")  # a merge
+        new = self.new_mask(table.column(contract.ROW_ID).to_pandas())
+        if not new.all():
+            repeats = int((~new).sum())
+            report.drop("duplicate_row_id", repeats)
+            report.rows_kept -= repeats
+            table = table.filter(pa.array(new))
         return table

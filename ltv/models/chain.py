@@ -263,13 +263,8 @@ class LTVModel:
     def boosters(self) -> list[tuple[object, int]]:
         """Every LightGBM booster the fitted chain predicts with, as ``(Booster, num_iteration)``."""
         self._check_fitted()
-        pairs = [(self.classifier_.booster_.booster_, self.classifier_.best_iteration_)]
-        for reg in (self.regressor_, getattr(self, "direct_", None)):
-            if reg is not None:
-                pairs += [(m.booster_, b) for m, b in zip(reg.boosters_, reg.best_iterations_, strict=True)]
-                pairs += [(m.booster_, b) for m, b in getattr(reg, "variance_", None) or ()]
-        if getattr(self.gate_, "whale_model_", None) is not None:
-            pairs.append((self.gate_.whale_model_.booster_, self.gate_.whale_iteration_))
+        first = _score_requests(self.classifier_, self.regressor_, self.gate_, getattr(self, "direct_", None))
+        pairs = [(booster, rounds) for booster, rounds, _ in first]
         if getattr(self.ensemble_, "meta_", None) is not None:
             pairs.append((self.ensemble_.meta_.booster_, self.ensemble_.meta_iteration_))
         return pairs

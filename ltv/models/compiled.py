@@ -141,7 +141,7 @@ def predict_many(models: list, data: np.ndarray, threads: int, prepared: bool = 
     Chunks are scored independently, so the values depend neither on the chunking nor on the threads.
     """
     n = len(data)
-    n_jobs = threads if threads > 0 else (DEFAULT_THREADS or _cores())
+    n_jobs = threads if threads > 0 else (DEFAULT_THREADS or cores())
     outs = [np.empty(n, dtype=np.float64) for _ in models]
 
     def score(lo: int) -> None:
@@ -155,7 +155,7 @@ def predict_many(models: list, data: np.ndarray, threads: int, prepared: bool = 
         for lo in starts:
             score(lo)
         return outs
-    # the GIL is released in the compiled calls; tasks beyond n_jobs queue, so at most n_jobs run at once
+    # the GIL is released in the compiled calls; n_jobs > 1 means the process's pool (cores() wide)
     list(_executor().map(score, starts))
     return outs
 
@@ -164,7 +164,8 @@ _POOL = None
 DEFAULT_THREADS: int | None = None  # what threads <= 0 means; None: every core (a scoring process sets 1)
 
 
-def _cores() -> int:
+def cores() -> int:
+    """CPUs this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -174,20 +175,13 @@ def _executor():
     if _POOL is None:
         from concurrent.futures import ThreadPoolExecutor
 
-        _POOL = ThreadPoolExecutor(max_workers=_cores(), thread_name_prefix="ltv-trees")
+        _POOL = ThreadPoolExecutor(max_workers=cores(), thread_name_prefix="ltv-trees")
     return _POOL
 
 
 def _forget_pool() -> None:  # a forked child has the pool object but none of its threads
     global _POOL
     _POOL = None
-
-
-DEFAULT_THREADS: int | None = None  # what threads <= 0 means; None: every core (a scoring process sets 1)
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 if hasattr(os, "register_at_fork"):

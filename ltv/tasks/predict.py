@@ -20,29 +20,11 @@ from omegaconf import DictConfig
 
 from ltv.contract import ROW_ID, TARGET
 from ltv.data.loader import iter_tables
+from ltv.data.schema import SeenRowIds
 from ltv.tasks import data as data_task
 from ltv.tracking.store import setup as setup_tracking
 
 log = logging.getLogger(__name__)
-
-
-class _SeenIds:
-    """Row ids written so far, as 64-bit hashes in sorted chunks (a few bytes per row, not a Python set)."""
-
-    def __init__(self):
-        self._chunks: list[np.ndarray] = []
-
-    def new_mask(self, ids: pd.Series) -> np.ndarray:
-        h = pd.util.hash_pandas_object(ids, index=False).to_numpy()
-        first = ~pd.Series(h).duplicated().to_numpy()
-        for chunk in self._chunks:
-            idx = np.searchsorted(chunk, h)
-            idx[idx == len(chunk)] = 0
-            first &= chunk[idx] != h if len(chunk) else True
-        self._chunks.append(np.sort(h[first]))
-        if len(self._chunks) > 16:  # keep lookups cheap
-            self._chunks = [np.sort(np.concatenate(self._chunks))]
-        return first
 
 
 def round_significant(x, digits: int = 6) -> np.ndarray:
@@ -210,7 +192,7 @@ def write_submission(
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    seen = _SeenIds()
+    seen = SeenRowIds()
     rows = dup = 0
     t0 = last = time.perf_counter()
     try:
@@ -268,23 +250,31 @@ def score_parallel(pipeline, tables, workers: int):
     it, so two batches in flight keep two cores busier than one batch whose stages overlap. Memory:
     ``workers`` + 1 batches. An error in a worker is raised here; closing early cancels queued batches.
     """
-    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
-    pending: deque = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ltv-score") as pool:
-        try:
-            for table in map(_table, tables):
-                pending.append((table, pool.submit(pipeline.predict, table)))
-                if len(pending) > workers:
-                    table, done = pending.popleft()
-                    yield table, done.result()
-            while pending:
-                table, done = pending.popleft()
-                yield table, done.result()
-        finally:
-            for _, future in pending:
-                future.cancel()
+        yield from _in_order(pool, pipeline.predict, map(_table, tables), workers)
+
+
+def _in_order(pool, fn, items, ahead: int):
+    """(item, ``fn(item)``) per item, in input order, ``fn`` run on ``pool`` with at most ``ahead`` + 1
+    items submitted and not yet yielded. An error in ``fn`` is raised here; closing early cancels the
+    queued items."""
+    from collections import deque
+
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append((item, pool.submit(fn, item)))
+            if len(pending) > ahead:
+                item, done = pending.popleft()
+                yield item, done.result()
+        while pending:
+            item, done = pending.popleft()
+            yield item, done.result()
+    finally:
+        for _, future in pending:
+            future.cancel()
 
 
 _SHARED: dict = {}  # per scoring process: its pipeline (or the error loading it) and the read settings
@@ -304,8 +294,8 @@ def _child_start(model_uri: str, compile_trees: bool, subset: str, window, seed:
         _SHARED["error"] = e
 
 
-def _score_group(index: int, files: list) -> tuple:
-    """In a scoring process: read one file group, score it; (index, row ids, predictions, report)."""
+def _score_group(files: list) -> tuple:
+    """In a scoring process: read one file group, score it; (row ids, predictions, report)."""
     from ltv.data.loader import read_group
 
     shared = _SHARED
@@ -313,8 +303,8 @@ def _score_group(index: int, files: list) -> tuple:
         raise shared["error"]
     table, report = read_group(files, shared["subset"], shared["window"], seed=shared["seed"], labelled=False)
     if table is None:
-        return index, None, None, report
-    return index, table.column(ROW_ID), shared["pipeline"].predict(table), report
+        return None, None, report
+    return table.column(ROW_ID), shared["pipeline"].predict(table), report
 
 
 def fork_available() -> bool:
@@ -377,29 +367,13 @@ class ProcessScorer:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def pairs(self):
-        from collections import deque
-
         from ltv.data.loader import DataError, emit_warnings
 
-        pending: deque = deque()
-        queue = iter(enumerate(self.groups))
-        try:
-            for index, files in queue:
-                pending.append(self.pool.submit(_score_group, index, files))
-                if len(pending) > self.workers:
-                    break
-            while pending:
-                _, ids, pred, report = pending.popleft().result()
-                nxt = next(queue, None)
-                if nxt is not None:
-                    pending.append(self.pool.submit(_score_group, *nxt))
-                emit_warnings(report, self.subset, self.warned)  # each message once per load
-                self.report.merge(report)
-                if ids is not None:
-                    yield ids, pred
-        finally:
-            for future in pending:
-                future.cancel()
+        for _, (ids, pred, report) in _in_order(self.pool, _score_group, self.groups, self.workers):
+            emit_warnings(report, self.subset, self.warned)  # each message once per load
+            self.report.merge(report)
+            if ids is not None:
+                yield ids, pred
         summary = self.report.summary()
         log.info("stream %s %s: %s", self.subset, self.window.describe(), summary)
         if self.report.rows_kept == 0:
@@ -433,8 +407,9 @@ def workers_setting(value) -> int:
     """``workers`` of the predict config: 'auto' is one per core (at most 4: memory holds workers + 1
     batches), else a positive int."""
     if str(value).strip().lower() == "auto":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return max(1, min(4, cores))
+        from ltv.models.compiled import cores
+
+        return max(1, min(4, cores()))
     try:
         n = int(value)
     except (TypeError, ValueError):
