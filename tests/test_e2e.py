@@ -181,9 +181,10 @@ def test_multirun_one_parent_with_nested_jobs(trained, tmp_path):
 
 
 def test_predict_in_processes_threads_or_one_by_one_writes_the_same_file(trained, tmp_path):
-    """parallel=processes (each process loads the model and reads its own file groups), parallel=threads
-    and workers=1 give byte-identical submissions; a row_id repeated in a later file (another group,
-    so another process) is written once, with its first prediction."""
+    """parallel=processes (each process loads the model and reads its own groups: here single row groups,
+    since files are larger than batch_rows), parallel=threads and workers=1 give byte-identical
+    submissions; a row_id repeated in a later file (another group, so another process) is written once,
+    with its first prediction."""
     import shutil
 
     root, _ = trained
@@ -196,9 +197,10 @@ def test_predict_in_processes_threads_or_one_by_one_writes_the_same_file(trained
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    for path in (data / "test").rglob("*.parquet"):  # a column outside the contract, in every file
-        table = pq.read_table(path)
-        pq.write_table(table.append_column("not_in_contract", pa.array([1] * table.num_rows)), path)
+    for path in (data / "test").rglob("*.parquet"):  # a column outside the contract, in every file, and
+        table = pq.read_table(path)  # row groups of 150 rows: a process group is one of them (>100 rows)
+        table = table.append_column("not_in_contract", pa.array([1] * table.num_rows))
+        pq.write_table(table, path, row_group_size=150)
     common = [
         "data=tiny",
         f"paths.root={root}",

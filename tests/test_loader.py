@@ -272,3 +272,39 @@ def test_seen_row_ids_stay_few_runs_and_catch_repeats_from_any_earlier_batch():
     assert seen.filter_new(pa.table({"row_id": ["new", kept[5]]}), LoadReport()).column(
         "row_id"
     ).to_pylist() == ["new"]
+
+
+def test_file_groups_count_rows_per_file_and_split_large_files_by_row_group(tmp_path):
+    """Groups hold at most the limit's rows whatever the file sizes (a small first file must not set the
+    group size), a large file is cut at its row groups, and reading the groups in order gives the rows,
+    sampling and counts of the stream."""
+    from ltv.data.loader import file_groups, read_group
+
+    extra = lambda t: t.append_column("surprise", pa.array(np.ones(t.num_rows)))  # noqa: E731
+    write_part(tmp_path, "train", hour(0), make_table(10, start=0))
+    write_part(tmp_path, "train", hour(1), extra(make_table(230, start=10)), row_group_size=50)
+    write_part(tmp_path, "train", hour(2), make_table(30, start=240))
+    write_part(tmp_path, "train", hour(3), make_table(120, start=270), row_group_size=120)  # one big group
+    write_part(tmp_path, "train", hour(4), make_table(0, start=390))
+    window = Window(fraction=0.5)
+    groups, report = file_groups(tmp_path, "train", window, 100, seed=7)
+    groups = list(groups)
+    parts = [[(h[-5:-3], rg) for h, _, rg in g] for g in groups]
+    assert parts == [
+        [("00", None)],  # 10 rows; the first 100 rows of hour 01 would overflow
+        [("01", (0, 2))],  # 2 row groups of 50
+        [("01", (2, 4))],
+        [("01", (4, 5)), ("02", None)],  # 30 + 30 rows
+        [("03", (0, 1)), ("04", None)],  # 120 rows in one row group (the only group over the limit), 0 rows
+    ]
+    read = [read_group(g, "train", window, seed=7) for g in groups]
+    grouped = pa.concat_tables([t for t, _ in read if t is not None])
+    with pytest.warns(UserWarning, match="skipped 0-row file"):
+        streamed = pa.concat_tables([t for t, _ in iter_tables(tmp_path, "train", window, batch_rows=64, seed=7)])
+    assert grouped.column("row_id").to_pylist() == streamed.column("row_id").to_pylist()
+    assert grouped.column("cpm").to_pylist() == streamed.column("cpm").to_pylist()
+    for _, part in read:
+        report.merge(part)
+    assert len(report.files) == 5 and report.empty_files == 1  # each file listed once, however cut
+    assert report.unexpected_columns == {"surprise": 1}
+    assert (report.rows_read, report.rows_sampled, report.rows_kept) == (390, 195, grouped.num_rows)

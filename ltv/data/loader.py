@@ -58,8 +58,9 @@ def _arrow(path: Path, call: Callable, *args, **kwargs):
         raise DataError(f"cannot read parquet file {path} (corrupt or truncated?): {exc}") from exc
 
 
-def _prepare(path: Path, subset: str, labelled: bool, columns, report: LoadReport):
-    """Open ``path`` and check its footer; return (file or None for a 0-row file, columns to read)."""
+def _prepare(path: Path, subset: str, labelled: bool, columns, report: LoadReport, count: bool = True):
+    """Open ``path`` and check its footer; return (file or None for a 0-row file, columns to read).
+    ``count``: count the file's unexpected columns in ``report`` (once per file, not per part of it)."""
     if labelled and subset != "train":
         raise ValueError(f"subset '{subset}' has no label columns; load it with labelled=False")
     wanted = contract.FEATURE_COLUMNS if columns is None else list(columns)
@@ -76,7 +77,7 @@ def _prepare(path: Path, subset: str, labelled: bool, columns, report: LoadRepor
         report.warnings.append(f"skipped 0-row file {path}")
         return None, cols
     for extra in check_schema(pf.schema_arrow, path, subset):
-        report.unexpected_columns[extra] = report.unexpected_columns.get(extra, 0) + 1
+        report.unexpected_columns[extra] = report.unexpected_columns.get(extra, 0) + count
     return pf, cols
 
 
@@ -266,20 +267,25 @@ def load_split(
     return frame, report
 
 
-def _iter_file(path, subset, hour, window, seed, batch_rows, labelled, columns) -> Iterator:
-    """(table, report) per slice of at most ``batch_rows`` of one file, sampled like ``read_table``.
+def _iter_file(path, subset, hour, window, seed, batch_rows, labelled, columns, row_groups=None) -> Iterator:
+    """(table, report) per slice of at most ``batch_rows`` of one file, sampled like ``read_table``;
+    ``row_groups`` = (first, end): only those row groups (the file is listed and counted by the part
+    that starts at row group 0).
 
     Reads one row group at a time (Arrow's threaded reader; ``iter_batches`` decodes nested columns on
     one thread, 2-3x slower), so memory is bounded by the largest row group, not by the file.
     """
-    report = LoadReport(files=[Path(path)])
-    pf, cols = _prepare(Path(path), subset, labelled, columns, report)
+    first = not row_groups or row_groups[0] == 0
+    report = LoadReport(files=[Path(path)] * first)
+    pf, cols = _prepare(Path(path), subset, labelled, columns, report, count=first)
     if pf is None:
         yield None, report
         return
-    keep = _sample(pf.metadata.num_rows, window.fraction, seed, f"{hour}/{Path(path).name}")
-    offset = 0
-    for group in range(pf.metadata.num_row_groups):
+    meta = pf.metadata
+    keep = _sample(meta.num_rows, window.fraction, seed, f"{hour}/{Path(path).name}")
+    start, end = row_groups or (0, meta.num_row_groups)
+    offset = sum(meta.row_group(g).num_rows for g in range(start))  # the part's place in the file's mask
+    for group in range(start, end):
         started = time.perf_counter()
         rows = _normalise(_arrow(path, pf.read_row_group, group, columns=cols), Path(path), report)
         for lo in range(0, rows.num_rows, batch_rows):
@@ -339,23 +345,54 @@ def iter_tables(
 
 def file_groups(
     root: str | Path, subset: str, window: Window, rows_per_group: int, *, seed: int = 0
-) -> tuple[list[list[tuple[str, Path]]], LoadReport]:
-    """The window's files in time order, cut into consecutive groups of about ``rows_per_group`` rows
-    (estimated from the first file's footer), and a report of the window's empty partitions.
+) -> tuple[Iterator[list[tuple]], LoadReport]:
+    """The window's files in time order, cut into consecutive groups of at most ``rows_per_group`` rows
+    (counted from each file's footer), and a report of the window's empty partitions.
+
+    A group is a list of (hour, path, row_groups) parts: whole files (row_groups None), or, for a file
+    of more than ``rows_per_group`` rows, runs of its row groups (first, end); only a single row group
+    larger than the limit makes a larger group. Footers are read as the groups are drawn (a lazy
+    iterator; a file whose footer cannot be read raises DataError naming it then).
 
     For scoring groups in separate processes (:func:`read_group`); reading the groups in order gives
     the rows :func:`iter_tables` gives, except that a row_id repeated in a *later group* is not dropped
     here: the caller drops it (e.g. ``ltv.tasks.predict`` checks every row_id it writes).
     """
     files, empty = _discover(root, subset, window, seed)
-    first = _arrow(files[0][1], pq.read_metadata, files[0][1]).num_rows if files else 0
-    per_group = max(1, int(rows_per_group) // max(1, first))
-    groups = [files[i : i + per_group] for i in range(0, len(files), per_group)]
-    return groups, _empty_report(root, subset, empty)
+    return _groups(files, max(1, int(rows_per_group))), _empty_report(root, subset, empty)
+
+
+def _parts(hour: str, path: Path, limit: int) -> Iterator[tuple[tuple, int]]:
+    """((hour, path, row_groups), rows) per part of one file for :func:`file_groups`."""
+    meta = _arrow(path, pq.read_metadata, path)
+    if meta.num_rows <= limit:
+        yield (hour, path, None), meta.num_rows
+        return
+    start, rows = 0, 0
+    for g in range(meta.num_row_groups):
+        n = meta.row_group(g).num_rows
+        if rows and rows + n > limit:
+            yield (hour, path, (start, g)), rows
+            start, rows = g, 0
+        rows += n
+    yield (hour, path, (start, meta.num_row_groups)), rows
+
+
+def _groups(files: list, limit: int) -> Iterator[list[tuple]]:
+    group, rows = [], 0
+    for hour, path in files:
+        for part, n in _parts(hour, path, limit):
+            if group and n and rows + n > limit:
+                yield group
+                group, rows = [], 0
+            group.append(part)
+            rows += n
+    if group:
+        yield group
 
 
 def read_group(
-    files: list[tuple[str, Path]],
+    parts: list[tuple],
     subset: str,
     window: Window,
     *,
@@ -369,8 +406,9 @@ def read_group(
     emits (:func:`emit_warnings`, once per load however many groups repeat them)."""
     labelled = subset == "train" if labelled is None else labelled
     report, seen, tables = LoadReport(), SeenRowIds(), []
-    for hour, path in files:
-        for table, part in _iter_file(path, subset, hour, window, seed, 1 << 62, labelled, columns):
+    for hour, path, row_groups in parts:
+        args = (path, subset, hour, window, seed, 1 << 62, labelled, columns, row_groups)
+        for table, part in _iter_file(*args):
             table = seen.filter_new(table, part) if table is not None else None
             report.merge(part)
             if table is not None and table.num_rows:

@@ -280,31 +280,34 @@ def _in_order(pool, fn, items, ahead: int):
 _SHARED: dict = {}  # per scoring process: its pipeline (or the error loading it) and the read settings
 
 
-def _child_start(model_uri: str, compile_trees: bool, subset: str, window, seed: int) -> None:
+def _child_start(model_uri: str, compile_trees: bool, subset: str, window, seed: int, batch_rows: int) -> None:
     """In a new scoring process: load the pipeline; trees score on this process's own thread (the
     processes fill the cores). A failure is kept and raised by the first task, so the caller sees it."""
     from ltv.models import compiled
     from ltv.tracking.pyfunc import load_pipeline
 
     compiled.DEFAULT_THREADS = 1
-    _SHARED.update(subset=subset, window=window, seed=seed)
+    _SHARED.update(subset=subset, window=window, seed=seed, batch_rows=batch_rows)
     try:
         _SHARED["pipeline"] = load_pipeline(model_uri, compile_trees=compile_trees)
     except BaseException as e:  # noqa: BLE001 - forwarded to the parent with the first task
         _SHARED["error"] = e
 
 
-def _score_group(files: list) -> tuple:
-    """In a scoring process: read one file group, score it; (row ids, predictions, report)."""
+def _score_group(parts: list) -> tuple:
+    """In a scoring process: read one group of file parts and score it, ``batch_rows`` rows at a time
+    (a group is larger only when one row group is); (row ids, predictions, report)."""
     from ltv.data.loader import read_group
 
     shared = _SHARED
     if "error" in shared:
         raise shared["error"]
-    table, report = read_group(files, shared["subset"], shared["window"], seed=shared["seed"], labelled=False)
+    table, report = read_group(parts, shared["subset"], shared["window"], seed=shared["seed"], labelled=False)
     if table is None:
         return None, None, report
-    return table.column(ROW_ID), shared["pipeline"].predict(table), report
+    step, predict = shared["batch_rows"], shared["pipeline"].predict
+    pred = [predict(table.slice(lo, step)) for lo in range(0, table.num_rows, step)]
+    return table.column(ROW_ID), pred[0] if len(pred) == 1 else np.concatenate(pred), report
 
 
 def fork_available() -> bool:
@@ -322,8 +325,8 @@ def _ready() -> int:
 class ProcessScorer:
     """Score the window's files in ``workers`` processes: ``with ProcessScorer(...) as s: s.pairs()``.
 
-    ``pairs()`` yields (row ids, predictions) per group of files (about ``batch_rows`` rows) in file
-    order; each group is read, featurised and scored in one of the processes. Processes do not share
+    ``pairs()`` yields (row ids, predictions) per group of at most ``batch_rows`` rows (consecutive
+    files, or row groups of a larger file: :func:`ltv.data.loader.file_groups`) in file order; each group is read, featurised and scored in one of the processes. Processes do not share
     the GIL, which threads do for the Python parts of reading and feature extraction: on 2 cores two
     processes score ~1.15x the rows per second of two threads.
 
@@ -337,7 +340,7 @@ class ProcessScorer:
 
     def __init__(self, model_uri, root, subset: str, window, *, batch_rows: int, seed: int, workers: int,
                  compile_trees: bool = True):  # fmt: skip
-        self.args = (str(model_uri), bool(compile_trees), subset, window, seed)
+        self.args = (str(model_uri), bool(compile_trees), subset, window, seed, int(batch_rows))
         self.root, self.subset, self.window = root, subset, window
         self.batch_rows, self.seed, self.workers = batch_rows, seed, workers
 
