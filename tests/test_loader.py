@@ -300,7 +300,9 @@ def test_file_groups_count_rows_per_file_and_split_large_files_by_row_group(tmp_
     read = [read_group(g, "train", window, seed=7) for g in groups]
     grouped = pa.concat_tables([t for t, _ in read if t is not None])
     with pytest.warns(UserWarning, match="skipped 0-row file"):
-        streamed = pa.concat_tables([t for t, _ in iter_tables(tmp_path, "train", window, batch_rows=64, seed=7)])
+        streamed = pa.concat_tables(
+            [t for t, _ in iter_tables(tmp_path, "train", window, batch_rows=64, seed=7)]
+        )
     assert grouped.column("row_id").to_pylist() == streamed.column("row_id").to_pylist()
     assert grouped.column("cpm").to_pylist() == streamed.column("cpm").to_pylist()
     for _, part in read:

@@ -280,7 +280,9 @@ def _in_order(pool, fn, items, ahead: int):
 _SHARED: dict = {}  # per scoring process: its pipeline (or the error loading it) and the read settings
 
 
-def _child_start(model_uri: str, compile_trees: bool, subset: str, window, seed: int, batch_rows: int) -> None:
+def _child_start(
+    model_uri: str, compile_trees: bool, subset: str, window, seed: int, batch_rows: int
+) -> None:
     """In a new scoring process: load the pipeline; trees score on this process's own thread (the
     processes fill the cores). A failure is kept and raised by the first task, so the caller sees it."""
     from ltv.models import compiled
