@@ -27,6 +27,12 @@ def request_time(datetime_values) -> np.ndarray:
     return values.map(lookup).to_numpy(dtype=np.int64)
 
 
+def finite_revenue(pred) -> np.ndarray:
+    """The chain's final column as a prediction: float64, NaN / inf -> 0, clipped at 0."""
+    pred = np.asarray(pred, dtype=np.float64)
+    return np.clip(np.nan_to_num(pred, nan=0.0, posinf=0.0, neginf=0.0), 0.0, None)
+
+
 class LTVPipeline:
     """Feature builder + model chain, with fit / predict on raw contract rows.
 
@@ -106,8 +112,7 @@ class LTVPipeline:
 
     def predict_prepared(self, X: pd.DataFrame) -> np.ndarray:
         """Predicted ``iap_revenue_d7`` from :meth:`prepare` output (finite, >= 0)."""
-        pred = np.asarray(self.model.predict(X), dtype=np.float64)
-        return np.clip(np.nan_to_num(pred, nan=0.0, posinf=0.0, neginf=0.0), 0.0, None)
+        return finite_revenue(self.model.predict(X))
 
     def compile_trees(self, directory=None) -> dict:
         """Compile the model chain's boosters to native code (see ``LTVModel.compile_trees``)."""

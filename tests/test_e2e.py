@@ -65,6 +65,33 @@ def test_predict_then_evaluate_submission(trained):
     assert holdout, proc.stdout
 
 
+def test_evaluate_streams_the_window_and_matches_training_in_every_mode(trained):
+    """evaluate.py scores the holdout in batches (processes, threads or one at a time) and logs the
+    metrics training logged for the same model and window: the same rows, labels and p_buyer."""
+    root, _ = trained
+    db = root / "mlruns" / "mlflow.db"
+    with sqlite3.connect(db) as con:
+        before = {r for (r,) in con.execute("select run_uuid from runs")}
+    modes = {"processes": ["parallel=processes", "workers=2"], "threads": ["parallel=threads", "workers=2"],
+             "serial": ["workers=1"]}  # fmt: skip
+    for extra in modes.values():
+        run_entry("evaluate.py", "data=tiny", f"paths.root={root}", "data.batch_rows=100", *extra, cwd=root)
+    with sqlite3.connect(db) as con:
+        rows = con.execute("select run_uuid, key, value from latest_metrics").fetchall()
+        train_run = con.execute(
+            "select run_uuid from runs where name not like 'evaluate%' limit 1"
+        ).fetchone()[0]
+    logged: dict[str, dict[str, float]] = {}
+    for run, key, value in rows:
+        logged.setdefault(run, {})[key] = value
+    new = [logged[r] for r in sorted(set(logged) - before)]
+    assert len(new) == 3 and new[0] == new[1] == new[2]  # every mode logs the same numbers
+    trained_metrics = logged[train_run]
+    for m in ("rmsle", "rmse", "mae", "gini", "total_ratio", "buyer_auc", "rows"):
+        assert new[0][f"holdout.{m}"] == pytest.approx(trained_metrics[f"holdout.{m}"], rel=1e-9), m
+    assert new[0]["oracle.rmsle"] == pytest.approx(trained_metrics["holdout.oracle.rmsle"], rel=1e-12)
+
+
 def test_registered_model_loads_in_fresh_process_elsewhere(trained, tmp_path):
     root, _ = trained
     code = (

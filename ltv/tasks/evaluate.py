@@ -7,13 +7,13 @@ import logging
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from omegaconf import DictConfig
 
 from ltv.contract import LABEL_COLUMNS, ROW_ID, TARGET
-from ltv.data.loader import load_split
+from ltv.data.loader import iter_tables
 from ltv.tasks import data as data_task
 from ltv.tasks import evaluation
-from ltv.tasks.train import split_frame
 from ltv.tracking import logging as tlog
 from ltv.tracking.store import setup as setup_tracking
 from ltv.tracking.sweep import start_job_run
@@ -40,6 +40,35 @@ def _oracle_labels(cfg: DictConfig, row_ids: pd.Series) -> tuple[pd.DataFrame, p
     return frame[[c for c in LABEL_COLUMNS if c in frame]], frame
 
 
+def _score_window(cfg: DictConfig, root) -> tuple[pd.Series, np.ndarray, pd.DataFrame]:
+    """(row ids, predictions, labels + p_buyer) of ``cfg.split``'s window, streamed in batches of
+    ``data.batch_rows`` rows and scored as predict.py scores (``workers``, ``parallel``): memory holds
+    the batches in flight and a few numbers per row, not the window's features."""
+    from ltv.tasks import predict as scoring
+
+    subset, window = data_task.SUBSET[cfg.split], data_task.window(cfg.data, cfg.split)
+    labelled, batch_rows = cfg.split != "test", cfg.data.batch_rows
+    workers = scoring.workers_setting(cfg.get("workers", 1))
+    compile_trees = cfg.get("compile_trees", True)
+    counts: dict[str, float] = {}
+    if workers > 1 and scoring.parallel_setting(cfg.get("parallel", "auto")) == "processes":
+        with scoring.ProcessScorer(cfg.model_uri, root, subset, window, batch_rows=batch_rows, seed=cfg.seed,
+                                   workers=workers, compile_trees=compile_trees, labelled=labelled,
+                                   parts=True) as scorer:  # fmt: skip
+            items = list(scoring.unique_rows(scorer.scored(), counts))
+    else:
+        from ltv.tracking.pyfunc import load_pipeline
+
+        pipeline = load_pipeline(cfg.model_uri, compile_trees=compile_trees)
+        tables = iter_tables(root, subset, window, batch_rows=batch_rows, seed=cfg.seed, labelled=labelled)
+        scored = scoring.score_stream(pipeline, scoring.coalesce(tables, batch_rows), workers, labelled, True)
+        items = list(scoring.unique_rows(scored, counts, unique_ids=True))  # the loader drops repeats
+    log.info("scored %s: %d rows, %.0f rows/s", cfg.split, counts["rows"], counts["rows_per_s"])
+    row_ids = pd.Series(pa.chunked_array([i for i, _, _ in items]).to_pandas(), name=ROW_ID)
+    extra = pd.concat([e for _, _, e in items], ignore_index=True)
+    return row_ids.reset_index(drop=True), np.concatenate([p for _, p, _ in items]), extra
+
+
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Print (and log to MLflow) RMSLE/RMSE/MAE/R2/Gini/total ratio/AUC of the model on ``cfg.split``."""
     if cfg.get("keep_memory", True):
@@ -59,29 +88,13 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         labels, oracle = _oracle_labels(cfg, row_ids)
         name = "submission"
     else:
-        from ltv.tracking.pyfunc import load_pipeline
-
-        pipeline = load_pipeline(cfg.model_uri, compile_trees=cfg.get("compile_trees", True))
-        frame, _ = load_split(
-            root,
-            data_task.SUBSET[cfg.split],
-            data_task.window(cfg.data, cfg.split),
-            pipeline.extract,
-            seed=cfg.seed,
-            labelled=cfg.split != "test",
-            scheduler=cfg.data.scheduler,
-            num_workers=cfg.data.num_workers,
-        )
+        row_ids, pred, extra = _score_window(cfg, root)
         if cfg.split == "test":
-            S = frame.drop(columns=[c for c in ("row_id", "datetime") if c in frame]).reset_index(drop=True)
-            row_ids = frame[ROW_ID].reset_index(drop=True)
             labels, oracle = _oracle_labels(cfg, row_ids)
         else:
-            S, labels, _, row_ids = split_frame(frame)
+            labels = extra[[c for c in LABEL_COLUMNS if c in extra]]
             oracle = evaluation.load_oracle(cfg.data.get("oracle_root"), "train", row_ids)
-        pred = pipeline.predict_extracted(S)
-        parts = pipeline.model.predict_parts(pipeline.transform_extracted(S))
-        p_buyer = parts["p_buyer"].to_numpy() if "p_buyer" in parts else None
+        p_buyer = extra["p_buyer"].to_numpy() if "p_buyer" in extra else None
         name = cfg.split
     results = {name: evaluation.split_metrics(labels, pred, p_buyer)}
     oracle_pred = None

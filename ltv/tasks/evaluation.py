@@ -13,6 +13,16 @@ from ltv import metrics, plots
 log = logging.getLogger(__name__)
 
 
+def predict_with_buyer(pipeline, S: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """(``pipeline.predict_extracted(S)``, calibrated buyer probability or None) from one pass over the
+    chain: the prediction is ``predict_parts``' final column, which equals ``predict``'s."""
+    from ltv.pipeline import finite_revenue
+
+    parts = pipeline.model.predict_parts(pipeline.transform_extracted(S))
+    p_buyer = parts["p_buyer"].to_numpy() if "p_buyer" in parts else None
+    return finite_revenue(parts["final"].to_numpy()), p_buyer
+
+
 def split_metrics(
     labels: pd.DataFrame, pred: np.ndarray, p_buyer: np.ndarray | None = None
 ) -> dict[str, float]:

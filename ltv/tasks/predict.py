@@ -170,7 +170,7 @@ def score_to_csv(
         With one worker, > 0: read (and prepare) up to this many batches ahead in a background thread
         (:func:`prefetch`), overlapping input decoding and features with the model.
     workers : int
-        > 1: score this many batches at once in threads (:func:`score_parallel`) while this thread reads
+        > 1: score this many batches at once in threads (:func:`score_stream`) while this thread reads
         the next one and writes finished ones in input order. Any setting writes the same file.
     unique_ids : bool
         The stream never repeats a row_id (``iter_tables`` drops repeats): skip the check here.
@@ -183,7 +183,8 @@ def score_to_csv(
 def write_submission(
     scored, output: str | os.PathLike, log_every_s: float = 10.0, unique_ids: bool = False
 ) -> dict[str, float]:
-    """Write ``(row_ids, predictions)`` pairs to ``output`` (``row_id,iap_revenue_d7``); returns counts.
+    """Write ``(row_ids, predictions, *extra)`` items to ``output`` (``row_id,iap_revenue_d7``); returns
+    counts (:func:`unique_rows`).
 
     The file is written to a temp name beside ``output`` and renamed at the end, so a failure or an
     interrupt leaves no submission behind; a row_id seen before is written once (its first prediction)
@@ -192,47 +193,60 @@ def write_submission(
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    seen = SeenRowIds()
-    rows = dup = 0
-    t0 = last = time.perf_counter()
+    counts: dict[str, float] = {}
     try:
         with open(tmp, "wb") as fh:
             fh.write(f"{ROW_ID},{TARGET}\n".encode())
-            for ids, pred in scored:
-                if not unique_ids:
-                    keep = seen.new_mask(ids.to_pandas())
-                    if not keep.all():
-                        dup += int((~keep).sum())
-                        ids, pred = ids.filter(pa.array(keep)), pred[keep]
+            for ids, pred, *_ in unique_rows(scored, counts, unique_ids, log_every_s):
                 fh.write(csv_rows(ids, pred))
-                rows += len(pred)
-                now = time.perf_counter()
-                if now - last >= log_every_s:
-                    log.info("scored %d rows, %.0f rows/s", rows, rows / (now - t0))
-                    last = now
-        if rows == 0:
+        if counts["rows"] == 0:
             raise ValueError("no rows were scored: the input window is empty")
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    elapsed = time.perf_counter() - t0
     log.info(
         "wrote %s: %d rows in %.1fs (%.0f rows/s), %d duplicate row_ids skipped",
         out,
-        rows,
-        elapsed,
-        rows / max(elapsed, 1e-9),
-        dup,
+        counts["rows"],
+        counts["seconds"],
+        counts["rows_per_s"],
+        counts["duplicates"],
     )
-    return {"rows": rows, "duplicates": dup, "seconds": elapsed, "rows_per_s": rows / max(elapsed, 1e-9)}
+    return counts
+
+
+def unique_rows(scored, counts: dict, unique_ids: bool = False, log_every_s: float = 10.0):
+    """The ``(row_ids, predictions, *extra)`` items of ``scored`` with every row_id seen in an earlier
+    item dropped (its first prediction wins; ``extra`` DataFrames are filtered alike) unless
+    ``unique_ids`` says none repeats; a progress line (rows, rows/s) every ``log_every_s``. ``counts``
+    gets rows, duplicates, seconds and rows_per_s, final when the iteration ends."""
+    seen = SeenRowIds()
+    counts.update(rows=0, duplicates=0, seconds=0.0, rows_per_s=0.0)
+    t0 = last = time.perf_counter()
+    for ids, pred, *extra in scored:
+        if not unique_ids:
+            keep = seen.new_mask(ids.to_pandas())
+            if not keep.all():
+                counts["duplicates"] += int((~keep).sum())
+                ids, pred = ids.filter(pa.array(keep)), pred[keep]
+                extra = [e if e is None else e.loc[keep].reset_index(drop=True) for e in extra]
+        counts["rows"] += len(pred)
+        now = time.perf_counter()
+        counts["seconds"] = now - t0
+        counts["rows_per_s"] = counts["rows"] / max(now - t0, 1e-9)
+        if now - last >= log_every_s:
+            log.info("scored %d rows, %.0f rows/s", counts["rows"], counts["rows_per_s"])
+            last = now
+        yield (ids, pred, *extra)
 
 
 def _scored(pipeline, tables, prefetch_depth: int, workers: int):
     """(row ids, predictions) per input table, in input order."""
     if workers > 1:
-        pairs = score_parallel(pipeline, tables, workers)
-    elif prefetch_depth > 0 and hasattr(pipeline, "prepare") and hasattr(pipeline, "predict_prepared"):
+        yield from score_stream(pipeline, tables, workers)
+        return
+    if prefetch_depth > 0 and hasattr(pipeline, "prepare") and hasattr(pipeline, "predict_prepared"):
         pairs = (
             (t, pipeline.predict_prepared(x)) for t, x in prefetch(_staged(pipeline, tables), prefetch_depth)
         )
@@ -242,8 +256,9 @@ def _scored(pipeline, tables, prefetch_depth: int, workers: int):
         yield table.column(ROW_ID), pred
 
 
-def score_parallel(pipeline, tables, workers: int):
-    """(table, ``pipeline.predict(table)``) per input table, in input order, ``workers`` batches at once.
+def score_stream(pipeline, tables, workers: int, labelled: bool = False, parts: bool = False):
+    """:func:`score_rows` per input table (row ids, predictions, extra), in input order, ``workers``
+    batches at once in threads.
 
     Each worker thread takes a whole batch through features and model; the caller's thread reads the
     next batch meanwhile. Features and the loader hold the GIL part of the time and the model releases
@@ -251,9 +266,12 @@ def score_parallel(pipeline, tables, workers: int):
     ``workers`` + 1 batches. An error in a worker is raised here; closing early cancels queued batches.
     """
     from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
 
+    score = partial(score_rows, pipeline, labelled=labelled, parts=parts)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ltv-score") as pool:
-        yield from _in_order(pool, pipeline.predict, map(_table, tables), workers)
+        for _, scored in _in_order(pool, score, map(_table, tables), workers):
+            yield scored
 
 
 def _in_order(pool, fn, items, ahead: int):
@@ -280,36 +298,61 @@ def _in_order(pool, fn, items, ahead: int):
 _SHARED: dict = {}  # per scoring process: its pipeline (or the error loading it) and the read settings
 
 
-def _child_start(
-    model_uri: str, compile_trees: bool, subset: str, window, seed: int, batch_rows: int
-) -> None:
+def _child_start(model_uri: str, compile_trees: bool, read: dict) -> None:
     """In a new scoring process: load the pipeline; trees score on this process's own thread (the
     processes fill the cores). A failure is kept and raised by the first task, so the caller sees it."""
     from ltv.models import compiled
     from ltv.tracking.pyfunc import load_pipeline
 
     compiled.DEFAULT_THREADS = 1
-    _SHARED.update(subset=subset, window=window, seed=seed, batch_rows=batch_rows)
+    _SHARED.update(read)
     try:
         _SHARED["pipeline"] = load_pipeline(model_uri, compile_trees=compile_trees)
     except BaseException as e:  # noqa: BLE001 - forwarded to the parent with the first task
         _SHARED["error"] = e
 
 
-def _score_group(parts: list) -> tuple:
+def score_rows(pipeline, table: pa.Table, labelled: bool = False, parts: bool = False) -> tuple:
+    """(row ids, predictions, extra) of one validated table. With ``parts``, extra is a DataFrame of
+    the table's label columns (float64; ``labelled`` tables) and ``p_buyer``, the calibrated buyer
+    probability, from the same pass over the chain (for metrics); else None."""
+    ids = table.column(ROW_ID)
+    if not parts:
+        return ids, pipeline.predict(table), None
+    from ltv.contract import LABEL_COLUMNS
+    from ltv.tasks.evaluation import predict_with_buyer
+
+    label_cols = [c for c in LABEL_COLUMNS if c in table.column_names] if labelled else []
+    extra = pd.DataFrame(
+        {c: table.column(c).to_numpy().astype(np.float64) for c in label_cols}, index=pd.RangeIndex(len(ids))
+    )
+    pred, p_buyer = predict_with_buyer(pipeline, pipeline.extract(table.drop_columns(label_cols)))
+    if p_buyer is not None:
+        extra["p_buyer"] = p_buyer
+    return ids, pred, extra
+
+
+def _score_group(group: list) -> tuple:
     """In a scoring process: read one group of file parts and score it, ``batch_rows`` rows at a time
-    (a group is larger only when one row group is); (row ids, predictions, report)."""
+    (a group is larger only when one row group is); (row ids, predictions, extra, report)."""
     from ltv.data.loader import read_group
 
     shared = _SHARED
     if "error" in shared:
         raise shared["error"]
-    table, report = read_group(parts, shared["subset"], shared["window"], seed=shared["seed"], labelled=False)
+    labelled = shared["labelled"]
+    table, report = read_group(
+        group, shared["subset"], shared["window"], seed=shared["seed"], labelled=labelled
+    )
     if table is None:
-        return None, None, report
-    step, predict = shared["batch_rows"], shared["pipeline"].predict
-    pred = [predict(table.slice(lo, step)) for lo in range(0, table.num_rows, step)]
-    return table.column(ROW_ID), pred[0] if len(pred) == 1 else np.concatenate(pred), report
+        return None, None, None, report
+    step = shared["batch_rows"]
+    out = [score_rows(shared["pipeline"], table.slice(lo, step), labelled, shared["parts"])
+           for lo in range(0, table.num_rows, step)]  # fmt: skip
+    if len(out) == 1:
+        return (*out[0], report)
+    extra = None if out[0][2] is None else pd.concat([e for _, _, e in out], ignore_index=True)
+    return table.column(ROW_ID), np.concatenate([p for _, p, _ in out]), extra, report
 
 
 def fork_available() -> bool:
@@ -325,24 +368,28 @@ def _ready() -> int:
 
 
 class ProcessScorer:
-    """Score the window's files in ``workers`` processes: ``with ProcessScorer(...) as s: s.pairs()``.
+    """Score the window's files in ``workers`` processes: ``with ProcessScorer(...) as s: s.scored()``.
 
-    ``pairs()`` yields (row ids, predictions) per group of at most ``batch_rows`` rows (consecutive
-    files, or row groups of a larger file: :func:`ltv.data.loader.file_groups`) in file order; each group is read, featurised and scored in one of the processes. Processes do not share
-    the GIL, which threads do for the Python parts of reading and feature extraction: on 2 cores two
-    processes score ~1.15x the rows per second of two threads.
+    ``scored()`` yields (row ids, predictions, extra) per group of at most ``batch_rows`` rows
+    (consecutive files, or row groups of a larger file: :func:`ltv.data.loader.file_groups`) in file
+    order; each group is read, featurised and scored in one of the processes (:func:`score_rows`:
+    ``labelled`` reads the labels, ``parts`` returns them with ``p_buyer`` as extra). Processes do not
+    share the GIL, which threads do for the Python parts of reading and feature extraction: on 2 cores
+    two processes score ~1.15x the rows per second of two threads.
 
     The processes are forked before anything loads the model here, and each loads it itself (a loaded
     chain is not fork-safe: XGBoost's OpenMP state hangs a forked child); entering waits until they have
     (so a throughput figure leaves the load out) and raises what loading raised. At most ``workers`` + 1
     groups are in flight. A row_id repeated across groups is not dropped here (each process sees its own
-    groups): write the pairs with the row_id check on. ``pairs()`` raises DataError when no row
-    survives, like :func:`ltv.data.loader.iter_tables`.
+    groups): pass the items through :func:`unique_rows` (as :func:`write_submission` does).
+    ``scored()`` raises DataError when no row survives, like :func:`ltv.data.loader.iter_tables`.
     """
 
     def __init__(self, model_uri, root, subset: str, window, *, batch_rows: int, seed: int, workers: int,
-                 compile_trees: bool = True):  # fmt: skip
-        self.args = (str(model_uri), bool(compile_trees), subset, window, seed, int(batch_rows))
+                 compile_trees: bool = True, labelled: bool = False, parts: bool = False):  # fmt: skip
+        read = dict(subset=subset, window=window, seed=seed, batch_rows=int(batch_rows), labelled=labelled,
+                    parts=parts)  # fmt: skip
+        self.args = (str(model_uri), bool(compile_trees), read)
         self.root, self.subset, self.window = root, subset, window
         self.batch_rows, self.seed, self.workers = batch_rows, seed, workers
 
@@ -371,14 +418,15 @@ class ProcessScorer:
     def __exit__(self, *exc) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-    def pairs(self):
+    def scored(self):
+        """(row ids, predictions, extra) per group: extra as :func:`score_rows` gives it (``parts``)."""
         from ltv.data.loader import DataError, emit_warnings
 
-        for _, (ids, pred, report) in _in_order(self.pool, _score_group, self.groups, self.workers):
+        for _, (ids, pred, extra, report) in _in_order(self.pool, _score_group, self.groups, self.workers):
             emit_warnings(report, self.subset, self.warned)  # each message once per load
             self.report.merge(report)
             if ids is not None:
-                yield ids, pred
+                yield ids, pred, extra
         summary = self.report.summary()
         log.info("stream %s %s: %s", self.subset, self.window.describe(), summary)
         if self.report.rows_kept == 0:
@@ -441,7 +489,7 @@ def predict(cfg: DictConfig) -> Path:
     if workers > 1 and parallel_setting(cfg.get("parallel", "auto")) == "processes":
         with ProcessScorer(cfg.model_uri, root, subset, window, batch_rows=batch_rows, seed=cfg.seed,
                            workers=workers, compile_trees=compile_trees) as scorer:  # fmt: skip
-            stats = write_submission(scorer.pairs(), cfg.output)  # row_ids checked: processes see own groups
+            stats = write_submission(scorer.scored(), cfg.output)  # row_ids checked: processes see own groups
     else:
         pipeline = load_pipeline(cfg.model_uri, compile_trees=compile_trees)
         tables = iter_tables(root, subset, window, batch_rows=batch_rows, seed=cfg.seed)

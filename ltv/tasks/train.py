@@ -121,9 +121,7 @@ def _optimized_metric(results: dict[str, dict[str, float]], name: str) -> float:
 
 
 def _evaluate(cfg, pipeline, split, S, labels, _time, row_ids) -> dict[str, dict[str, float]]:
-    parts = pipeline.model.predict_parts(pipeline.transform_extracted(S))
-    pred = pipeline.predict_extracted(S)
-    p_buyer = parts["p_buyer"].to_numpy() if "p_buyer" in parts else None
+    pred, p_buyer = evaluation.predict_with_buyer(pipeline, S)
     res = {split: evaluation.split_metrics(labels, pred, p_buyer)}
     mlflow.log_metrics({f"{split}.{k}": v for k, v in res[split].items()})
     oracle = evaluation.load_oracle(cfg.data.get("oracle_root"), "train", row_ids)
