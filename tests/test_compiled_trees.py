@@ -217,3 +217,50 @@ def test_chunks_snap_tiny_values_like_lightgbm(tmp_path):
     want = booster.predict(rows, num_threads=1)
     for data in (rows, rows.astype(np.float32), np.asfortranarray(rows.astype(np.float32))):
         np.testing.assert_allclose(compiled.predict(native, data, 2), want, rtol=1e-12, atol=1e-15)
+
+
+def test_processes_loading_one_model_share_the_compile(tmp_path):
+    """A booster another process is compiling (its cache lock held) is skipped at first and loaded
+    from the cache once that process is done: processes that load a model at once split the work."""
+    import threading
+    import time
+
+    first, _ = _categorical_booster(seed=3)
+    second, _ = _categorical_booster(seed=4)
+    key, _ = compiled.cache_key(first.booster_, compiled.rounds_of(first.booster_, None))
+    with compiled._compile_lock(tmp_path, key, wait=True):  # "another process" compiles the first one
+        with pytest.raises(compiled.Busy):
+            compiled.compile_booster(first.booster_, None, tmp_path, wait=False)
+        result = {}
+        worker = threading.Thread(
+            target=lambda: result.update(
+                compiled.compile_boosters([(first.booster_, None), (second.booster_, None)], tmp_path)
+            )
+        )
+        worker.start()
+        for _ in range(600):  # the second booster is compiled while the first one's lock is held
+            if len(list(tmp_path.glob("*.o"))) == 1:
+                break
+            time.sleep(0.05)
+        assert len(list(tmp_path.glob("*.o"))) == 1 and worker.is_alive()  # waiting on the first
+        assert not (tmp_path / f"{key}.o").exists()
+        # the other process finishes: its object code appears, then it releases the lock
+        _compile_into(first.booster_, tmp_path / f"{key}.o")
+    worker.join(timeout=120)
+    assert not worker.is_alive()
+    assert result["compiled"] == 1 and result["from_cache"] == 1 and result["failed"] == 0
+    probe = first.booster_.predict(np.zeros((3, 3)), num_threads=1)
+    native = compiled.lookup(first.booster_, None)
+    np.testing.assert_allclose(compiled.predict(native, np.zeros((3, 3)), 1), probe, rtol=1e-12)
+
+
+def _compile_into(booster, obj) -> None:
+    """Compile ``booster`` with lleaves straight into the cache file ``obj`` (what the other process does)."""
+    import lleaves
+
+    text = obj.with_suffix(".txt")
+    text.write_text(booster.model_to_string())
+    model = lleaves.Model(model_file=str(text))
+    tmp = obj.with_name("other.o.tmp")
+    model.compile(cache=str(tmp))
+    tmp.rename(obj)

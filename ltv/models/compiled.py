@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import weakref
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -220,10 +221,44 @@ def _probe(booster, rng) -> np.ndarray:
     return X
 
 
-def compile_booster(booster, num_iteration=None, directory: str | os.PathLike | None = None):
+def cache_key(booster, rounds: int) -> tuple[str, str]:
+    """(cache key, model text) of ``booster``'s first ``rounds`` rounds on this CPU and lleaves."""
+    text = booster.model_to_string(num_iteration=rounds)
+    return hashlib.sha256(f"{text}\n{rounds}\n{_versions()}\n{_host()}".encode()).hexdigest()[:32], text
+
+
+class Busy(Exception):
+    """Another process is compiling this booster (:func:`compile_booster` with ``wait=False``)."""
+
+
+@contextmanager
+def _compile_lock(folder: Path, key: str, wait: bool):
+    """Hold the cache's lock of ``key`` (an advisory file lock; no-op where ``fcntl`` is missing):
+    processes that load the same model at once compile each booster once. Raises Busy when ``wait`` is
+    False and another process holds it. Lock files live in ``<cache>/locks`` and are kept."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: every process compiles for itself, as before
+        yield
+        return
+    locks = folder / "locks"
+    locks.mkdir(exist_ok=True)
+    with open(locks / key, "a+b") as fh:  # closing the file releases the lock
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise Busy(key) from None
+        yield
+
+
+def compile_booster(
+    booster, num_iteration=None, directory: str | os.PathLike | None = None, wait: bool = True
+):
     """Compile ``booster`` (its first ``num_iteration`` rounds) and register it; returns (model, from_cache).
 
-    Raises whatever lleaves raises; :func:`compile_boosters` turns failures into a LightGBM fallback.
+    While another process compiles the same booster into the same cache, this waits and then loads its
+    object code; ``wait=False`` raises :class:`Busy` instead. Raises whatever lleaves raises;
+    :func:`compile_boosters` turns failures into a LightGBM fallback.
     """
     import lleaves
 
@@ -231,25 +266,27 @@ def compile_booster(booster, num_iteration=None, directory: str | os.PathLike | 
     hit = _REGISTRY.get(booster, {}).get(rounds)
     if hit is not None:
         return hit, True
-    text = booster.model_to_string(num_iteration=rounds)
-    key = hashlib.sha256(f"{text}\n{rounds}\n{_versions()}\n{_host()}".encode()).hexdigest()[:32]
+    key, text = cache_key(booster, rounds)
     folder = _writable(Path(directory) if directory is not None else cache_dir())
     model_txt, obj = folder / f"{key}.txt", folder / f"{key}.o"
     if not model_txt.exists():
         _atomic_write(model_txt, text.encode())
     model = lleaves.Model(model_file=str(model_txt))
     cached = obj.exists()
+    if not cached:
+        with _compile_lock(folder, key, wait):
+            cached = obj.exists()  # compiled by another process while this one waited
+            if not cached:
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".o.tmp")
+                os.close(fd)
+                os.unlink(tmp)  # lleaves writes the cache only where no file exists
+                try:
+                    model.compile(cache=tmp)
+                    os.replace(tmp, obj)
+                finally:
+                    Path(tmp).unlink(missing_ok=True)
     if cached:
         model.compile(cache=str(obj))
-    else:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".o.tmp")
-        os.close(fd)
-        os.unlink(tmp)  # lleaves writes the cache only where no file exists
-        try:
-            model.compile(cache=tmp)
-            os.replace(tmp, obj)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
     probe = _probe(booster, np.random.default_rng(0))
     want = booster.predict(probe, num_iteration=rounds, num_threads=1)
     got = predict(model, probe, 1)
@@ -298,7 +335,7 @@ def compile_boosters(pairs, directory=None) -> dict:
         log.info("tree compilation is off (%s=0 or lleaves missing): LightGBM predicts", ENV_SWITCH)
         return summary
     t0 = time.perf_counter()
-    seen = set()
+    seen, todo = set(), []
     for booster, num_iteration in pairs:
         rounds = rounds_of(booster, num_iteration)
         if (id(booster), rounds) in seen:
@@ -306,16 +343,28 @@ def compile_boosters(pairs, directory=None) -> dict:
         seen.add((id(booster), rounds))
         summary["boosters"] += 1
         summary["trees"] += rounds * booster.num_model_per_iteration()
-        t = time.perf_counter()
-        try:
-            _, cached = compile_booster(booster, rounds, directory)
-        except Exception as e:  # noqa: BLE001 - an accelerator: never fail a prediction job over it
-            summary["failed"] += 1
-            log.warning("booster with %d rounds stays on LightGBM: compilation failed: %s", rounds, e)
-            continue
-        summary["from_cache" if cached else "compiled"] += 1
-        if not cached:
-            log.info("compiled a %d-round booster to native code in %.1f s", rounds, time.perf_counter() - t)
+        todo.append((booster, rounds))
+    # two passes: first the boosters no other process is compiling (scoring processes that load one
+    # model at once share the work), then the rest, waiting for the processes that compile them
+    for wait in (False, True):
+        busy = []
+        for booster, rounds in todo:
+            t = time.perf_counter()
+            try:
+                _, cached = compile_booster(booster, rounds, directory, wait=wait)
+            except Busy:
+                busy.append((booster, rounds))
+                continue
+            except Exception as e:  # noqa: BLE001 - an accelerator: never fail a prediction job over it
+                summary["failed"] += 1
+                log.warning("booster with %d rounds stays on LightGBM: compilation failed: %s", rounds, e)
+                continue
+            summary["from_cache" if cached else "compiled"] += 1
+            if not cached:
+                log.info(
+                    "compiled a %d-round booster to native code in %.1f s", rounds, time.perf_counter() - t
+                )
+        todo = busy
     summary["seconds"] = time.perf_counter() - t0
     log.info(
         "native trees: %d boosters (%d trees), %d compiled, %d from the cache (%s), %d failed, %.1f s",
