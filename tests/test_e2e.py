@@ -92,6 +92,14 @@ def test_evaluate_streams_the_window_and_matches_training_in_every_mode(trained)
     assert new[0]["oracle.rmsle"] == pytest.approx(trained_metrics["holdout.oracle.rmsle"], rel=1e-12)
 
 
+def test_evaluate_on_the_test_window_without_labels_fails_before_scoring(trained):
+    root, _ = trained
+    with pytest.raises(AssertionError, match="need data.oracle_root") as err:
+        run_entry("evaluate.py", "data=tiny", f"paths.root={root}", "split=test", "data.oracle_root=null",
+                  "model_uri=models:/no-such-model@champion", cwd=root)  # fmt: skip
+    assert "not found" not in str(err.value)  # the model (which does not exist) was never loaded
+
+
 def test_registered_model_loads_in_fresh_process_elsewhere(trained, tmp_path):
     root, _ = trained
     code = (

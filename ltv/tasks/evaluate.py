@@ -21,15 +21,21 @@ from ltv.tracking.sweep import start_job_run
 log = logging.getLogger(__name__)
 
 
-def _oracle_labels(cfg: DictConfig, row_ids: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Test labels + oracle from the generator's oracle folder (synthetic data only)."""
-    import pyarrow.dataset as ds
-
+def _oracle_root(cfg: DictConfig) -> str:
+    """The generator's oracle folder, which holds the test labels; checked before any scoring."""
     root = cfg.data.get("oracle_root")
     if not root:
         raise ValueError(
             "the test window has no labels; split=test / submission= need data.oracle_root (synthetic data)"
         )
+    return root
+
+
+def _oracle_labels(cfg: DictConfig, row_ids: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Test labels + oracle from the generator's oracle folder (synthetic data only)."""
+    root = _oracle_root(cfg)
+    import pyarrow.dataset as ds
+
     table = ds.dataset(f"{root}/test", format="parquet", partitioning="hive").to_table()
     frame = table.to_pandas().drop_duplicates(ROW_ID).set_index(ROW_ID).reindex(pd.Index(row_ids))
     if frame[TARGET].isna().any():
@@ -77,6 +83,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         keep_freed_memory()
     setup_tracking(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_root)
     root = data_task.ensure_data(cfg.data)
+    if cfg.get("submission") or cfg.split == "test":
+        _oracle_root(cfg)  # fail before scoring a window that has no labels to compare with
     p_buyer = None
     if cfg.get("submission"):
         sub = pd.read_csv(cfg.submission)
