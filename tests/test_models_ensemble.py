@@ -279,3 +279,26 @@ def test_oof_meta_scores_for_the_smearing_sample_are_out_of_sample():
     rmse = lambda p: np.sqrt(np.mean((p - target) ** 2))  # noqa: E731
     assert rmse(oof) < 0.45  # learned the x-effect (noise sd 0.3; init alone is ~0.6 off)
     assert rmse(oof) > rmse(in_sample)  # and its rows' own labels were not in their fit
+
+
+def test_forest_walked_at_once_for_few_rows_equals_sklearn_bit_for_bit():
+    """The few-row forest path (all trees one numpy step per level) gives sklearn's predictions
+    exactly: NaN cells (sent the way each node learned), values on a split threshold, any depth."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    from ltv.models import ensemble as E
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 12))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    y = np.nansum(X[:, :3], axis=1) + rng.normal(size=3000)
+    for depth in (3, None):
+        rf = RandomForestRegressor(30, max_depth=depth, random_state=0, min_samples_leaf=3).fit(X, y)
+        Q = rng.normal(size=(300, 12)) * 2
+        Q[rng.random(Q.shape) < 0.2] = np.nan
+        Q[:3] = np.nan
+        Q[3] = np.float32(rf.estimators_[0].tree_.threshold[0])
+        for n in (1, 7, 300):  # 300: past the few-row limit, sklearn's own per-tree path
+            got = E._forest_predict_serial(rf, Q[:n])
+            assert np.array_equal(got, rf.predict(Q[:n])), (depth, n)
+        assert rf in E._FLAT

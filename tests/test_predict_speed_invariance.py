@@ -200,6 +200,11 @@ def test_risk_encoder_lookup_matches_series_map():
         np.testing.assert_array_equal(got[f"risk_{c}"].to_numpy(), want)
     assert got.loc[0, "risk_dev_make"] == enc.prior_ and got.loc[0, "risk_country"] == enc.prior_
     assert list(got.columns) == ["risk_country", "risk_dev_os", "risk_dev_make"]
+    # a few rows (a dict look-up of the category codes) and many rows (the index look-up) agree
+    many = enc.transform_columns(X)
+    few = [enc.transform_columns(X.iloc[i : i + 3]) for i in range(0, n, 3)]
+    for key, values in many.items():
+        np.testing.assert_array_equal(np.concatenate([f[key] for f in few]), values)
 
 
 def test_feature_transform_small_batch_block_equals_per_column_frame(monkeypatch):

@@ -8,6 +8,7 @@ x], the latter smeared back from the log scale.
 from __future__ import annotations
 
 import copy
+import weakref
 
 import lightgbm as lgb
 import numpy as np
@@ -68,12 +69,58 @@ def select_init_column(Z: pd.DataFrame, target: np.ndarray, objective: str) -> s
     return candidates[int(np.argmin(errors))]
 
 
+_FEW_ROWS = 256  # at most this many rows: every tree of a forest walked at once in numpy
+_FLAT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # forest -> its trees as flat arrays
+
+
+def _flat_forest(forest: RandomForestRegressor) -> tuple:
+    """(roots, left, right, feature, threshold, NaN goes left, leaf value, depth) over all trees, node
+    ids global; a leaf's children are itself, so a walk of ``depth`` steps ends on every row's leaf."""
+    hit = _FLAT.get(forest)
+    if hit is None:
+        trees = [t.tree_ for t in forest.estimators_]
+        roots = np.cumsum([0, *(t.node_count for t in trees[:-1])])
+
+        def child(t, side, base):
+            own = np.arange(t.node_count)
+            return np.where(side >= 0, side, own) + base
+
+        hit = _FLAT[forest] = (
+            roots,
+            np.concatenate([child(t, t.children_left, b) for t, b in zip(trees, roots, strict=True)]),
+            np.concatenate([child(t, t.children_right, b) for t, b in zip(trees, roots, strict=True)]),
+            np.concatenate([np.maximum(t.feature, 0) for t in trees]),
+            np.concatenate([t.threshold for t in trees]),
+            np.concatenate([np.asarray(t.missing_go_to_left, dtype=bool) for t in trees]),
+            np.concatenate([t.value[:, 0, 0] for t in trees]),
+            max(t.max_depth for t in trees),
+        )
+    return hit
+
+
+def _forest_predict_few(forest: RandomForestRegressor, X32: np.ndarray) -> np.ndarray:
+    """:func:`_forest_predict_serial` for a few rows: all trees walked at once, one numpy step per
+    level instead of a call per tree (~5 us each). sklearn's rules: float32 input compared as float64
+    with ``<=``, NaN to the side the node learned; the trees summed in order (a cumulative sum), then
+    divided by their count, so the values are sklearn's bit for bit."""
+    roots, left, right, feature, threshold, nan_left, value, depth = _flat_forest(forest)
+    rows = np.arange(len(X32))[:, None]
+    node = np.broadcast_to(roots, (len(X32), len(roots)))
+    for _ in range(depth):
+        x = X32[rows, feature[node]].astype(np.float64)
+        go_left = np.where(np.isnan(x), nan_left[node], x <= threshold[node])
+        node = np.where(go_left, left[node], right[node])
+    return np.cumsum(value[node], axis=1)[:, -1] / len(roots)
+
+
 def _forest_predict_serial(forest: RandomForestRegressor, M: np.ndarray) -> np.ndarray:
     """``forest.predict(M)`` as sklearn computes it with ``n_jobs=1`` (the same float32 input, the trees
     summed in order, divided by their count) without joblib's per-tree dispatch (~0.2 ms a tree)."""
     if forest.n_outputs_ != 1:
         return copy.copy(forest).set_params(n_jobs=1).predict(M)
     X32 = np.ascontiguousarray(M, dtype=np.float32)
+    if len(X32) <= _FEW_ROWS and hasattr(forest.estimators_[0].tree_, "missing_go_to_left"):
+        return _forest_predict_few(forest, X32)
     total = np.zeros(X32.shape[0], dtype=np.float64)
     for tree in forest.estimators_:  # DecisionTreeRegressor.predict is tree_.predict(X)[:, 0] after checks
         total += tree.tree_.predict(X32)[:, 0]
