@@ -259,6 +259,38 @@ def test_predict_in_processes_threads_or_one_by_one_writes_the_same_file(trained
     assert not list(tmp_path.glob(".*tmp*"))
 
 
+def test_spawned_scoring_processes_find_the_store_and_score_like_the_pipeline(trained):
+    """Where processes cannot fork (macOS, Windows: spawned, they start without the parent's MLflow
+    settings) they get the tracking and registry stores, load the model and score what it scores."""
+    import mlflow
+    import pyarrow as pa
+
+    from ltv.data.loader import Window, iter_tables
+    from ltv.tasks.predict import ProcessScorer
+    from ltv.tracking.pyfunc import load_pipeline
+
+    root, _ = trained
+    data, store = root / "data" / "tiny", f"sqlite:///{root}/mlruns/mlflow.db"
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
+    try:
+        with ProcessScorer("models:/ltv-pipeline@champion", data, "test", Window(), batch_rows=150, seed=0,
+                           workers=2, method="spawn") as scorer:  # fmt: skip
+            items = list(scorer.scored())
+        pipeline = load_pipeline("models:/ltv-pipeline@champion")
+        tables = [t for t, _ in iter_tables(data, "test", Window(), batch_rows=150)]
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+    assert len(items) == 2  # 2 files of one 400-row row group: a group each, scored 150 rows at a time
+    ids = pa.chunked_array([i for i, _, _ in items]).to_pylist()
+    assert ids == pa.chunked_array([t.column("row_id") for t in tables]).to_pylist()
+    np.testing.assert_array_equal(
+        np.concatenate([p for _, p, _ in items]), np.concatenate([pipeline.predict(t) for t in tables])
+    )
+
+
 def test_predict_in_processes_reports_a_model_that_cannot_load_and_writes_nothing(trained, tmp_path):
     root, _ = trained
     out = tmp_path / "sub.csv"

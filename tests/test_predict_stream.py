@@ -196,6 +196,21 @@ def test_workers_setting():
             workers_setting(bad)
 
 
+def test_parallel_setting_forks_only_on_linux(monkeypatch):
+    import sys
+
+    from ltv.tasks import predict as P
+
+    assert P.parallel_setting(" Threads ") == "threads"
+    with pytest.raises(ValueError, match="parallel='gpu'"):
+        P.parallel_setting("gpu")
+    for platform, method, auto in (("linux", "fork", "processes"), ("darwin", "spawn", "threads"),
+                                   ("win32", "spawn", "threads")):  # fmt: skip
+        monkeypatch.setattr(sys, "platform", platform)
+        assert P.start_method() == method
+        assert P.parallel_setting("auto") == auto and P.parallel_setting("processes") == "processes"
+
+
 def test_csv_values_are_those_of_six_significant_digits():
     from ltv.tasks.predict import csv_rows, round_significant
 

@@ -298,15 +298,20 @@ def _in_order(pool, fn, items, ahead: int):
 _SHARED: dict = {}  # per scoring process: its pipeline (or the error loading it) and the read settings
 
 
-def _child_start(model_uri: str, compile_trees: bool, read: dict) -> None:
-    """In a new scoring process: load the pipeline; trees score on this process's own thread (the
+def _child_start(model_uri: str, compile_trees: bool, read: dict, stores: tuple) -> None:
+    """In a new scoring process: point MLflow at the parent's tracking / registry stores (a spawned
+    process starts without them) and load the pipeline; trees score on this process's own thread (the
     processes fill the cores). A failure is kept and raised by the first task, so the caller sees it."""
+    import mlflow
+
     from ltv.models import compiled
     from ltv.tracking.pyfunc import load_pipeline
 
     compiled.DEFAULT_THREADS = 1
     _SHARED.update(read)
     try:
+        mlflow.set_tracking_uri(stores[0])
+        mlflow.set_registry_uri(stores[1])
         _SHARED["pipeline"] = load_pipeline(model_uri, compile_trees=compile_trees)
     except BaseException as e:  # noqa: BLE001 - forwarded to the parent with the first task
         _SHARED["error"] = e
@@ -355,10 +360,15 @@ def _score_group(group: list) -> tuple:
     return table.column(ROW_ID), np.concatenate([p for _, p, _ in out]), extra, report
 
 
-def fork_available() -> bool:
+def start_method() -> str:
+    """How scoring processes start: 'fork' on Linux (cheap: the imports are inherited), else 'spawn'
+    (fork is missing on Windows and unsafe on macOS, whose system libraries may hold threads)."""
     import multiprocessing
+    import sys
 
-    return "fork" in multiprocessing.get_all_start_methods()
+    if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
+        return "fork"
+    return "spawn"
 
 
 def _ready() -> int:
@@ -377,19 +387,22 @@ class ProcessScorer:
     share the GIL, which threads do for the Python parts of reading and feature extraction: on 2 cores
     two processes score ~1.15x the rows per second of two threads.
 
-    The processes are forked before anything loads the model here, and each loads it itself (a loaded
-    chain is not fork-safe: XGBoost's OpenMP state hangs a forked child); entering waits until they have
-    (so a throughput figure leaves the load out) and raises what loading raised. At most ``workers`` + 1
+    The processes start (forked on Linux, else spawned: :func:`start_method`) before anything loads
+    the model here, and each loads it itself (a loaded chain is not fork-safe: XGBoost's OpenMP state
+    hangs a forked child); entering waits until they have (so a throughput figure leaves the load out)
+    and raises what loading raised. At most ``workers`` + 1
     groups are in flight. A row_id repeated across groups is not dropped here (each process sees its own
     groups): pass the items through :func:`unique_rows` (as :func:`write_submission` does).
     ``scored()`` raises DataError when no row survives, like :func:`ltv.data.loader.iter_tables`.
     """
 
     def __init__(self, model_uri, root, subset: str, window, *, batch_rows: int, seed: int, workers: int,
-                 compile_trees: bool = True, labelled: bool = False, parts: bool = False):  # fmt: skip
+                 compile_trees: bool = True, labelled: bool = False, parts: bool = False,
+                 method: str | None = None):  # fmt: skip
         read = dict(subset=subset, window=window, seed=seed, batch_rows=int(batch_rows), labelled=labelled,
                     parts=parts)  # fmt: skip
         self.args = (str(model_uri), bool(compile_trees), read)
+        self.method = method or start_method()
         self.root, self.subset, self.window = root, subset, window
         self.batch_rows, self.seed, self.workers = batch_rows, seed, workers
 
@@ -404,9 +417,12 @@ class ProcessScorer:
         )
         self.warned: set[str] = set()
         emit_warnings(self.report, self.subset, self.warned)
-        context = multiprocessing.get_context("fork")
+        import mlflow
+
+        stores = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+        context = multiprocessing.get_context(self.method)
         self.pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_child_start,
-                                        initargs=self.args)  # fmt: skip
+                                        initargs=(*self.args, stores))  # fmt: skip
         try:
             for ready in [self.pool.submit(_ready) for _ in range(self.workers)]:
                 ready.result()
@@ -442,17 +458,14 @@ def _staged(pipeline, tables):
 
 
 def parallel_setting(value) -> str:
-    """``parallel`` of the predict config: 'processes', 'threads', or 'auto' (processes where the OS
-    can fork, else threads)."""
+    """``parallel`` of the predict config: 'processes', 'threads', or 'auto' (processes where they
+    fork, i.e. Linux; else threads: a spawned process imports everything and loads the model anew,
+    which a short job does not win back). 'processes' works everywhere (:func:`start_method`)."""
     choice = str(value).strip().lower()
     if choice == "auto":
-        return "processes" if fork_available() else "threads"
+        return "processes" if start_method() == "fork" else "threads"
     if choice not in ("processes", "threads"):
         raise ValueError(f"parallel={value!r}: expected 'auto', 'processes' or 'threads'")
-    if choice == "processes" and not fork_available():
-        raise ValueError(
-            "parallel='processes' needs the 'fork' start method, which this OS lacks: use 'threads'"
-        )
     return choice
 
 
