@@ -2,6 +2,7 @@
 
     python bench/predict.py [--rows 50000 --factor 4 --model-uri models:/ltv-pipeline@champion] [--stages]
                             [--tracking-uri sqlite:////path/to/mlruns/mlflow.db]
+                            [--rows-per-hour 5000 --row-group-rows 0]   # large files: 200000 / 50000
 
 Generates two contract test sets (N and factor*N rows) in a temp folder, runs `predict.py` on each in a
 subprocess and reports rows/s (from predict.py's own timer) and the peak RSS of predict.py with its
@@ -64,6 +65,15 @@ def run_once(
     return (float(m.group(2)) if m else float("nan")), peak / 2**20, wall
 
 
+def _regroup(folder: Path, rows: int) -> None:
+    """Rewrite every parquet file under ``folder`` in row groups of ``rows`` rows (large real exports
+    come in several row groups per file)."""
+    import pyarrow.parquet as pq
+
+    for path in folder.rglob("*.parquet"):
+        pq.write_table(pq.ParquetFile(path).read(), path, row_group_size=rows, compression="snappy")
+
+
 def _rss(process) -> int:
     import psutil
 
@@ -80,17 +90,22 @@ def main(argv=None) -> None:
     ap.add_argument("--batch-rows", type=int, default=50_000)
     ap.add_argument("--model-uri", default="models:/ltv-pipeline@champion")
     ap.add_argument("--tracking-uri", default=None, help="store holding the model (default: the project's)")
+    ap.add_argument("--rows-per-hour", type=int, default=5_000, help="rows of each hour's (one) file")
+    ap.add_argument("--row-group-rows", type=int, default=0,
+                    help="rewrite the test files in row groups of this many rows (0: as generated)")  # fmt: skip
     ap.add_argument("--stages", action="store_true", help="also time each stage alone (CPU us per row)")
     args = ap.parse_args(argv)
     from ltv.data.synthetic import generate
 
-    rows_per_hour = 5_000
+    rows_per_hour = args.rows_per_hour
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in (args.rows, args.rows * args.factor):
             hours = max(1, n // rows_per_hour)
             root = Path(tmp) / f"d{n}"
             generate(root, train_hours=1, test_hours=hours, rows_per_hour=rows_per_hour, seed=1)
+            if args.row_group_rows > 0:
+                _regroup(root / "test", args.row_group_rows)
             rate, peak, wall = run_once(
                 root, Path(tmp) / f"sub{n}.csv", args.model_uri, args.batch_rows, args.tracking_uri
             )
