@@ -196,6 +196,24 @@ def test_workers_setting():
             workers_setting(bad)
 
 
+def test_unique_rows_drops_repeats_from_every_part_of_an_item():
+    """A row_id seen in an earlier item is dropped from the ids, the predictions and the extra frame
+    alike (first prediction wins); counts say how many."""
+    from ltv.tasks.predict import unique_rows
+
+    def item(ids, values):
+        extra = pd.DataFrame({"label": np.array(values) * 10.0, "p_buyer": np.array(values) / 10.0})
+        return pa.chunked_array([pa.array(ids)]), np.array(values, dtype=float), extra
+
+    counts: dict = {}
+    out = list(unique_rows([item(["a", "b"], [1, 2]), item(["c", "a", "d", "b"], [3, 4, 5, 6])], counts))
+    assert [i.to_pylist() for i, _, _ in out] == [["a", "b"], ["c", "d"]]
+    np.testing.assert_array_equal(out[1][1], [3.0, 5.0])
+    assert out[1][2].to_dict("list") == {"label": [30.0, 50.0], "p_buyer": [0.3, 0.5]}
+    assert list(out[1][2].index) == [0, 1]
+    assert counts["rows"] == 4 and counts["duplicates"] == 2 and counts["rows_per_s"] > 0
+
+
 def test_parallel_setting_forks_only_on_linux(monkeypatch):
     import sys
 
