@@ -390,9 +390,9 @@ class ProcessScorer:
     The processes start (forked on Linux, else spawned: :func:`start_method`) before anything loads
     the model here, and each loads it itself (a loaded chain is not fork-safe: XGBoost's OpenMP state
     hangs a forked child); entering waits until they have (so a throughput figure leaves the load out)
-    and raises what loading raised. At most ``workers`` + 1
-    groups are in flight. A row_id repeated across groups is not dropped here (each process sees its own
-    groups): pass the items through :func:`unique_rows` (as :func:`write_submission` does).
+    and raises what loading raised. At most ``workers`` + 1 groups are in flight. A row_id repeated
+    across groups is not dropped here (each process sees its own groups): pass the items through
+    :func:`unique_rows` (as :func:`write_submission` does).
     ``scored()`` raises DataError when no row survives, like :func:`ltv.data.loader.iter_tables`.
     """
 
@@ -410,6 +410,8 @@ class ProcessScorer:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        import mlflow
+
         from ltv.data.loader import emit_warnings, file_groups
 
         self.groups, self.report = file_groups(
@@ -417,8 +419,6 @@ class ProcessScorer:
         )
         self.warned: set[str] = set()
         emit_warnings(self.report, self.subset, self.warned)
-        import mlflow
-
         stores = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
         context = multiprocessing.get_context(self.method)
         self.pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_child_start,
