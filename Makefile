@@ -75,7 +75,7 @@ bench-predict: $(STAMP) ## predict.py rows/s and peak memory at two input sizes,
 	$(BIN)/python bench/predict.py --stages
 
 bench-serve: $(STAMP) ## model server latency (single row) and throughput (1,000-row requests)
-	$(BIN)/python bench/serve.py --model-uri "$(MODEL)"
+	$(BIN)/python bench/serve.py --model-uri "$(MODEL)" --stages
 
 clean: ## remove generated data, runs, outputs and caches (keeps .venv)
 	rm -rf data outputs multirun mlruns .pytest_cache .ruff_cache

@@ -1,6 +1,7 @@
 """Model server latency (single-row requests) and throughput (1,000-row requests), measured by the client.
 
     python bench/serve.py [--model-uri models:/ltv-pipeline@champion] [--requests 200] [--batches 20]
+                          [--stages]   # also: where a one-row request's time goes, step by step
 
 Starts ``mlflow models serve --env-manager local`` on 127.0.0.1 (a free port), waits for /ping, sends
 ``--requests`` single-row requests (p50 / p99 / max latency over one keep-alive connection) and
@@ -103,7 +104,8 @@ def server_cpu_s(server: ModelServer) -> float:
     return total
 
 
-def run(args) -> list[tuple[str, str]]:
+def run(args) -> tuple[float, list[tuple[str, str]]]:
+    """(single-row p50 in ms, table rows)."""
     import requests
 
     with tempfile.TemporaryDirectory(prefix="ltv-bench-serve-") as tmp:
@@ -124,7 +126,7 @@ def run(args) -> list[tuple[str, str]]:
     single *= 1e3
     p50, p99 = np.percentile(single, [50, 99])
     load = os.getloadavg()[0]
-    return [
+    return float(p50), [
         ("model", what),
         ("request rows", source),
         ("server start to /ping", f"{startup:.1f} s"),
@@ -142,6 +144,51 @@ def run(args) -> list[tuple[str, str]]:
     ]
 
 
+def stage_rows(
+    model_uri: str, tracking_uri: str, records: list[dict], n: int, p50: float
+) -> list[tuple[str, str]]:
+    """Median milliseconds of each step of a single-row request, run in this process on the served
+    model: MLflow's JSON parsing, the contract check (``frame_to_table``), features, encodings, the
+    chain's first stage and its head. The client's p50 less their sum is the HTTP server's share."""
+    import mlflow
+    from mlflow.pyfunc import scoring_server
+
+    from ltv.serving.coerce import frame_to_table
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(model_uri)
+    pipeline = model.unwrap_python_model().pipeline
+    if not all(hasattr(pipeline, a) for a in ("extract", "transform_extracted", "model")):
+        return [("stages", f"not an LTVPipeline ({type(pipeline).__name__}): skipped")]
+    schema = model.metadata.get_input_schema()
+    chain = pipeline.model
+    times: dict[str, list[float]] = {}
+    last = "pyfunc predict, all of the above but parsing"
+
+    def timed(name, fn, *a):
+        t0 = time.perf_counter()
+        out = fn(*a)
+        times.setdefault(name, []).append(time.perf_counter() - t0)
+        return out
+
+    for _ in range(2):  # the first pass warms caches up; the second is reported
+        times.clear()
+        for record in records[:n]:
+            body = json.dumps({"dataframe_records": [record]})
+            frame = timed("MLflow: JSON -> DataFrame (schema)", scoring_server._parse_json_data, body,
+                          model.metadata, schema).data  # fmt: skip
+            table = timed("contract check (frame_to_table)", frame_to_table, frame)
+            S = timed("features (extract)", pipeline.extract, table)
+            X = timed("encodings (transform)", pipeline.transform_extracted, S)
+            cols = timed("first stage (boosters)", chain._columns, X)
+            timed("head (stacking / hurdle)", chain._final, cols, X)
+            timed(last, model.predict, frame)
+    rows = [(f"  {k}", f"{np.median(v) * 1e3:.2f} ms") for k, v in times.items()]
+    served = (np.median(times["MLflow: JSON -> DataFrame (schema)"]) + np.median(times[last])) * 1e3
+    return rows + [("  the rest: HTTP server, framework (p50 less the above)", f"{p50 - served:.2f} ms")]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-uri", default="models:/ltv-pipeline@champion")
@@ -151,8 +198,15 @@ def main(argv=None) -> None:
     parser.add_argument("--batches", type=int, default=20, help="multi-row requests")
     parser.add_argument("--batch-rows", type=int, default=1000)
     parser.add_argument("--data", default=None, help="contract data root whose test split supplies rows")
+    parser.add_argument("--stages", action="store_true", help="also time each step of a one-row request")
     args = parser.parse_args(argv)
-    rows = run(args)
+    p50, rows = run(args)
+    if args.stages and dict(rows)["model"].startswith("stand-in"):
+        rows.append(("single-row steps in process", "skipped: the stand-in model is not a chain"))
+    elif args.stages:
+        records, _ = request_rows(args.requests, args.data)
+        rows.append(("single-row steps in process (median)", ""))
+        rows += stage_rows(args.model_uri, args.tracking_uri, records, min(args.requests, 200), p50)
     width = max(len(k) for k, _ in rows)
     print(f"\n{'bench/serve.py':<{width}}  result")
     print(f"{'-' * width}  {'-' * 40}")
