@@ -11,7 +11,6 @@ import pyarrow as pa
 from omegaconf import DictConfig
 
 from ltv.contract import LABEL_COLUMNS, ROW_ID, TARGET
-from ltv.data.loader import iter_tables
 from ltv.tasks import data as data_task
 from ltv.tasks import evaluation
 from ltv.tracking import logging as tlog
@@ -47,28 +46,14 @@ def _oracle_labels(cfg: DictConfig, row_ids: pd.Series) -> tuple[pd.DataFrame, p
 
 
 def _score_window(cfg: DictConfig, root) -> tuple[pd.Series, np.ndarray, pd.DataFrame]:
-    """(row ids, predictions, labels + p_buyer) of ``cfg.split``'s window, streamed in batches of
-    ``data.batch_rows`` rows and scored as predict.py scores (``workers``, ``parallel``): memory holds
-    the batches in flight and a few numbers per row, not the window's features."""
-    from ltv.tasks import predict as scoring
+    """(row ids, predictions, labels + p_buyer) of ``cfg.split``'s window, streamed and scored as
+    predict.py scores it: memory holds the batches in flight and a few numbers per row, not the
+    window's features."""
+    from ltv.tasks.predict import scored_window, unique_rows
 
-    subset, window = data_task.SUBSET[cfg.split], data_task.window(cfg.data, cfg.split)
-    labelled, batch_rows = cfg.split != "test", cfg.data.batch_rows
-    workers = scoring.workers_setting(cfg.get("workers", 1))
-    compile_trees = cfg.get("compile_trees", True)
     counts: dict[str, float] = {}
-    if workers > 1 and scoring.parallel_setting(cfg.get("parallel", "auto")) == "processes":
-        with scoring.ProcessScorer(cfg.model_uri, root, subset, window, batch_rows=batch_rows, seed=cfg.seed,
-                                   workers=workers, compile_trees=compile_trees, labelled=labelled,
-                                   parts=True) as scorer:  # fmt: skip
-            items = list(scoring.unique_rows(scorer.scored(), counts))
-    else:
-        from ltv.tracking.pyfunc import load_pipeline
-
-        pipeline = load_pipeline(cfg.model_uri, compile_trees=compile_trees)
-        tables = iter_tables(root, subset, window, batch_rows=batch_rows, seed=cfg.seed, labelled=labelled)
-        scored = scoring.score_stream(pipeline, scoring.coalesce(tables, batch_rows), workers, labelled, True)
-        items = list(scoring.unique_rows(scored, counts, unique_ids=True))  # the loader drops repeats
+    with scored_window(cfg, root, cfg.split, labelled=cfg.split != "test", parts=True) as (scored, unique):
+        items = list(unique_rows(scored, counts, unique_ids=unique))
     log.info("scored %s: %d rows, %.0f rows/s", cfg.split, counts["rows"], counts["rows_per_s"])
     row_ids = pd.Series(pa.chunked_array([i for i, _, _ in items]).to_pandas(), name=ROW_ID)
     extra = pd.concat([e for _, _, e in items], ignore_index=True)

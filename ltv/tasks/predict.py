@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -485,35 +486,43 @@ def workers_setting(value) -> int:
     return n
 
 
-def predict(cfg: DictConfig) -> Path:
-    """Write the submission for ``cfg.split`` of ``cfg.data`` with the pipeline at ``cfg.model_uri``."""
+@contextmanager
+def scored_window(cfg: DictConfig, root, split: str, *, labelled: bool = False, parts: bool = False):
+    """``(items, unique_ids)`` for ``split``'s window, scored as the config says (``workers``,
+    ``parallel``, ``prefetch``, ``compile_trees``, batches of ``data.batch_rows``): items are (row ids,
+    predictions, extra) as :func:`score_rows` gives them; ``unique_ids`` tells :func:`unique_rows`
+    whether row ids may repeat across items (they may across the groups of scoring processes). The
+    processes, if any, stop when the block ends."""
     from ltv.tracking.pyfunc import load_pipeline
 
+    subset, window = data_task.SUBSET[split], data_task.window(cfg.data, split)
+    batch_rows, compile_trees = cfg.data.batch_rows, cfg.get("compile_trees", True)
+    workers = workers_setting(cfg.get("workers", 1))
+    if workers > 1 and parallel_setting(cfg.get("parallel", "auto")) == "processes":
+        with ProcessScorer(cfg.model_uri, root, subset, window, batch_rows=batch_rows, seed=cfg.seed,
+                           workers=workers, compile_trees=compile_trees, labelled=labelled,
+                           parts=parts) as scorer:  # fmt: skip
+            yield scorer.scored(), False
+        return
+    pipeline = load_pipeline(cfg.model_uri, compile_trees=compile_trees)
+    tables = coalesce(iter_tables(root, subset, window, batch_rows=batch_rows, seed=cfg.seed,
+                                  labelled=labelled), batch_rows)  # fmt: skip
+    if parts or workers > 1:
+        yield score_stream(pipeline, tables, workers, labelled, parts), True
+    else:  # one batch at a time, the next one read and featurised ahead
+        yield _scored(pipeline, tables, cfg.get("prefetch", 1), 1), True  # iter_tables drops repeats
+
+
+def predict(cfg: DictConfig) -> Path:
+    """Write the submission for ``cfg.split`` of ``cfg.data`` with the pipeline at ``cfg.model_uri``."""
     if cfg.get("keep_memory", True):
         from ltv.memory import keep_freed_memory
 
         keep_freed_memory()
     setup_tracking(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_root)
     root = data_task.ensure_data(cfg.data)
-    subset = data_task.SUBSET[cfg.split]
-    window, batch_rows = data_task.window(cfg.data, cfg.split), cfg.data.batch_rows
-    workers = workers_setting(cfg.get("workers", 1))
-    compile_trees = cfg.get("compile_trees", True)
-    if workers > 1 and parallel_setting(cfg.get("parallel", "auto")) == "processes":
-        with ProcessScorer(cfg.model_uri, root, subset, window, batch_rows=batch_rows, seed=cfg.seed,
-                           workers=workers, compile_trees=compile_trees) as scorer:  # fmt: skip
-            stats = write_submission(scorer.scored(), cfg.output)  # row_ids checked: processes see own groups
-    else:
-        pipeline = load_pipeline(cfg.model_uri, compile_trees=compile_trees)
-        tables = iter_tables(root, subset, window, batch_rows=batch_rows, seed=cfg.seed)
-        stats = score_to_csv(
-            pipeline,
-            coalesce(tables, batch_rows),
-            cfg.output,
-            prefetch_depth=cfg.get("prefetch", 1),
-            workers=workers,
-            unique_ids=True,  # iter_tables drops a row_id it has seen in an earlier batch
-        )
+    with scored_window(cfg, root, cfg.split) as (items, unique_ids):
+        stats = write_submission(items, cfg.output, unique_ids=unique_ids)
     print(
         f"submission: {Path(cfg.output).resolve()} ({stats['rows']} rows, {stats['rows_per_s']:.0f} rows/s)"
     )
