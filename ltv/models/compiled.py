@@ -93,15 +93,9 @@ def rounds_of(booster, num_iteration) -> int:
 _ZERO = float(np.float32(1e-35))  # LightGBM kZeroThreshold (a float): its row reader zeroes |x| <= it
 
 
-def as_input(data: np.ndarray) -> np.ndarray:
-    """``data`` as compiled trees read it: C-contiguous float64, with LightGBM's zero snapping applied
-    (|x| <= 1e-35 is 0 to LightGBM's predict; a split at +-1e-35 would otherwise see the raw value)."""
-    out = np.array(data, dtype=np.float64, order="C", copy=True)
-    _snap(out)
-    return out
-
-
 def _snap(block: np.ndarray) -> None:
+    """LightGBM's zero snapping, in place: |x| <= 1e-35 is 0 to LightGBM's predict (a split at +-1e-35
+    would otherwise see the raw value)."""
     tiny = (block <= _ZERO) & (block >= -_ZERO)  # no float temporary the size of the block
     if tiny.any():
         block[tiny & (block != 0.0)] = 0.0
@@ -126,13 +120,12 @@ def _chunk(data: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return block
 
 
-def predict(model, data: np.ndarray, threads: int, prepared: bool = False) -> np.ndarray:
-    """Scores of a compiled ``model`` (LightGBM's output scale); ``threads`` <= 0 means every core.
-    ``prepared``: ``data`` already went through :func:`as_input` (else chunks are converted as scored)."""
-    return predict_many([model], data, threads, prepared)[0]
+def predict(model, data: np.ndarray, threads: int) -> np.ndarray:
+    """Scores of a compiled ``model`` (LightGBM's output scale); ``threads`` <= 0 means every core."""
+    return predict_many([model], data, threads)[0]
 
 
-def predict_many(models: list, data: np.ndarray, threads: int, prepared: bool = False) -> list[np.ndarray]:
+def predict_many(models: list, data: np.ndarray, threads: int) -> list[np.ndarray]:
     """Scores of several compiled models on the same rows, in one pass over ``data``.
 
     ``data`` is the (rows x features) matrix LightGBM would read, float32 or float64, either memory
@@ -147,7 +140,7 @@ def predict_many(models: list, data: np.ndarray, threads: int, prepared: bool = 
 
     def score(lo: int) -> None:
         hi = min(n, lo + CHUNK_ROWS)
-        block = data[lo:hi] if prepared else _chunk(data, lo, hi)
+        block = _chunk(data, lo, hi)
         for model, out in zip(models, outs, strict=True):
             out[lo:hi] = model.predict(block, n_jobs=1)
 
