@@ -413,7 +413,11 @@ def read_group(
             report.merge(part)
             if table is not None and table.num_rows:
                 tables.append(table)
-    if not tables:
-        return None, report
+    return (one_chunk(tables) if tables else None), report
+
+
+def one_chunk(tables: list[pa.Table]) -> pa.Table:
+    """``tables`` (validated, same columns) as one table with one contiguous chunk per column: feature
+    extraction on one chunk is up to 2x faster than on ten (the copy costs ~5% of that)."""
     one = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
-    return one.combine_chunks(), report
+    return one.combine_chunks()
