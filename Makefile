@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install smoke test test-all train predict evaluate serve ui lint format clean \
-        bench bench-features bench-quality bench-serve bench-predict
+        bench bench-features bench-quality bench-serve bench-predict bench-train
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,6 +73,9 @@ bench-quality: $(STAMP) ## holdout quality table: baselines, hurdle, stacking, o
 
 bench-predict: $(STAMP) ## predict.py rows/s and peak memory at two input sizes, CPU per stage
 	$(BIN)/python bench/predict.py --stages
+
+bench-train: $(STAMP) ## chain vs single LightGBM training: s, rows/s, memory, RMSLE, seconds per stage, 3 sizes
+	$(BIN)/python bench/train.py $(ARGS)
 
 bench-serve: $(STAMP) ## model server latency (single row) and throughput (1,000-row requests)
 	$(BIN)/python bench/serve.py --model-uri "$(MODEL)" --stages

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from ltv.models._progress import PRUNER_ATTR, STAGE_ATTR, trial_env
 from ltv.tracking.sweep import param_key, parent_run, read_job_run_id, tracking_from_config
 
 from . import _report
@@ -97,14 +98,16 @@ def objective_value(ret: JobReturn) -> tuple[float | None, str | None]:
     return value, None
 
 
-def tell(study: optuna.Study, trial: optuna.Trial, value: float | None) -> None:
-    """``study.tell``: COMPLETE with ``value``, FAIL when None.
+def tell(study: optuna.Study, trial: optuna.Trial, value: float | None, pruned: bool = False) -> None:
+    """``study.tell``: COMPLETE with ``value``, FAIL when None, PRUNED when ``pruned``.
 
     GridSampler calls ``study.stop()`` after the last grid point, which raises outside ``optimize``; the
     trial is stored by then, and ``n_trials`` was already capped at the grid size.
     """
     try:
-        if value is None:
+        if pruned:
+            study.tell(trial, state=TrialState.PRUNED)
+        elif value is None:
             study.tell(trial, state=TrialState.FAIL)
         else:
             study.tell(trial, value)
@@ -127,6 +130,8 @@ class LtvOptunaSweeperImpl(Sweeper):
         max_failure_rate: float = 0.25,
         params: Any = None,
         plots: bool = True,
+        pruner: Any = None,
+        prune_stage: str = "first_stage.classifier",
     ) -> None:
         if direction not in DIRECTIONS:
             raise ValueError(f"hydra.sweeper.direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -143,6 +148,8 @@ class LtvOptunaSweeperImpl(Sweeper):
         self.max_failure_rate = float(max_failure_rate)
         self.params = params
         self.plots = plots
+        self.pruner = pruner
+        self.prune_stage = prune_stage
         self.config: DictConfig | None = None
         self.launcher = None
         self.hydra_context: HydraContext | None = None
@@ -170,13 +177,14 @@ class LtvOptunaSweeperImpl(Sweeper):
         cwd = Path(OmegaConf.select(cfg, "hydra.runtime.cwd", default=None) or Path.cwd())
         uri = tracking_from_config(cfg)[0]  # studies live beside the MLflow sqlite db when there is one
         db_dir = Path(uri[len("sqlite:///") :]).parent if uri.startswith("sqlite:///") else None
-        storage = resolve_storage(self.storage, cwd, db_dir)
+        storage = self._storage = resolve_storage(self.storage, cwd, db_dir)
         name = self.study_name or f"{cfg.hydra.job.name}-{space.fingerprint()}"
         study = optuna.create_study(
             study_name=name, storage=storage, direction=self.direction, load_if_exists=True
         )
         n_before = len(study.get_trials(deepcopy=False))
         study.sampler = build_sampler(self.sampler, space, n_before)
+        self._set_pruner(study)
         n_trials = self.n_trials
         if isinstance(study.sampler, optuna.samplers.GridSampler):
             n_grid = math.prod(len(v) for v in grid_points(space).values())
@@ -195,6 +203,27 @@ class LtvOptunaSweeperImpl(Sweeper):
             _report.log_to_parent(parent_id, summary, files)
         log.info("ltv_optuna: best value %s with %s", summary["best_value"], summary["best_params"])
         return study
+
+    def _set_pruner(self, study: optuna.Study) -> None:
+        """The pruner for this invocation, kept in the study's user attributes so that each job (in any
+        process) judges its own trial with it; None turns pruning off."""
+        cfg = self.pruner
+        if cfg is not None and not isinstance(cfg, dict):
+            cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+        if cfg is not None and not (isinstance(cfg, dict) and cfg.get("_target_")):
+            raise ValueError(f"hydra.sweeper.pruner must be null or a config with _target_, got {cfg!r}")
+        if cfg is not None:
+            study.pruner = instantiate(cfg)  # fails here, naming the class, rather than in every job
+        study.set_user_attr(PRUNER_ATTR, cfg)
+        study.set_user_attr(STAGE_ATTR, self.prune_stage)
+
+    def _trial_overrides(self, study: optuna.Study, trial: optuna.Trial) -> list[str]:
+        """Hydra overrides that name ``trial`` to its job (environment variables of that job only); none
+        without a pruner or with an in-memory storage, which a job cannot open."""
+        if self.pruner is None or self._storage == "sqlite:///:memory:":
+            return []
+        env = trial_env(self._storage, study.study_name, trial._trial_id)
+        return [f"++hydra.job.env_set.{k}='{v}'" for k, v in env.items()]
 
     def _log_settings(self, parent_id: str, space: SearchSpace, n_trials: int, n_before: int) -> None:
         import mlflow
@@ -223,6 +252,7 @@ class LtvOptunaSweeperImpl(Sweeper):
             batch = [space.overrides(t.params) for t in trials]
             try:
                 self.validate_batch_is_legal(batch)
+                batch = [job + self._trial_overrides(study, t) for job, t in zip(batch, trials, strict=True)]
             except Exception:
                 # A config error is not the trials' fault, but they must not stay RUNNING in the study.
                 for trial in trials:
@@ -256,6 +286,10 @@ class LtvOptunaSweeperImpl(Sweeper):
             client.set_tag(child_id, "optuna_trial_number", str(trial.number))
             client.set_tag(child_id, "optuna_study_name", study.study_name)
         trial.set_user_attr("overrides", list(ret.overrides or []))
+        if isinstance(ret._return_value, optuna.TrialPruned):
+            tell(study, trial, None, pruned=True)
+            _report.mark_pruned(study, trial, child_id, parent_id, str(ret._return_value))
+            return 0
         tell(study, trial, value)
         if error is None:
             client.log_metric(parent_id, "trial_value", value, step=trial.number)

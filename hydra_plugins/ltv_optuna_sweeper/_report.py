@@ -30,6 +30,7 @@ def results(study: optuna.Study, n_failed_now: int) -> dict[str, Any]:
         "n_trials": len(trials),
         "n_complete": len(complete),
         "n_failed": sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
+        "n_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
         "n_failed_this_run": n_failed_now,
     }
     if complete:
@@ -88,7 +89,7 @@ def log_to_parent(run_id: str, summary: dict[str, Any], files: list[Path]) -> No
     import mlflow
 
     client = mlflow.MlflowClient()
-    for key in ("n_trials", "n_complete", "n_failed"):
+    for key in ("n_trials", "n_complete", "n_failed", "n_pruned"):
         client.log_metric(run_id, key, summary[key])
     if summary["best_value"] is not None:
         client.log_metric(run_id, "best_value", summary["best_value"])
@@ -99,3 +100,21 @@ def log_to_parent(run_id: str, summary: dict[str, Any], files: list[Path]) -> No
             client.set_tag(run_id, "best_child_run_id", summary["best_mlflow_run_id"])
     for path in files:
         client.log_artifact(run_id, str(path))
+
+
+def mark_pruned(
+    study: optuna.Study, trial: optuna.Trial, child_id: str | None, parent_id: str, why: str
+) -> None:
+    """After a trial its job stopped with ``optuna.TrialPruned`` was told PRUNED: its MLflow run tagged
+    (state, last reported step) and ended KILLED, the step on the parent run."""
+    import mlflow
+
+    steps = study._storage.get_trial(trial._trial_id).intermediate_values
+    step = max(steps) if steps else 0
+    client = mlflow.MlflowClient()
+    if child_id:
+        client.set_tag(child_id, "optuna_trial_state", "PRUNED")
+        client.set_tag(child_id, "optuna_pruned_at_step", str(step))
+        client.set_terminated(child_id, status="KILLED")
+    client.log_metric(parent_id, "trial_pruned_at_step", step, step=trial.number)
+    log.info("ltv_optuna: trial %d pruned at step %d: %s", trial.number, step, why)

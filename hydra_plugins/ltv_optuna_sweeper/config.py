@@ -72,6 +72,10 @@ class LtvOptunaSweeperConf:
     max_failure_rate: float = 0.25
     params: dict[str, Any] | None = None
     plots: bool = True
+    # an optuna.pruners config (``_target_``) or None (no pruning); each job's boosters of stage
+    # ``prune_stage`` (``ltv.models._progress``) report their valid loss every 10 rounds
+    pruner: Any = None
+    prune_stage: str = "first_stage.classifier"
 
 
 def register() -> None:

@@ -8,6 +8,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from ltv.models import _progress
+
 # LightGBM 4.7 deprecates eval_set in favour of eval_X / eval_y; older 4.x only knows eval_set
 _EVAL_XY = "eval_X" in inspect.signature(lgb.LGBMModel.fit).parameters
 # keys of our estimators that are not LightGBM parameters
@@ -68,9 +70,10 @@ def fit_booster(model, X, y, sample_weight=None, eval_set=None, early_stopping_r
     ``init_score`` / ``eval_init_score``: a base prediction the boosting corrects (raw score scale).
     Returns the number of boosting rounds to use at prediction time.
     """
-    callbacks = []
+    stopping = eval_set is not None and bool(early_stopping_rounds)
+    callbacks = _progress.booster_callbacks(model.n_estimators, stopping)
     kwargs = {} if init_score is None else {"init_score": init_score}
-    if eval_set is not None and early_stopping_rounds:
+    if stopping:
         callbacks.append(
             lgb.early_stopping(int(early_stopping_rounds), first_metric_only=True, verbose=False)
         )

@@ -24,6 +24,7 @@ import pandas as pd
 
 from ltv.contract import TARGET
 from ltv.models._lgbm import check_frame, prefetch_scores
+from ltv.models._progress import FitClock, stage
 from ltv.models.ensemble import check_objective, hurdle_prediction
 from ltv.models.gate import IDENTITY
 from ltv.models.meta import first_stage_columns, time_folds
@@ -57,10 +58,14 @@ class LTVModel:
     objective : 'rmsle' (expm1(E[log1p y | x])) or 'revenue' (E[y | x]).
     random_state : seed propagated to the components that have none set.
     calibration_fraction : share of the valid window (latest by time) used for calibration rows.
+    progress_every_s : most seconds between two progress lines of a running fit stage.
+
+    After ``fit``, ``fit_times_`` maps each stage (dotted when nested, e.g. ``oof_folds.classifier``)
+    to its wall seconds, and ``total`` to the whole fit's.
     """
 
     def __init__(self, classifier, regressor, gate, ensemble, sampling=None, objective="rmsle",
-                 random_state=0, calibration_fraction: float = 0.5):  # fmt: skip
+                 random_state=0, calibration_fraction: float = 0.5, progress_every_s: float = 30.0):  # fmt: skip
         self.classifier = classifier
         self.regressor = regressor
         self.gate = gate
@@ -69,6 +74,7 @@ class LTVModel:
         self.objective = objective
         self.random_state = random_state
         self.calibration_fraction = calibration_fraction
+        self.progress_every_s = progress_every_s
 
     # ---- validation --------------------------------------------------------------------------------
     def _check(self, X, labels, name):
@@ -100,8 +106,9 @@ class LTVModel:
         rev = labels[TARGET].to_numpy()
         idx, w = SamplingPlan.apply(copy.deepcopy(plan.classifier), X, rev)
         clf_es = None if es is None else (es[0], es[1][BUYER].to_numpy())
-        clf.fit(X.iloc[idx], labels[BUYER].to_numpy()[idx], w, eval_set=clf_es,
-                calibration_set=None if es is None else es[2])  # fmt: skip
+        with stage("classifier", len(idx)):
+            clf.fit(X.iloc[idx], labels[BUYER].to_numpy()[idx], w, eval_set=clf_es,
+                    calibration_set=None if es is None else es[2])  # fmt: skip
         buyers = np.flatnonzero(labels[BUYER].to_numpy() == 1)
         Xb, Lb = X.iloc[buyers], labels.iloc[buyers]
         idx, w = SamplingPlan.apply(copy.deepcopy(plan.regressor), Xb, Lb[TARGET].to_numpy())
@@ -110,10 +117,13 @@ class LTVModel:
             b_es = es[1][BUYER].to_numpy() == 1
             reg_es = (es[0].iloc[np.flatnonzero(b_es)], es[1].iloc[np.flatnonzero(b_es)])
             gate_es = (reg_es[0], reg_es[1][TARGET].to_numpy())
-        reg.fit(Xb.iloc[idx], Lb.iloc[idx], w, eval_set=reg_es)
+        with stage("regressors", len(idx)):
+            reg.fit(Xb.iloc[idx], Lb.iloc[idx], w, eval_set=reg_es)
         if es is not None:  # the full model only; cross-fitted copies share it (share_retransform)
-            reg.fit_variance(Xb.iloc[idx], Lb.iloc[idx], w, eval_set=reg_es)
-        gate.fit_whale(Xb, Lb[TARGET].to_numpy(), eval_set=gate_es)
+            with stage("variance", len(idx)):
+                reg.fit_variance(Xb.iloc[idx], Lb.iloc[idx], w, eval_set=reg_es)
+        with stage("whale", len(Xb)):
+            gate.fit_whale(Xb, Lb[TARGET].to_numpy(), eval_set=gate_es)
         return clf, reg, gate
 
     def _columns(self, X, clf=None, reg=None, gate=None, direct=None) -> dict[str, np.ndarray]:
@@ -154,10 +164,12 @@ class LTVModel:
                 self.gate_.whale_clone(),
             )
             self._fit_first_stage(clf, reg, gate, X.iloc[rest], labels.iloc[rest])
-            direct = self.direct_.fixed_clone().fit(X.iloc[rest], labels.iloc[rest])
+            with stage("direct", len(rest)):
+                direct = self.direct_.fixed_clone().fit(X.iloc[rest], labels.iloc[rest])
             clf.calibrator_ = self.classifier_.calibrator_  # fitted on calibration rows, shared
             reg.share_retransform(self.regressor_)
-            parts.append(self._frame(X.iloc[block], clf, reg, gate, direct))
+            with stage("predict", len(block)):
+                parts.append(self._frame(X.iloc[block], clf, reg, gate, direct))
             log.info("out-of-fold block %d/%d: %d rows, %.0f rows/s", k + 1, len(folds), len(rest),
                      len(rest) / (_time.perf_counter() - t0))  # fmt: skip
         return pd.concat(parts).loc[X.index]
@@ -168,15 +180,17 @@ class LTVModel:
         # whole valid window (early stopping only chose a round count there)
         valid_buyers = np.flatnonzero(labels_valid[BUYER].to_numpy() == 1)
         if valid_buyers.size:
-            self.regressor_.fit_smearing(X_valid.iloc[valid_buyers], labels_valid.iloc[valid_buyers])
+            with stage("smearing", valid_buyers.size):
+                self.regressor_.fit_smearing(X_valid.iloc[valid_buyers], labels_valid.iloc[valid_buyers])
         self.gate_.params_ = dict(IDENTITY)
-        cal = self._frame(X_cal)
-        log_rev, rev = cal["log_rev_d7"].to_numpy(), cal["rev_d7"].to_numpy()
-        self.gate_.fit(
-            cal["p_buyer"].to_numpy(), L_cal[TARGET].to_numpy(),
-            lambda q: hurdle_prediction(q, log_rev, rev, objective),
-            whale_score=cal["whale_score"].to_numpy(), objective=objective,
-        )  # fmt: skip
+        with stage("gate", len(X_cal)):
+            cal = self._frame(X_cal)
+            log_rev, rev = cal["log_rev_d7"].to_numpy(), cal["rev_d7"].to_numpy()
+            self.gate_.fit(
+                cal["p_buyer"].to_numpy(), L_cal[TARGET].to_numpy(),
+                lambda q: hurdle_prediction(q, log_rev, rev, objective),
+                whale_score=cal["whale_score"].to_numpy(), objective=objective,
+            )  # fmt: skip
 
     # ---- public API --------------------------------------------------------------------------------
     def fit(self, X, labels, X_valid, labels_valid, time=None, time_valid=None) -> LTVModel:
@@ -204,33 +218,46 @@ class LTVModel:
         for part in (self.classifier_, self.regressor_, self.gate_):
             if getattr(part, "random_state", 0) is None:
                 part.random_state = self.random_state
-        self._fit_first_stage(self.classifier_, self.regressor_, self.gate_, X, labels,
-                              es=(X_es, L_es, (X_cal, L_cal[BUYER].to_numpy())))  # fmt: skip
-        self._fit_post_processors(X_valid, labels_valid, X_cal, L_cal, objective)
-        self.ensemble_ = copy.deepcopy(self.ensemble)
-        if getattr(self.ensemble_, "needs_oof", False):
+        with FitClock(self.progress_every_s) as clock:
+            with stage("first_stage", len(X)):
+                self._fit_first_stage(self.classifier_, self.regressor_, self.gate_, X, labels,
+                                      es=(X_es, L_es, (X_cal, L_cal[BUYER].to_numpy())))  # fmt: skip
+            self._fit_post_processors(X_valid, labels_valid, X_cal, L_cal, objective)
+            self.ensemble_ = copy.deepcopy(self.ensemble)
+            if getattr(self.ensemble_, "needs_oof", False):
+                self._fit_stacking(X, labels, time, (X_es, L_es), (X_cal, L_cal), objective)
+            else:
+                self.ensemble_.fit(None, X, None, objective=objective)
+        self._collect()
+        self.fit_times_ = {**clock.times, "total": _time.perf_counter() - t0}
+        log.info("LTVModel fitted: %d train rows in %.1f s (%.0f rows/s)", len(X), self.fit_times_["total"],
+                 len(X) / self.fit_times_["total"])  # fmt: skip
+        return self
+
+    def _fit_stacking(self, X, labels, time, es, cal, objective) -> None:
+        """The direct model, the cross-fitted first stage and the stacking ensemble on top."""
+        (X_es, L_es), (X_cal, L_cal) = es, cal
+        with stage("direct", len(X)):
             self.direct_ = self._direct_model().fit(X, labels, eval_set=(X_es, L_es))
-            self.folds_ = time_folds(time, len(X), self.ensemble_.n_folds)
+        self.folds_ = time_folds(time, len(X), self.ensemble_.n_folds)
+        with stage("oof_folds", len(X)):
             oof = self._oof_frame(X, labels, self.folds_)
-            (X_me, L_me), (X_mc, L_mc) = (X_es, L_es), (X_cal, L_cal)
-            if any(getattr(m, "refit_on_eval", False) for m in (self.classifier_, self.direct_)):
-                # a first-stage model was refitted on the early-stopping rows: the meta learner stops on the
-                # calibration rows, where every input is out of sample (the union for smearing is the same)
-                (X_me, L_me), (X_mc, L_mc) = (X_mc, L_mc), (X_me, L_me)
+        (X_me, L_me), (X_mc, L_mc) = (X_es, L_es), (X_cal, L_cal)
+        if any(getattr(m, "refit_on_eval", False) for m in (self.classifier_, self.direct_)):
+            # a first-stage model was refitted on the early-stopping rows: the meta learner stops on the
+            # calibration rows, where every input is out of sample (the union for smearing is the same)
+            (X_me, L_me), (X_mc, L_mc) = (X_mc, L_mc), (X_me, L_me)
+        with stage("valid_frames", len(X_me) + len(X_mc)):
+            frame_me, frame_mc = self._frame(X_me), self._frame(X_mc)
+        with stage("ensemble", len(X)):
             self.ensemble_.fit(
                 oof, X, labels[TARGET].to_numpy(), objective=objective, folds=self.folds_,
-                buyer=labels[BUYER].to_numpy(), eval_frame=self._frame(X_me), X_eval=X_me,
+                buyer=labels[BUYER].to_numpy(), eval_frame=frame_me, X_eval=X_me,
                 y_eval=L_me[TARGET].to_numpy(), buyer_eval=L_me[BUYER].to_numpy(),
-                cal_frame=self._frame(X_mc), X_cal=X_mc, y_cal=L_mc[TARGET].to_numpy(),
+                cal_frame=frame_mc, X_cal=X_mc, y_cal=L_mc[TARGET].to_numpy(),
                 buyer_cal=L_mc[BUYER].to_numpy(),
             )  # fmt: skip
-            self.oof_frame_ = oof
-        else:
-            self.ensemble_.fit(None, X, None, objective=objective)
-        self._collect()
-        log.info("LTVModel fitted: %d train rows in %.1f s (%.0f rows/s)", len(X), _time.perf_counter() - t0,
-                 len(X) / (_time.perf_counter() - t0))  # fmt: skip
-        return self
+        self.oof_frame_ = oof
 
     def _collect(self):
         gating = self.gate_.fitted_params()

@@ -14,6 +14,7 @@ from ltv.models._lgbm import (
     check_frame,
     fit_booster,
 )
+from ltv.models._progress import stage
 from ltv.models.calibration import Calibrator
 
 
@@ -99,16 +100,20 @@ class BuyerClassifier(LGBMParamsMixin):
         self.report_ = {}
         self.reliability_ = None
         if calibration_set is not None:
-            X_cal, y_cal = calibration_set[0], binary_label(calibration_set[1], "calibration buyer label")
-            raw = self.predict_raw(X_cal)
-            self.calibrator_ = Calibrator(self.calibration).fit(raw, y_cal)
-            p = self.calibrator_.transform(raw)
-            self.report_ = {
-                **metrics.classification_report(y_cal, raw, prefix="cal_raw_"),
-                **metrics.classification_report(y_cal, p, prefix="cal_"),
-            }
-            self.reliability_ = metrics.reliability_curve(y_cal, p)
+            with stage("calibration", len(calibration_set[0])):
+                self._calibrate(*calibration_set)
         return self
+
+    def _calibrate(self, X_cal, y_cal) -> None:
+        y_cal = binary_label(y_cal, "calibration buyer label")
+        raw = self.predict_raw(X_cal)
+        self.calibrator_ = Calibrator(self.calibration).fit(raw, y_cal)
+        p = self.calibrator_.transform(raw)
+        self.report_ = {
+            **metrics.classification_report(y_cal, raw, prefix="cal_raw_"),
+            **metrics.classification_report(y_cal, p, prefix="cal_"),
+        }
+        self.reliability_ = metrics.reliability_curve(y_cal, p)
 
     def _refit(self, X, y, sample_weight, eval_set):
         """Replace the booster by one trained ``best_iteration_`` rounds on train + eval rows."""

@@ -22,6 +22,7 @@ from xgboost import XGBRegressor
 from xgboost import config_context as xgb_config
 
 from ltv.models._lgbm import SMALL_BATCH_ROWS, fit_booster, matrix_predict, predict_threads
+from ltv.models._progress import stage
 from ltv.models.meta import RiskEncoder, stack_columns, stack_features
 from ltv.models.regressor import smearing_factor
 
@@ -313,8 +314,10 @@ class StackingEnsemble:
                     np.asarray(y_eval)[keep],
                 )
         target = head_target(y)
-        M = self._fit_meta_inputs(frame, X, y, folds)
-        oof = self._fit_base(M, target, folds)
+        with stage("meta_inputs", len(X)):
+            M = self._fit_meta_inputs(frame, X, y, folds)
+        with stage("base_learners", len(X)):
+            oof = self._fit_base(M, target, folds)
         Z = self._with_base(M, oof)
         self.meta_features_ = list(Z.columns)
         self.meta_ = lgb.LGBMRegressor(
@@ -327,14 +330,15 @@ class StackingEnsemble:
         # falls back to that base when the learned combination does not help
         self.init_column_ = "p_x_log_rev" if self.objective_ == "rmsle" else "log_rev_d7"
         es, es_init = None, None
-        if eval_frame is not None:
-            Z_es = self._design(eval_frame, X_eval)
-            self.init_column_ = select_init_column(Z_es, head_target(y_eval), self.objective_)
-            es, es_init = (Z_es, head_target(y_eval)), Z_es[self.init_column_].to_numpy()
-        self.meta_iteration_ = fit_booster(
-            self.meta_, Z, target, None, es, self.early_stopping_rounds,
-            init_score=Z[self.init_column_].to_numpy(), eval_init_score=es_init,
-        )  # fmt: skip
+        with stage("meta_learner", len(Z)):
+            if eval_frame is not None:
+                Z_es = self._design(eval_frame, X_eval)
+                self.init_column_ = select_init_column(Z_es, head_target(y_eval), self.objective_)
+                es, es_init = (Z_es, head_target(y_eval)), Z_es[self.init_column_].to_numpy()
+            self.meta_iteration_ = fit_booster(
+                self.meta_, Z, target, None, es, self.early_stopping_rounds,
+                init_score=Z[self.init_column_].to_numpy(), eval_init_score=es_init,
+            )  # fmt: skip
         self.smearing_ = 1.0
         if self.objective_ == "revenue" and self.total_match:
             # total-matching smearing over every held-out buyer (early-stopping and calibration rows):
@@ -382,11 +386,12 @@ class StackingEnsemble:
         lo_q, hi_q = self.clip_quantiles
         self.base_, self.base_range_, oof = {}, {}, {}
         for name, learner in self._base_learners().items():
-            oof[name] = np.zeros(len(M))
-            for block in folds:
-                rest = np.setdiff1d(np.arange(len(M)), block)
-                oof[name][block] = _clone(learner).fit(M.iloc[rest], target[rest]).predict(M.iloc[block])
-            self.base_[name] = _clone(learner).fit(M, target)
+            with stage(name, len(M)):
+                oof[name] = np.zeros(len(M))
+                for block in folds:
+                    rest = np.setdiff1d(np.arange(len(M)), block)
+                    oof[name][block] = _clone(learner).fit(M.iloc[rest], target[rest]).predict(M.iloc[block])
+                self.base_[name] = _clone(learner).fit(M, target)
             self.base_range_[name] = (
                 float(np.quantile(oof[name], lo_q)),
                 float(np.quantile(oof[name], hi_q)),

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from ltv.contract import LABEL_COLUMNS, PARTITION_COLUMN, ROW_ID
 from ltv.data.loader import load_split
+from ltv.models._progress import sweep_trial
 from ltv.pipeline import LTVPipeline, request_time
 from ltv.tasks import data as data_task
 from ltv.tasks import evaluation
@@ -86,8 +87,12 @@ def train(cfg: DictConfig) -> float:
         pipeline = LTVPipeline(builder, build_model(cfg))
         (S, labels, t_train, _), (S_v, labels_v, t_valid, _) = splits["train"], splits["valid"]
         t1 = time.perf_counter()
-        pipeline.fit_extracted(S, labels, S_v, labels_v, time=t_train, time_valid=t_valid)
+        with sweep_trial():  # in an Optuna sweep: boosters report to the trial; its pruner may stop it
+            pipeline.fit_extracted(S, labels, S_v, labels_v, time=t_train, time_valid=t_valid)
         mlflow.log_metric("time.fit_s", time.perf_counter() - t1)
+        mlflow.log_metrics(
+            {f"time.fit.{k}_s": v for k, v in getattr(pipeline.model, "fit_times_", {}).items()}
+        )
         tlog.log_json(pipeline.feature_names_, "features/feature_names.json")
         _log_fitted(pipeline)
 

@@ -2,7 +2,9 @@
 
 It mirrors how ``train.py`` is expected to use the tracking helpers: ``store.setup`` from the
 ``tracking`` config, ``start_job_run`` around the work, return the objective to the sweeper.
-Config ``fail_jobs`` / ``nan_jobs`` list Hydra job numbers that raise or return NaN.
+Config ``fail_jobs`` / ``nan_jobs`` list Hydra job numbers that raise or return NaN. With ``boost_lr``
+set, the job also fits a small LightGBM (stage ``boost``) through the chain's booster plumbing inside
+``sweep_trial``, as ``train.py`` fits the chain: a pruner of the sweep can stop it.
 """
 
 from __future__ import annotations
@@ -26,10 +28,29 @@ def main(cfg: DictConfig) -> float:
         if job_num in cfg.fail_jobs:
             raise RuntimeError(f"job {job_num} was told to fail")
         value = (float(cfg.x) - 2.0) ** 2 + float(cfg.penalty.value) + 0.01 * int(cfg.n)
+        if cfg.get("boost_lr") is not None:
+            value = _boost(float(cfg.boost_lr))
         if job_num in cfg.nan_jobs:
             value = math.nan
         mlflow.log_metric("objective", value)
     return value
+
+
+def _boost(learning_rate: float) -> float:
+    """Valid log-loss of a seeded LightGBM classifier, fitted in stage 'boost' of a fit clock."""
+    import lightgbm as lgb
+    import numpy as np
+
+    from ltv.models import _progress
+    from ltv.models._lgbm import fit_booster
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4000, 4))
+    y = (X[:, 0] + 0.5 * rng.normal(size=4000) > 0).astype(int)
+    model = lgb.LGBMClassifier(n_estimators=100, learning_rate=learning_rate, n_jobs=1, verbose=-1)
+    with _progress.sweep_trial(), _progress.FitClock(), _progress.stage("boost", 3000):
+        fit_booster(model, X[:3000], y[:3000], eval_set=(X[3000:], y[3000:]), early_stopping_rounds=20)
+    return float(model.best_score_["valid_0"]["binary_logloss"])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,181 @@
+"""Training speed of the model chain against a single LightGBM, at several data sizes.
+
+    python bench/train.py [--sizes 50000,200000,800000] [--seed 0] [--variant NAME=OVERRIDE,...] [override ...]
+
+For each size (train rows; the generator writes rows_per_hour = size / 96 over the default windows, so
+valid and holdout are a quarter of it each) the data is generated once under ``data/bench/`` (through
+the data option's own generation), loaded and featurised once, then every model is fitted on the same
+matrices: the single LightGBM of ``bench/quality.py`` on log1p(y) and each chain variant (``--variant``,
+repeatable; default: the configured chain). ``--sizes default`` uses the default data option as it is.
+Prints wall seconds of the fit, train rows/s, peak memory of the process tree (client + any worker
+processes, sampled by psutil), holdout RMSLE and the fraction of the achievable gain
+((RMSLE_zero - RMSLE) / (RMSLE_zero - RMSLE_oracle)); then the chain's seconds per stage
+(``LTVModel.fit_times_``). Run by hand (``make bench-train``), not in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.append(str(ROOT))  # appended: a PYTHONPATH checkout (e.g. an older commit) wins
+
+import psutil  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from quality import single_lgbm  # noqa: E402  (bench/ is the script's folder)
+
+from ltv.config import CONFIG_DIR  # noqa: E402
+from ltv.tasks import evaluation  # noqa: E402
+from ltv.tasks.train import build_model, load_splits  # noqa: E402
+
+TRAIN_HOURS = 96  # the default train window: Oct 1-4
+
+
+class PeakMemory:
+    """Peak resident memory (MB) of this process and its children, sampled every ``every_s`` seconds."""
+
+    def __init__(self, every_s: float = 0.2):
+        self.every_s, self.peak = every_s, 0.0
+        self._stop = threading.Event()
+
+    def _rss(self) -> float:
+        me = psutil.Process()
+        total = 0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total / 2**20
+
+    def _run(self):
+        while not self._stop.wait(self.every_s):
+            self.peak = max(self.peak, self._rss())
+
+    def __enter__(self):
+        self.peak = self._rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def config(size: str, seed: int, overrides: list[str]):
+    extra = []
+    if size != "default":
+        rows_per_hour = max(int(size) // TRAIN_HOURS, 1)
+        extra = [
+            f"data.root={ROOT}/data/bench/train_{size}_s{seed}",
+            f"data.generate.rows_per_hour={rows_per_hour}",
+            "data.generate.test_hours=1",
+            f"data.generate.seed={seed}",
+        ]
+    elif seed:
+        extra = [f"data.root={ROOT}/data/synthetic_s{seed}", f"data.generate.seed={seed}"]
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=[*extra, *overrides])
+
+
+def measure(name, fit, predict, X_h, lab_h, n_train, zero, best) -> dict:
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        model = fit()
+        seconds = time.perf_counter() - t0
+    rmsle = evaluation.split_metrics(lab_h, predict(model, X_h))["rmsle"]
+    gain = (zero - rmsle) / (zero - best) if best is not None and zero > best else float("nan")
+    row = {"fit_s": seconds, "rows_s": n_train / seconds, "peak_mb": mem.peak, "rmsle": rmsle, "gain": gain}
+    logging.getLogger("bench").info("%s: %s", name, row)
+    return row | {"stages": getattr(model, "fit_times_", {})}
+
+
+def bench_size(size: str, seed: int, variants: dict[str, list[str]], overrides: list[str]) -> dict:
+    base = config(size, seed, overrides)
+    builder = instantiate(base.features)
+    _, splits, _ = load_splits(base, builder.extract)
+    (S, lab, t, _), (S_v, lab_v, t_v, _), (S_h, lab_h, _, ids_h) = (
+        splits[s] for s in ("train", "valid", "holdout")
+    )
+    builder.fit(S)
+    X, X_v, X_h = builder.transform(S), builder.transform(S_v), builder.transform(S_h)
+    y_h = lab_h["iap_revenue_d7"].to_numpy()
+    zero = evaluation.split_metrics(lab_h, np.zeros(len(y_h)))["rmsle"]
+    oracle = evaluation.load_oracle(base.data.get("oracle_root"), "train", ids_h)
+    best = (
+        None
+        if oracle is None
+        else evaluation.split_metrics(lab_h, evaluation.oracle_prediction(oracle, "rmsle"))["rmsle"]
+    )
+    y, y_v = lab["iap_revenue_d7"].to_numpy(), lab_v["iap_revenue_d7"].to_numpy()
+    rows = {
+        "single LightGBM": measure(
+            "single LightGBM", lambda: single_lgbm(X, y, X_v, y_v, base.seed), lambda f, Z: f(Z),
+            X_h, lab_h, len(X), zero, best,
+        )
+    }  # fmt: skip
+    for name, extra in variants.items():
+        cfg = config(size, seed, [*overrides, *extra])
+        rows[name] = measure(
+            name, lambda cfg=cfg: build_model(cfg).fit(X, lab, X_v, lab_v, time=t, time_valid=t_v),
+            lambda m, Z: m.predict(Z), X_h, lab_h, len(X), zero, best,
+        )  # fmt: skip
+    return {"n_train": len(X), "n_features": X.shape[1], "rows": rows}
+
+
+def print_tables(results: dict[str, dict]) -> None:
+    print(
+        f"\n{'size':>9} {'model':<28}{'fit s':>9}{'rows/s':>10}{'x single':>9}{'peak MB':>9}{'RMSLE':>9}{'gain':>7}"
+    )
+    for res in results.values():
+        single = res["rows"]["single LightGBM"]["rows_s"]
+        for name, r in res["rows"].items():
+            print(
+                f"{res['n_train']:>9,} {name:<28}{r['fit_s']:>9.1f}{r['rows_s']:>10,.0f}{r['rows_s'] / single:>9.2f}"
+                f"{r['peak_mb']:>9,.0f}{r['rmsle']:>9.4f}{r['gain']:>7.3f}"
+            )
+    for res in results.values():
+        for name, r in res["rows"].items():
+            if not r["stages"]:
+                continue
+            print(
+                f"\nstages of '{name}' on {res['n_train']:,} train rows (s; nested stages are part of their parent)"
+            )
+            for stage, seconds in r["stages"].items():
+                print(f"  {stage:<42}{seconds:>9.1f}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="50000,200000,800000", help="train rows per size, or 'default'")
+    ap.add_argument("--seed", type=int, default=0, help="generator seed")
+    ap.add_argument(
+        "--variant", action="append", default=[],
+        help="NAME=OVERRIDE[,OVERRIDE...]: a chain variant (repeatable); default: the configured chain",
+    )  # fmt: skip
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides applied to every chain")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    variants = {"chain": []}
+    if args.variant:
+        variants = {}
+        for spec in args.variant:
+            name, _, extra = spec.partition("=")
+            variants[name] = [o for o in extra.split(",") if o]
+    results = {size: bench_size(size, args.seed, variants, args.overrides) for size in args.sizes.split(",")}
+    print_tables(results)
+    print(f"\nmachine: {psutil.cpu_count()} cores, generator seed {args.seed}")
+
+
+if __name__ == "__main__":
+    main()
