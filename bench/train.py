@@ -100,7 +100,9 @@ def measure(name, fit, predict, X_h, lab_h, n_train, zero, best) -> dict:
     return row | {"stages": getattr(model, "fit_times_", {})}
 
 
-def bench_size(size: str, seed: int, variants: dict[str, list[str]], overrides: list[str]) -> dict:
+def bench_size(
+    size: str, seed: int, variants: dict[str, list[str]], overrides: list[str], single: bool
+) -> dict:
     base = config(size, seed, overrides)
     builder = instantiate(base.features)
     _, splits, _ = load_splits(base, builder.extract)
@@ -118,12 +120,12 @@ def bench_size(size: str, seed: int, variants: dict[str, list[str]], overrides: 
         else evaluation.split_metrics(lab_h, evaluation.oracle_prediction(oracle, "rmsle"))["rmsle"]
     )
     y, y_v = lab["iap_revenue_d7"].to_numpy(), lab_v["iap_revenue_d7"].to_numpy()
-    rows = {
-        "single LightGBM": measure(
+    rows = {}
+    if single:
+        rows["single LightGBM"] = measure(
             "single LightGBM", lambda: single_lgbm(X, y, X_v, y_v, base.seed), lambda f, Z: f(Z),
             X_h, lab_h, len(X), zero, best,
-        )
-    }  # fmt: skip
+        )  # fmt: skip
     for name, extra in variants.items():
         cfg = config(size, seed, [*overrides, *extra])
         rows[name] = measure(
@@ -138,7 +140,7 @@ def print_tables(results: dict[str, dict]) -> None:
         f"\n{'size':>9} {'model':<28}{'fit s':>9}{'rows/s':>10}{'x single':>9}{'peak MB':>9}{'RMSLE':>9}{'gain':>7}"
     )
     for res in results.values():
-        single = res["rows"]["single LightGBM"]["rows_s"]
+        single = res["rows"].get("single LightGBM", {}).get("rows_s", float("nan"))
         for name, r in res["rows"].items():
             print(
                 f"{res['n_train']:>9,} {name:<28}{r['fit_s']:>9.1f}{r['rows_s']:>10,.0f}{r['rows_s'] / single:>9.2f}"
@@ -163,6 +165,7 @@ def main(argv=None) -> None:
         "--variant", action="append", default=[],
         help="NAME=OVERRIDE[,OVERRIDE...]: a chain variant (repeatable); default: the configured chain",
     )  # fmt: skip
+    ap.add_argument("--skip-single", action="store_true", help="no single LightGBM row")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides applied to every chain")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -172,7 +175,10 @@ def main(argv=None) -> None:
         for spec in args.variant:
             name, _, extra = spec.partition("=")
             variants[name] = [o for o in extra.split(",") if o]
-    results = {size: bench_size(size, args.seed, variants, args.overrides) for size in args.sizes.split(",")}
+    results = {
+        size: bench_size(size, args.seed, variants, args.overrides, not args.skip_single)
+        for size in args.sizes.split(",")
+    }
     print_tables(results)
     print(f"\nmachine: {psutil.cpu_count()} cores, generator seed {args.seed}")
 

@@ -8,7 +8,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from ltv.models import _progress
+from ltv.models import _parallel, _progress
 
 # LightGBM 4.7 deprecates eval_set in favour of eval_X / eval_y; older 4.x only knows eval_set
 _EVAL_XY = "eval_X" in inspect.signature(lgb.LGBMModel.fit).parameters
@@ -85,7 +85,14 @@ def fit_booster(model, X, y, sample_weight=None, eval_set=None, early_stopping_r
             kwargs["eval_metric"] = eval_metric
         if eval_init_score is not None:
             kwargs["eval_init_score"] = [eval_init_score]
-    model.fit(X, y, sample_weight=sample_weight, callbacks=callbacks, **kwargs)
+    threads = _parallel.fit_threads()  # one of several concurrent fits: its share of the cores
+    n_jobs = model.get_params()["n_jobs"]
+    if threads is not None:
+        model.set_params(n_jobs=threads)
+    try:
+        model.fit(X, y, sample_weight=sample_weight, callbacks=callbacks, **kwargs)
+    finally:
+        model.set_params(n_jobs=n_jobs)  # prediction keeps the configured threads
     best = getattr(model, "best_iteration_", None)
     return int(best) if best else int(model.n_estimators)
 

@@ -24,6 +24,7 @@ import pandas as pd
 
 from ltv.contract import TARGET
 from ltv.models._lgbm import check_frame, prefetch_scores
+from ltv.models._parallel import run_concurrently
 from ltv.models._progress import FitClock, stage
 from ltv.models.ensemble import check_objective, hurdle_prediction
 from ltv.models.gate import IDENTITY
@@ -59,13 +60,17 @@ class LTVModel:
     random_state : seed propagated to the components that have none set.
     calibration_fraction : share of the valid window (latest by time) used for calibration rows.
     progress_every_s : most seconds between two progress lines of a running fit stage.
+    concurrent_fits : independent fits (first-stage models, out-of-fold blocks) run at once, each with
+        its share of the cores (:mod:`ltv.models._parallel`); 1 fits them one after another.
 
     After ``fit``, ``fit_times_`` maps each stage (dotted when nested, e.g. ``oof_folds.classifier``)
-    to its wall seconds, and ``total`` to the whole fit's.
+    to its wall seconds, summed over its runs, and ``total`` to the whole fit's; stages that ran
+    concurrently add up, so children can sum to more than their parent.
     """
 
     def __init__(self, classifier, regressor, gate, ensemble, sampling=None, objective="rmsle",
-                 random_state=0, calibration_fraction: float = 0.5, progress_every_s: float = 30.0):  # fmt: skip
+                 random_state=0, calibration_fraction: float = 0.5, progress_every_s: float = 30.0,
+                 concurrent_fits: int = 2):  # fmt: skip
         self.classifier = classifier
         self.regressor = regressor
         self.gate = gate
@@ -75,6 +80,7 @@ class LTVModel:
         self.random_state = random_state
         self.calibration_fraction = calibration_fraction
         self.progress_every_s = progress_every_s
+        self.concurrent_fits = concurrent_fits
 
     # ---- validation --------------------------------------------------------------------------------
     def _check(self, X, labels, name):
@@ -100,15 +106,13 @@ class LTVModel:
         return np.sort(order[:cut]), np.sort(order[cut:])
 
     # ---- first stage -------------------------------------------------------------------------------
-    def _fit_first_stage(self, clf, reg, gate, X, labels, es=None):
-        """Fit classifier, regressor and whale model on train rows (early stopping on ``es`` if given)."""
+    def _fit_first_stage(self, clf, reg, gate, X, labels, es=None, direct=None):
+        """Fit classifier, regressor, whale model (and ``direct``, the all-rows model, if given) on train
+        rows, as concurrent fits (early stopping on ``es`` = (X_es, L_es, calibration set) if given)."""
         plan = self.sampling if self.sampling is not None else SamplingPlan()
         rev = labels[TARGET].to_numpy()
-        idx, w = SamplingPlan.apply(copy.deepcopy(plan.classifier), X, rev)
+        c_idx, c_w = SamplingPlan.apply(copy.deepcopy(plan.classifier), X, rev)
         clf_es = None if es is None else (es[0], es[1][BUYER].to_numpy())
-        with stage("classifier", len(idx)):
-            clf.fit(X.iloc[idx], labels[BUYER].to_numpy()[idx], w, eval_set=clf_es,
-                    calibration_set=None if es is None else es[2])  # fmt: skip
         buyers = np.flatnonzero(labels[BUYER].to_numpy() == 1)
         Xb, Lb = X.iloc[buyers], labels.iloc[buyers]
         idx, w = SamplingPlan.apply(copy.deepcopy(plan.regressor), Xb, Lb[TARGET].to_numpy())
@@ -117,13 +121,32 @@ class LTVModel:
             b_es = es[1][BUYER].to_numpy() == 1
             reg_es = (es[0].iloc[np.flatnonzero(b_es)], es[1].iloc[np.flatnonzero(b_es)])
             gate_es = (reg_es[0], reg_es[1][TARGET].to_numpy())
-        with stage("regressors", len(idx)):
-            reg.fit(Xb.iloc[idx], Lb.iloc[idx], w, eval_set=reg_es)
-        if es is not None:  # the full model only; cross-fitted copies share it (share_retransform)
-            with stage("variance", len(idx)):
-                reg.fit_variance(Xb.iloc[idx], Lb.iloc[idx], w, eval_set=reg_es)
-        with stage("whale", len(Xb)):
-            gate.fit_whale(Xb, Lb[TARGET].to_numpy(), eval_set=gate_es)
+
+        def fit_classifier():
+            with stage("classifier", len(c_idx)):
+                clf.fit(X.iloc[c_idx], labels[BUYER].to_numpy()[c_idx], c_w, eval_set=clf_es,
+                        calibration_set=None if es is None else es[2])  # fmt: skip
+
+        def fit_regressors():
+            with stage("regressors", len(idx)):
+                reg.fit(Xb.iloc[idx], Lb.iloc[idx], w, eval_set=reg_es)
+            if es is not None:  # the full model only; cross-fitted copies share it (share_retransform)
+                with stage("variance", len(idx)):
+                    reg.fit_variance(Xb.iloc[idx], Lb.iloc[idx], w, eval_set=reg_es)
+
+        def fit_whale():
+            with stage("whale", len(Xb)):
+                gate.fit_whale(Xb, Lb[TARGET].to_numpy(), eval_set=gate_es)
+
+        def fit_direct():
+            with stage("direct", len(X)):
+                direct.fit(X, labels, eval_set=None if es is None else es[:2])
+
+        tasks = {"classifier": fit_classifier, "direct": fit_direct, "regressors": fit_regressors,
+                 "whale": fit_whale}  # fmt: skip
+        if direct is None:
+            del tasks["direct"]
+        run_concurrently(tasks, self.concurrent_fits)
         return clf, reg, gate
 
     def _columns(self, X, clf=None, reg=None, gate=None, direct=None) -> dict[str, np.ndarray]:
@@ -153,26 +176,26 @@ class LTVModel:
         return type(self.regressor)(**{**self.regressor.get_params(), **own, "horizons": (TARGET,)})
 
     def _oof_frame(self, X, labels, folds) -> pd.DataFrame:
-        """First-stage outputs of every train row from copies fitted on the other time blocks."""
-        parts = []
-        for k, block in enumerate(folds):
-            t0 = _time.perf_counter()
+        """First-stage outputs of every train row from copies fitted on the other time blocks (the
+        blocks' fits run concurrently)."""
+
+        def fold(block):
             rest = np.setdiff1d(np.arange(len(X)), block)
             clf, reg, gate = (
                 self.classifier_.fixed_clone(),
                 self.regressor_.fixed_clone(),
                 self.gate_.whale_clone(),
             )
-            self._fit_first_stage(clf, reg, gate, X.iloc[rest], labels.iloc[rest])
-            with stage("direct", len(rest)):
-                direct = self.direct_.fixed_clone().fit(X.iloc[rest], labels.iloc[rest])
+            direct = self.direct_.fixed_clone()
+            self._fit_first_stage(clf, reg, gate, X.iloc[rest], labels.iloc[rest], direct=direct)
             clf.calibrator_ = self.classifier_.calibrator_  # fitted on calibration rows, shared
             reg.share_retransform(self.regressor_)
             with stage("predict", len(block)):
-                parts.append(self._frame(X.iloc[block], clf, reg, gate, direct))
-            log.info("out-of-fold block %d/%d: %d rows, %.0f rows/s", k + 1, len(folds), len(rest),
-                     len(rest) / (_time.perf_counter() - t0))  # fmt: skip
-        return pd.concat(parts).loc[X.index]
+                return self._frame(X.iloc[block], clf, reg, gate, direct)
+
+        tasks = {f"fold{k}": (lambda block=block: fold(block)) for k, block in enumerate(folds)}
+        parts = run_concurrently(tasks, self.concurrent_fits)
+        return pd.concat(parts.values()).loc[X.index]
 
     def _fit_post_processors(self, X_valid, labels_valid, X_cal, L_cal, objective):
         """Smearing factors and the gate, on held-out rows."""
@@ -218,14 +241,20 @@ class LTVModel:
         for part in (self.classifier_, self.regressor_, self.gate_):
             if getattr(part, "random_state", 0) is None:
                 part.random_state = self.random_state
+        stacking = getattr(self.ensemble, "needs_oof", False)
+        if stacking and not getattr(self.ensemble, "cross_fit", True):
+            self._check_held_out()
         with FitClock(self.progress_every_s) as clock:
             with stage("first_stage", len(X)):
+                direct = self._direct_model() if stacking else None
                 self._fit_first_stage(self.classifier_, self.regressor_, self.gate_, X, labels,
-                                      es=(X_es, L_es, (X_cal, L_cal[BUYER].to_numpy())))  # fmt: skip
+                                      es=(X_es, L_es, (X_cal, L_cal[BUYER].to_numpy())), direct=direct)  # fmt: skip
+                self.direct_ = direct
             self._fit_post_processors(X_valid, labels_valid, X_cal, L_cal, objective)
             self.ensemble_ = copy.deepcopy(self.ensemble)
-            if getattr(self.ensemble_, "needs_oof", False):
-                self._fit_stacking(X, labels, time, (X_es, L_es), (X_cal, L_cal), objective)
+            if stacking:
+                t_es = None if time_valid is None else np.asarray(time_valid)[es_idx]
+                self._fit_stacking(X, labels, time, (X_es, L_es, t_es), (X_cal, L_cal), objective)
             else:
                 self.ensemble_.fit(None, X, None, objective=objective)
         self._collect()
@@ -234,30 +263,47 @@ class LTVModel:
                  len(X) / self.fit_times_["total"])  # fmt: skip
         return self
 
+    def _check_held_out(self) -> None:
+        refit = [name for name, part in (("classifier", self.classifier), ("ensemble.direct_params",
+                 self._direct_model())) if getattr(part, "refit_on_eval", False)]  # fmt: skip
+        if refit:
+            raise ValueError(
+                f"ensemble.cross_fit=false stacks on the valid window's early-stopping rows, which "
+                f"refit_on_eval=true puts into the training rows of {refit}: turn one of them off"
+            )
+
     def _fit_stacking(self, X, labels, time, es, cal, objective) -> None:
-        """The direct model, the cross-fitted first stage and the stacking ensemble on top."""
-        (X_es, L_es), (X_cal, L_cal) = es, cal
-        with stage("direct", len(X)):
-            self.direct_ = self._direct_model().fit(X, labels, eval_set=(X_es, L_es))
-        self.folds_ = time_folds(time, len(X), self.ensemble_.n_folds)
-        with stage("oof_folds", len(X)):
-            oof = self._oof_frame(X, labels, self.folds_)
-        (X_me, L_me), (X_mc, L_mc) = (X_es, L_es), (X_cal, L_cal)
-        if any(getattr(m, "refit_on_eval", False) for m in (self.classifier_, self.direct_)):
-            # a first-stage model was refitted on the early-stopping rows: the meta learner stops on the
-            # calibration rows, where every input is out of sample (the union for smearing is the same)
-            (X_me, L_me), (X_mc, L_mc) = (X_mc, L_mc), (X_me, L_me)
+        """The stacking ensemble on first-stage outputs no first-stage model trained on: the cross-fitted
+        train rows (``cross_fit``), or the valid window's early-stopping rows (held-out stacking: no
+        refits; the meta learner then stops on the calibration rows)."""
+        (X_es, L_es, t_es), (X_cal, L_cal) = es, cal
+        if getattr(self.ensemble_, "cross_fit", True):
+            self.folds_ = time_folds(time, len(X), self.ensemble_.n_folds)
+            with stage("oof_folds", len(X)):
+                rows = (self._oof_frame(X, labels, self.folds_), X, labels)
+            (X_me, L_me), (X_mc, L_mc) = (X_es, L_es), (X_cal, L_cal)
+            if any(getattr(m, "refit_on_eval", False) for m in (self.classifier_, self.direct_)):
+                # a first-stage model was refitted on the early-stopping rows: the meta learner stops on
+                # the calibration rows, where every input is out of sample (the union for smearing is the same)
+                (X_me, L_me), (X_mc, L_mc) = (X_mc, L_mc), (X_me, L_me)
+        else:
+            self.folds_ = time_folds(t_es, len(X_es), self.ensemble_.n_folds)
+            with stage("held_out_frame", len(X_es)):
+                rows = (self._frame(X_es), X_es, L_es)
+            (X_me, L_me), (X_mc, L_mc) = (X_cal, L_cal), (X_cal, L_cal)
         with stage("valid_frames", len(X_me) + len(X_mc)):
-            frame_me, frame_mc = self._frame(X_me), self._frame(X_mc)
-        with stage("ensemble", len(X)):
+            frame_me = self._frame(X_me)
+            frame_mc = frame_me if X_mc is X_me else self._frame(X_mc)
+        frame, X_rows, L_rows = rows
+        with stage("ensemble", len(X_rows)):
             self.ensemble_.fit(
-                oof, X, labels[TARGET].to_numpy(), objective=objective, folds=self.folds_,
-                buyer=labels[BUYER].to_numpy(), eval_frame=frame_me, X_eval=X_me,
+                frame, X_rows, L_rows[TARGET].to_numpy(), objective=objective, folds=self.folds_,
+                buyer=L_rows[BUYER].to_numpy(), eval_frame=frame_me, X_eval=X_me,
                 y_eval=L_me[TARGET].to_numpy(), buyer_eval=L_me[BUYER].to_numpy(),
                 cal_frame=frame_mc, X_cal=X_mc, y_cal=L_mc[TARGET].to_numpy(),
                 buyer_cal=L_mc[BUYER].to_numpy(),
             )  # fmt: skip
-        self.oof_frame_ = oof
+        self.oof_frame_ = frame
 
     def _collect(self):
         gating = self.gate_.fitted_params()

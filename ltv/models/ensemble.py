@@ -194,6 +194,11 @@ class StackingEnsemble:
         few whales dominate; a held-out window alone is small and its whale count is luck.
     direct_params : LightGBM overrides for the chain's direct E[log1p y | x] model (all rows), or None
         to reuse the buyer regressor's parameters.
+    cross_fit : True: the chain cross-fits its first stage on ``n_folds`` time blocks of the train window
+        (every first-stage model fitted ``n_folds`` more times) and the ensemble trains on those
+        out-of-fold outputs of the train rows. False (held-out stacking): the ensemble trains on the
+        valid window's early-stopping rows, which no first-stage model trained on, and the meta
+        learner stops on the calibration rows.
     """
 
     needs_oof = True
@@ -222,7 +227,9 @@ class StackingEnsemble:
         direct_params: dict | None = None,
         smearing_oof: bool = False,
         total_match: bool = False,
+        cross_fit: bool = True,
     ):
+        self.cross_fit = cross_fit
         self.total_match = total_match
         self.direct_params = direct_params
         self.smearing_oof = smearing_oof

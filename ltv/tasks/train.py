@@ -39,6 +39,7 @@ def build_model(cfg: DictConfig):
         sampling=sampler,
         objective=cfg.objective,
         random_state=cfg.seed,
+        **dict(cfg.get("train") or {}),  # concurrent_fits, progress_every_s (conf/train)
     )
 
 
