@@ -7,7 +7,9 @@ The toy app (tests/sweeper_app) fits one small LightGBM per trial through the ch
 from __future__ import annotations
 
 import optuna
+import pytest
 
+from tests.conftest import run_entry
 from tests.test_sweeper_e2e import run_app, runs, study
 
 
@@ -58,3 +60,27 @@ def test_no_pruner_means_no_reports(tmp_path):
     )
     (trial,) = study(tmp_path, "noprune").trials
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.intermediate_values == {}
+
+
+@pytest.mark.slow
+def test_train_sweep_prunes_the_chain_through_its_classifier(tmp_path):
+    # the real task on tiny data: every trial's classifier log-loss exceeds the threshold at round 10, so
+    # each trial stops in its first booster, is PRUNED in the study and KILLED in MLflow; the features
+    # were loaded once for the sweep (the second and third trials reuse them)
+    proc = run_entry(
+        "train.py", "hparams_search=lgbm_classifier", "experiment=tiny", f"paths.root={tmp_path}",
+        "hydra.sweeper.n_trials=3", "hydra.sweeper.study_name=chain_prune", "hydra.sweeper.plots=false",
+        "hydra.sweeper.pruner={_target_: optuna.pruners.ThresholdPruner, upper: 0.001}",
+        cwd=tmp_path, timeout=900,
+    )  # fmt: skip
+    trials = study(tmp_path, "chain_prune").trials
+    assert [t.state.name for t in trials] == ["PRUNED"] * 3
+    assert all(list(t.intermediate_values) == [10] for t in trials)
+    (parent,), children = runs(tmp_path, "ltv")
+    assert parent.data.metrics["n_pruned"] == 3
+    assert {c.info.status for c in children} == {"KILLED"}
+    assert (
+        proc.stderr.count("reusing the loaded and extracted frames")
+        + proc.stdout.count("reusing the loaded and extracted frames")
+        == 2
+    )

@@ -16,7 +16,7 @@ from ltv.data.loader import load_split
 from ltv.models._progress import sweep_trial
 from ltv.pipeline import LTVPipeline, request_time
 from ltv.tasks import data as data_task
-from ltv.tasks import evaluation
+from ltv.tasks import evaluation, frames_cache
 from ltv.tracking import logging as tlog
 from ltv.tracking.store import setup as setup_tracking
 from ltv.tracking.sweep import start_job_run
@@ -76,7 +76,7 @@ def train(cfg: DictConfig) -> float:
         tlog.log_config(cfg)
         mlflow.set_tag("git_commit", tlog.git_commit() or "unknown")
         builder = instantiate(cfg.features)
-        root, splits, reports = load_splits(cfg, builder.extract)
+        root, splits, reports = frames_cache.cached(cfg, lambda: load_splits(cfg, builder.extract))
         for split, report in reports.items():
             mlflow.log_metrics(report.as_metrics(f"data.{split}"))
         mlflow.set_tag("data_root", str(root))
