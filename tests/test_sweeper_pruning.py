@@ -64,11 +64,12 @@ def test_no_pruner_means_no_reports(tmp_path):
 
 @pytest.mark.slow
 def test_train_sweep_prunes_the_chain_through_its_classifier(tmp_path):
-    # the real task on tiny data: every trial's classifier log-loss exceeds the threshold at round 10, so
+    # the real task on tiny data (the gate's search space, which has no pruner of its own): every trial's
+    # classifier log-loss exceeds the threshold at round 10, so
     # each trial stops in its first booster, is PRUNED in the study and KILLED in MLflow; the features
     # were loaded once for the sweep (the second and third trials reuse them)
     proc = run_entry(
-        "train.py", "hparams_search=lgbm_classifier", "experiment=tiny", f"paths.root={tmp_path}",
+        "train.py", "hparams_search=lgbm_gate", "experiment=tiny", f"paths.root={tmp_path}",
         "hydra.sweeper.n_trials=3", "hydra.sweeper.study_name=chain_prune", "hydra.sweeper.plots=false",
         "hydra.sweeper.pruner={_target_: optuna.pruners.ThresholdPruner, upper: 0.001}",
         cwd=tmp_path, timeout=900,
