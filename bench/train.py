@@ -34,7 +34,7 @@ from quality import single_lgbm  # noqa: E402  (bench/ is the script's folder)
 
 from ltv.config import CONFIG_DIR  # noqa: E402
 from ltv.tasks import evaluation  # noqa: E402
-from ltv.tasks.train import build_model, load_splits  # noqa: E402
+from ltv.tasks.train import build_model, load_local_splits  # noqa: E402
 
 TRAIN_HOURS = 96  # the default train window: Oct 1-4
 
@@ -105,7 +105,7 @@ def bench_size(
 ) -> dict:
     base = config(size, seed, overrides)
     builder = instantiate(base.features)
-    _, splits, _ = load_splits(base, builder.extract)
+    _, splits, _ = load_local_splits(base, builder.extract)
     (S, lab, t, _), (S_v, lab_v, t_v, _), (S_h, lab_h, _, ids_h) = (
         splits[s] for s in ("train", "valid", "holdout")
     )
