@@ -110,3 +110,18 @@ def test_concurrent_fits_change_no_prediction(fitted_stacking):
     one_at_a_time.concurrent_fits = 1
     one_at_a_time.fit(X, L, Xv, Lv, time=t, time_valid=tv)
     np.testing.assert_array_equal(one_at_a_time.predict(Xh), fitted_stacking.predict(Xh))
+
+
+def test_train_group_reaches_the_chain():
+    from hydra import compose, initialize_config_dir
+
+    from ltv.config import CONFIG_DIR
+    from ltv.tasks.train import build_model
+
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        default = build_model(compose("config"))
+        serial = build_model(
+            compose("config", overrides=["train.concurrent_fits=1", "train.progress_every_s=5"])
+        )
+    assert (default.concurrent_fits, default.progress_every_s) == (2, 30)
+    assert (serial.concurrent_fits, serial.progress_every_s) == (1, 5)
