@@ -125,3 +125,26 @@ def test_train_group_reaches_the_chain():
         )
     assert (default.concurrent_fits, default.progress_every_s) == (2, 30)
     assert (serial.concurrent_fits, serial.progress_every_s) == (1, 5)
+
+
+def test_concurrent_tasks_start_in_the_given_order():
+    from ltv.models._parallel import cores, fit_threads, run_concurrently
+
+    started = []
+
+    def task(name):
+        def run():
+            started.append((name, fit_threads()))
+            time.sleep(0.05)
+            return name
+
+        return run
+
+    names = ["classifier", "direct", "regressors", "whale", "extra"]
+    out = run_concurrently({n: task(n) for n in names}, concurrent=2)
+    assert out == {n: n for n in names}
+    assert [n for n, _ in started][:2] == ["classifier", "direct"]  # the longest fits first
+    assert {t for _, t in started} == {max(1, cores() // 2)}  # each its share of the cores
+    serial = []
+    run_concurrently({n: (lambda n=n: serial.append(n)) for n in names}, concurrent=1)
+    assert serial == names

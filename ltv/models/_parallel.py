@@ -27,7 +27,8 @@ def cores() -> int:
 
 
 def run_concurrently(tasks: dict[str, Callable[[], object]], concurrent: int) -> dict[str, object]:
-    """Run ``tasks`` (name -> no-argument callable), at most ``concurrent`` at once; return name -> result.
+    """Run ``tasks`` (name -> no-argument callable), at most ``concurrent`` at once, started in the given
+    order; return name -> result.
 
     ``concurrent <= 1``, or a call from inside a concurrent task, runs them in order in this thread.
     Otherwise Dask's threaded scheduler runs them, each with ``max(1, cores // concurrent)`` fit
@@ -48,6 +49,12 @@ def run_concurrently(tasks: dict[str, Callable[[], object]], concurrent: int) ->
 
         return _progress.carry(run)
 
-    calls = [dask.delayed(with_threads(fn), pure=False)() for fn in tasks.values()]
+    # start in the order given (callers list the longest fit first): dask.order breaks ties between
+    # independent tasks by key, last key first, so the keys count down
+    n = len(tasks)
+    calls = [
+        dask.delayed(with_threads(fn), pure=False)(dask_key_name=f"ltv-fit-{n - i:03d}-{name}")
+        for i, (name, fn) in enumerate(tasks.items())
+    ]
     results = dask.compute(*calls, scheduler="threads", num_workers=concurrent)
     return dict(zip(tasks, results, strict=True))
