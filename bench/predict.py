@@ -95,7 +95,7 @@ def main(argv=None) -> None:
                     help="rewrite the test files in row groups of this many rows (0: as generated)")  # fmt: skip
     ap.add_argument("--stages", action="store_true", help="also time each stage alone (CPU us per row)")
     args = ap.parse_args(argv)
-    from ltv.data.synthetic import generate
+    from ltv.synthetic import generate
 
     rows_per_hour = args.rows_per_hour
     results = []

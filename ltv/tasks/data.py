@@ -32,7 +32,7 @@ def ensure_data(data_cfg: DictConfig) -> Path:
         raise FileNotFoundError(
             f"data.root={root} does not exist (and this data option does not generate data)"
         )
-    from ltv.data.synthetic import generate
+    from ltv.synthetic import generate
 
     gen = OmegaConf.to_container(data_cfg.generate, resolve=True)
     oracle_root = data_cfg.get("oracle_root")
