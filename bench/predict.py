@@ -1,12 +1,19 @@
-"""predict.py throughput and peak memory at two input sizes (at least 4x apart).
+"""predict.py throughput and peak memory at two input sizes (at least 4x apart), engine against engine.
 
     python bench/predict.py [--rows 50000 --factor 4 --model-uri models:/ltv-pipeline@champion] [--stages]
                             [--tracking-uri sqlite:////path/to/mlruns/mlflow.db]
                             [--rows-per-hour 5000 --row-group-rows 0]   # large files: 200000 / 50000
+                            [--against /path/to/old/checkout] [--repeats 3] [--cluster local]
 
 Generates two contract test sets (N and factor*N rows) in a temp folder, runs `predict.py` on each in a
-subprocess and reports rows/s (from predict.py's own timer) and the peak RSS of predict.py with its
-scoring processes. Memory should not grow with the input: prediction streams batches of `data.batch_rows`. Needs a registered model (run
+subprocess and reports rows/s (from predict.py's own timer, which starts once the model is loaded
+everywhere), wall seconds and the peak RSS of predict.py with every process under it (the Dask
+scheduler lives in predict.py; the nannies and workers are its children). Memory should not grow with
+the input: each file group is read, scored and dropped on a worker.
+
+``--against DIR`` runs the same inputs through another checkout's ``predict.py`` too (e.g. the engine
+this one replaced: ``git worktree add /tmp/old <commit>``), interleaved with this one run by run, and
+prints both side by side with their ratio (medians over ``--repeats``). Needs a registered model (run
 `python train.py` first); the tracking store is the project's.
 
 ``--stages`` also runs each stage of predict.py alone on the larger input (loader, features, the model's
@@ -17,7 +24,9 @@ can score (2 / sum rows per microsecond).
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,15 +38,21 @@ sys.path.insert(0, str(ROOT))
 
 
 def run_once(
-    data_root: Path, out: Path, model_uri: str, batch_rows: int, tracking_uri: str | None = None
+    data_root: Path,
+    out: Path,
+    model_uri: str,
+    batch_rows: int,
+    tracking_uri: str | None = None,
+    tree: Path = ROOT,
+    extra: tuple[str, ...] = (),
 ) -> tuple[float, float, float]:
-    """(rows/s reported by predict.py, peak RSS in MB of predict.py and its scoring processes together,
-    sampled every 20 ms, wall seconds)."""
+    """(rows/s reported by ``tree``'s predict.py, peak RSS in MB of it and every process under it,
+    sampled every 20 ms, wall seconds)."""  # fmt: skip
     import psutil
 
     cmd = [
         sys.executable,
-        str(ROOT / "predict.py"),
+        str(tree / "predict.py"),
         f"data.root={data_root}",
         "data.generate=null",
         "data.oracle_root=null",
@@ -47,11 +62,13 @@ def run_once(
     ]
     if tracking_uri:
         cmd.append(f"tracking.uri={tracking_uri}")
+    cmd += list(extra)
+    env = {**os.environ, "PYTHONPATH": str(tree)}  # each tree runs its own ltv
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tree, env=env)
     ps, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
-        try:  # predict.py and its scoring processes together (parallel=processes)
+        try:  # predict.py and everything under it (Dask's nannies and workers; old: scoring processes)
             family = [ps, *ps.children(recursive=True)]
             peak = max(peak, sum(_rss(p) for p in family))
         except psutil.NoSuchProcess:
@@ -93,30 +110,58 @@ def main(argv=None) -> None:
     ap.add_argument("--rows-per-hour", type=int, default=5_000, help="rows of each hour's (one) file")
     ap.add_argument("--row-group-rows", type=int, default=0,
                     help="rewrite the test files in row groups of this many rows (0: as generated)")  # fmt: skip
+    ap.add_argument("--against", type=Path, default=None, help="another checkout to run side by side")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per engine and size (medians reported)")
+    ap.add_argument("--cluster", default="local", help="this tree's cluster option (local | sync)")
     ap.add_argument("--stages", action="store_true", help="also time each stage alone (CPU us per row)")
     args = ap.parse_args(argv)
     from ltv.synthetic import generate
 
-    rows_per_hour = args.rows_per_hour
-    results = []
+    trees = {"this": (ROOT, (f"cluster={args.cluster}",))}
+    if args.against:
+        trees["against"] = (args.against.resolve(), ())
+    results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        roots = {}
         for n in (args.rows, args.rows * args.factor):
-            hours = max(1, n // rows_per_hour)
-            root = Path(tmp) / f"d{n}"
-            generate(root, train_hours=1, test_hours=hours, rows_per_hour=rows_per_hour, seed=1)
+            hours = max(1, n // args.rows_per_hour)
+            roots[hours * args.rows_per_hour] = root = Path(tmp) / f"d{n}"
+            generate(root, train_hours=1, test_hours=hours, rows_per_hour=args.rows_per_hour, seed=1)
             if args.row_group_rows > 0:
                 _regroup(root / "test", args.row_group_rows)
-            rate, peak, wall = run_once(
-                root, Path(tmp) / f"sub{n}.csv", args.model_uri, args.batch_rows, args.tracking_uri
-            )
-            results.append((hours * rows_per_hour, rate, peak, wall))
+        for _ in range(args.repeats):  # interleaved: drift on a shared box hits both engines alike
+            for n, root in roots.items():
+                subs = []
+                for name, (tree, extra) in trees.items():
+                    sub = Path(tmp) / f"sub-{name}-{n}.csv"
+                    results.setdefault((name, n), []).append(
+                        run_once(root, sub, args.model_uri, args.batch_rows, args.tracking_uri, tree, extra)
+                    )
+                    subs.append(sub.read_bytes())
+                if len(subs) == 2 and subs[0] != subs[1]:
+                    print(f"WARNING: the two engines wrote different submissions for {n} rows")
         if args.stages:  # on the larger input
             stage_table(root, args.model_uri, args.tracking_uri, args.batch_rows)
-    print(f"\n{'rows':>10} {'rows/s':>10} {'peak RSS MB':>12} {'wall s':>8}   (batch_rows={args.batch_rows})")
-    for n, rate, peak, wall in results:
-        print(f"{n:>10} {rate:>10.0f} {peak:>12.0f} {wall:>8.1f}")
-    (n0, _, p0, _), (n1, _, p1, _) = results
-    print(f"input x{n1 / n0:.1f} -> peak memory x{p1 / p0:.2f}")
+    _table(results, trees, sorted(roots), args)
+
+
+def _table(results, trees, sizes, args) -> None:
+    med = {k: [statistics.median(v[i] for v in runs) for i in range(3)] for k, runs in results.items()}
+    print(
+        f"\n(batch_rows={args.batch_rows}, medians of {args.repeats} run(s); this tree: cluster={args.cluster})"
+    )
+    print(f"{'engine':<8} {'rows':>10} {'rows/s':>10} {'peak RSS MB':>12} {'wall s':>8}")
+    for name in trees:
+        for n in sizes:
+            rate, peak, wall = med[(name, n)]
+            print(f"{name:<8} {n:>10} {rate:>10.0f} {peak:>12.0f} {wall:>8.1f}")
+        (_, p0, _), (_, p1, _) = med[(name, sizes[0])], med[(name, sizes[-1])]
+        print(f"{name:<8} input x{sizes[-1] / sizes[0]:.1f} -> peak memory x{p1 / p0:.2f}")
+    if "against" in trees:
+        for n in sizes:
+            r = med[("this", n)][0] / med[("against", n)][0]
+            m = med[("this", n)][1] / med[("against", n)][1]
+            print(f"this / against at {n} rows: rows/s x{r:.2f}, peak memory x{m:.2f}")
 
 
 def stage_table(root: Path, model_uri: str, tracking_uri: str | None, batch_rows: int) -> None:
@@ -126,10 +171,9 @@ def stage_table(root: Path, model_uri: str, tracking_uri: str | None, batch_rows
     """
     import mlflow
 
-    from ltv.data.loader import iter_tables
+    from ltv.data.loader import file_groups, read_group
     from ltv.data.window import Window
     from ltv.memory import keep_freed_memory
-    from ltv.tasks.predict import coalesce
     from ltv.tracking.pyfunc import load_pipeline
 
     keep_freed_memory()  # as predict.py does
@@ -148,10 +192,10 @@ def stage_table(root: Path, model_uri: str, tracking_uri: str | None, batch_rows
         return out
 
     window = Window(name="test")
-    tables = timed("read + validate (loader)", lambda: list(
-        coalesce(iter_tables(root, "test", window, batch_rows=batch_rows), batch_rows)))  # fmt: skip
+    groups, _ = file_groups(root, "test", window, batch_rows)
+    tables = timed("read + validate (loader)", lambda: [read_group(g, "test", window)[0] for g in groups])
     n = sum(t.num_rows for t in tables)
-    prepared = [timed("features (extract + transform)", pipeline.prepare, t) for t in tables]
+    prepared = [timed("features (extract + transform)", pipeline.prepare, t) for t in tables if t is not None]
     model = pipeline.model
     for X in prepared:
         cols = timed("model: first stage (boosters)", model._columns, X)

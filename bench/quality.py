@@ -26,7 +26,7 @@ from hydra.utils import instantiate  # noqa: E402
 
 from ltv.config import CONFIG_DIR  # noqa: E402
 from ltv.tasks import evaluation  # noqa: E402
-from ltv.tasks.train import build_model, load_splits  # noqa: E402
+from ltv.tasks.train import build_model, load_splits, split_frame  # noqa: E402
 
 KEYS = ("rmsle", "gain", "rmse", "gini", "buyer_auc", "total_ratio", "fit_s")
 
@@ -85,7 +85,8 @@ def main(argv=None) -> None:
     if args.chains is not None:
         chains = {k: v for k, v in chains.items() if k in args.chains}
     builder = instantiate(base.features)
-    _, splits, _ = load_splits(base, builder.extract)
+    _, loaded, _ = load_splits(base, builder.extract)  # Dask's default scheduler here (threads)
+    splits = {name: split_frame(frame.compute()) for name, frame in loaded.items()}
     (S, lab, t, _), (S_v, lab_v, t_v, _), (S_h, lab_h, _, ids_h) = (
         splits[s] for s in ("train", "valid", "holdout")
     )

@@ -40,3 +40,16 @@ def run_entry(script: str, *overrides: str, cwd: Path, timeout: int = 600, env: 
 def workdir(tmp_path_factory) -> Path:
     """A project root for the session's end-to-end runs: data/, mlruns/, outputs/ live under it."""
     return tmp_path_factory.mktemp("ltv-root")
+
+
+@pytest.fixture(scope="session")
+def local_cluster():
+    """A 2-worker LocalCluster for the session (no fixed ports, a timeout on every wait): (cluster config
+    for ``ltv.cluster.connect`` as ``remote``, the client)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", scheduler_port=0
+    ) as cluster, Client(cluster, timeout="60s") as client:
+        client.wait_for_workers(2, timeout=120)
+        yield {"kind": "remote", "address": cluster.scheduler_address, "connect_timeout": "30s"}, client

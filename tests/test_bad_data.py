@@ -10,8 +10,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ltv.data.loader import DataError, SchemaError, Window, iter_tables, load_split, read_table
+from ltv.data.loader import DataError, SchemaError, Window, file_groups, read_group, read_table
+from ltv.data.loader import load_split as _load_split
 from tests.test_loader import hour, make_table, put, write_part
+
+
+def load_split(*args, **kwargs):
+    """The loader's split, computed (the tests look at the rows)."""
+    frame, report = _load_split(*args, **kwargs)
+    return frame.compute().reset_index(drop=True), report
+
+
+def stream(root, subset, window, batch_rows=100_000, seed=0):
+    """What scoring reads, group by group (``ltv.scoring`` runs each group as a task): (report of the
+    window's empty partitions, [(table or None, report) per file group])."""
+    groups, report = file_groups(root, subset, window, batch_rows, seed=seed)
+    return report, [read_group(g, subset, window, seed=seed) for g in groups]
 
 
 def test_missing_column_names_column_file_and_kind(tmp_path):
@@ -80,7 +94,7 @@ def test_corrupt_or_truncated_file_names_the_file(tmp_path, damage):
     with pytest.raises(DataError, match="cannot read parquet file .*datetime=2025-10-01-01-00/part-00000"):
         load_split(tmp_path, "train", Window())
     with pytest.raises(DataError, match=str(path)):
-        list(iter_tables(tmp_path, "train", Window()))
+        stream(tmp_path, "train", Window())
 
 
 def test_corrupt_page_behind_a_valid_footer_names_the_file(tmp_path):
@@ -106,13 +120,10 @@ def test_empty_partition_and_zero_row_file_skipped_warned_counted(tmp_path):
     with pytest.warns(UserWarning, match="0-row file"):
         table, _ = read_table(zero, "train", hour(2))
     assert table.num_rows == 0 and "datetime" in table.column_names
-    with pytest.warns(UserWarning) as record:
-        items = list(iter_tables(tmp_path, "train", Window()))
-    assert sorted(str(w.message).split(" /")[0] for w in record) == [
-        "skipped 0-row file",
-        "skipped empty partition",
-    ]
-    assert sum(r.empty_partitions for _, r in items) == 1 and sum(r.empty_files for _, r in items) == 1
+    first, items = stream(tmp_path, "train", Window())
+    said = first.warnings + [m for _, r in items for m in r.warnings]
+    assert sorted(m.split(" /")[0] for m in said) == ["skipped 0-row file", "skipped empty partition"]
+    assert first.empty_partitions == 1 and sum(r.empty_files for _, r in items) == 1
 
 
 def test_empty_window_names_window_and_available_range(tmp_path):
@@ -125,7 +136,7 @@ def test_empty_window_names_window_and_available_range(tmp_path):
     assert "window 'holdout' [2025-10-09-00-00 .. 2025-10-09-23-00]" in message
     assert f"available hours {hour(3)} .. {hour(5)} (3 folders)" in message
     with pytest.raises(DataError, match="window 'holdout'"):
-        list(iter_tables(tmp_path, "train", window))
+        stream(tmp_path, "train", window)
     with pytest.raises(DataError, match="subset folder .*test does not exist"):
         load_split(tmp_path, "test", Window())
 
@@ -178,9 +189,17 @@ def test_duplicate_row_ids_first_kept_within_and_across_files(tmp_path):
     assert frame["row_id"].tolist() == ["x", "y", "z", "w"]
     assert frame["datetime"].tolist() == [hour(0)] * 3 + [hour(1)]  # the earlier hour's 'y' wins
     assert report.duplicates == 3 and report.rows_kept == 4 and report.rows_sampled == 7
-    items = list(iter_tables(tmp_path, "train", Window(), batch_rows=2))
-    assert [r for t, _ in items for r in t.column("row_id").to_pylist()] == ["x", "y", "z", "w"]
-    assert sum(r.duplicates for _, r in items) == 3
+    # scoring: a group drops its own repeats (here "x" and "w"); ltv.scoring.unique_rows drops a row_id
+    # an earlier group had ("y")
+    from ltv.scoring import unique_rows
+
+    _, items = stream(tmp_path, "train", Window(), batch_rows=2)
+    assert [t.column("row_id").to_pylist() for t, _ in items] == [["x", "y", "z"], ["y", "w"]]
+    assert sum(r.duplicates for _, r in items) == 2
+    counts = {}
+    kept = list(unique_rows(((t.column("row_id"), np.arange(t.num_rows)) for t, _ in items), counts))
+    assert [i for ids, _ in kept for i in ids.to_pylist()] == ["x", "y", "z", "w"]
+    assert counts["duplicates"] == 1 and counts["rows"] == 4
 
 
 def test_nonfinite_values_in_maps_become_null_entries_kept(tmp_path):
@@ -224,7 +243,9 @@ def test_nonfinite_repairs_counted_once_when_streaming_slices(tmp_path):
     path = write_part(tmp_path, "train", hour(0), t)
     whole, report = read_table(path, "train", hour(0))
     assert report.repaired == {"nonfinite_map_value": 10 + 8}
-    items = list(iter_tables(tmp_path, "train", Window(), batch_rows=6))
+    pq.write_table(pq.read_table(path), path, row_group_size=6)  # a scoring group per row group
+    _, items = stream(tmp_path, "train", Window(), batch_rows=6)
+    assert len(items) == 9
     assert sum(r.repaired.get("nonfinite_map_value", 0) for _, r in items) == 18
     assert (
         pa.concat_tables([t for t, _ in items])

@@ -65,15 +65,14 @@ def test_predict_then_evaluate_submission(trained):
     assert holdout, proc.stdout
 
 
-def test_evaluate_streams_the_window_and_matches_training_in_every_mode(trained):
-    """evaluate.py scores the holdout in batches (processes, threads or one at a time) and logs the
-    metrics training logged for the same model and window: the same rows, labels and p_buyer."""
+def test_evaluate_on_the_cluster_or_in_process_matches_training(trained):
+    """evaluate.py scores the holdout in file groups (on a LocalCluster, or in this process) and logs
+    the metrics training logged for the same model and window: the same rows, labels and p_buyer."""
     root, _ = trained
     db = root / "mlruns" / "mlflow.db"
     with sqlite3.connect(db) as con:
         before = {r for (r,) in con.execute("select run_uuid from runs")}
-    modes = {"processes": ["parallel=processes", "workers=2"], "threads": ["parallel=threads", "workers=2"],
-             "serial": ["workers=1"]}  # fmt: skip
+    modes = {"local": ["cluster=local", "cluster.n_workers=2"], "sync": ["cluster=sync"]}
     for extra in modes.values():
         run_entry("evaluate.py", "data=tiny", f"paths.root={root}", "data.batch_rows=100", *extra, cwd=root)
     with sqlite3.connect(db) as con:
@@ -85,7 +84,7 @@ def test_evaluate_streams_the_window_and_matches_training_in_every_mode(trained)
     for run, key, value in rows:
         logged.setdefault(run, {})[key] = value
     new = [logged[r] for r in sorted(set(logged) - before)]
-    assert len(new) == 3 and new[0] == new[1] == new[2]  # every mode logs the same numbers
+    assert len(new) == 2 and new[0] == new[1]  # both engines log the same numbers
     trained_metrics = logged[train_run]
     for m in ("rmsle", "rmse", "mae", "gini", "total_ratio", "buyer_auc", "rows"):
         assert new[0][f"holdout.{m}"] == pytest.approx(trained_metrics[f"holdout.{m}"], rel=1e-9), m
@@ -192,6 +191,7 @@ def test_multirun_one_parent_with_nested_jobs(trained, tmp_path):
         f"tracking.artifact_root={tmp_path / 'mlruns'}",
         "tracking.log_model=false",
         "tracking.log_plots=false",
+        "cluster=sync",  # four jobs: no cluster to start and stop four times
         "classifier=lgbm,lgbm_deep",
         "sampling=none,histos_aggressive",
         f"hydra.sweep.dir={tmp_path / 'multi'}",
@@ -215,12 +215,15 @@ def test_multirun_one_parent_with_nested_jobs(trained, tmp_path):
     assert len({tuple(sorted(c.items())) for c in combos.values()}) == 4  # four distinct configurations ran
 
 
-def test_predict_in_processes_threads_or_one_by_one_writes_the_same_file(trained, tmp_path):
-    """parallel=processes (each process loads the model and reads its own groups: here single row groups,
-    since files are larger than batch_rows), parallel=threads and workers=1 give byte-identical
-    submissions; a row_id repeated in a later file (another group, so another process) is written once,
-    with its first prediction."""
+def test_predict_on_a_local_cluster_and_in_process_writes_the_same_file(trained, tmp_path):
+    """cluster=local (2 workers, each loading the model and reading its own groups: here single row
+    groups, since files are larger than batch_rows) and cluster=sync give byte-identical submissions;
+    a row_id repeated in a later file (another group, so maybe another worker) is written once, with its
+    first prediction; a column outside the contract is warned about once per load."""
     import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     root, _ = trained
     data = tmp_path / "data"
@@ -229,80 +232,94 @@ def test_predict_in_processes_threads_or_one_by_one_writes_the_same_file(trained
     assert len(hours) == 2
     later = hours[0].parent / "datetime=2025-10-01-23-00"  # a third hour repeating the first one's rows
     shutil.copytree(hours[0], later)
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     for path in (data / "test").rglob("*.parquet"):  # a column outside the contract, in every file, and
-        table = pq.read_table(path)  # row groups of 150 rows: a process group is one of them (>100 rows)
+        table = pq.read_table(path)  # row groups of 150 rows: a file group is one of them (>100 rows)
         table = table.append_column("not_in_contract", pa.array([1] * table.num_rows))
         pq.write_table(table, path, row_group_size=150)
-    common = [
-        "data=tiny",
-        f"paths.root={root}",
-        f"data.root={data}",
-        "data.generate=null",
-        "data.batch_rows=100",
-    ]
+    common = ["data=tiny", f"paths.root={root}", f"data.root={data}", "data.generate=null", "data.batch_rows=100"]
     outs, said = {}, {}
-    for name, extra in {
-        "processes": ["parallel=processes", "workers=2"],
-        "threads": ["parallel=threads", "workers=2"],
-        "serial": ["workers=1"],
-    }.items():
+    for name, extra in {"local": ["cluster=local", "cluster.n_workers=2"], "sync": ["cluster=sync"]}.items():
         outs[name] = tmp_path / f"{name}.csv"
         proc = run_entry("predict.py", *common, f"output={outs[name]}", *extra, cwd=root)
         said[name] = (proc.stdout + proc.stderr).count("not_in_contract")
-    assert outs["processes"].read_bytes() == outs["threads"].read_bytes() == outs["serial"].read_bytes()
-    assert said["processes"] == said["threads"] >= 1  # warned once per load, not once per file group
-    sub = pd.read_csv(outs["processes"])
+    assert outs["local"].read_bytes() == outs["sync"].read_bytes()
+    assert said["local"] == said["sync"] == 1  # warned once per load, not once per file group
+    sub = pd.read_csv(outs["local"])
     assert sub.row_id.is_unique and len(sub) == 2 * 400  # the repeated hour adds no row
     assert not list(tmp_path.glob(".*tmp*"))
 
 
-def test_spawned_scoring_processes_find_the_store_and_score_like_the_pipeline(trained):
-    """Where processes cannot fork (macOS, Windows: spawned, they start without the parent's MLflow
-    settings) they get the tracking and registry stores, load the model and score what it scores."""
-    import mlflow
-    import pyarrow as pa
+def test_scoring_survives_a_worker_killed_mid_run(trained, local_cluster):
+    """A worker process killed while the window is being scored: Dask reruns its groups elsewhere and
+    the predictions equal the pipeline's own, row for row, in file order."""
+    import signal
 
-    from ltv.data.loader import Window, iter_tables
-    from ltv.tasks.predict import ProcessScorer
+    import mlflow
+
+    from ltv import cluster
+    from ltv.data.loader import Window, file_groups, read_group
+    from ltv.scoring import Scoring, scored_window
     from ltv.tracking.pyfunc import load_pipeline
 
     root, _ = trained
     data, store = root / "data" / "tiny", f"sqlite:///{root}/mlruns/mlflow.db"
+    spec = Scoring(model_uri="models:/ltv-pipeline/1", stores=(store, store), subset="test",
+                   window=Window(), batch_rows=40)  # fmt: skip
+    options, client = local_cluster
+    with cluster.connect(options) as engine:
+        victim = engine.each_worker(os.getpid)[0]
+        items = scored_window(engine, data, spec)
+        first = next(items)
+        os.kill(victim, signal.SIGKILL)
+        items = [first, *items]
+        client.wait_for_workers(2, timeout=120)
     before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(store)
     mlflow.set_registry_uri(store)
     try:
-        with ProcessScorer("models:/ltv-pipeline@champion", data, "test", Window(), batch_rows=150, seed=0,
-                           workers=2, method="spawn") as scorer:  # fmt: skip
-            items = list(scorer.scored())
-        pipeline = load_pipeline("models:/ltv-pipeline@champion")
-        tables = [t for t, _ in iter_tables(data, "test", Window(), batch_rows=150)]
+        pipeline = load_pipeline(spec.model_uri)
     finally:
         mlflow.set_tracking_uri(before[0])
         mlflow.set_registry_uri(before[1])
-    assert len(items) == 2  # 2 files of one 400-row row group: a group each, scored 150 rows at a time
-    ids = pa.chunked_array([i for i, _, _ in items]).to_pylist()
-    assert ids == pa.chunked_array([t.column("row_id") for t in tables]).to_pylist()
+    groups, _ = file_groups(data, "test", Window(), 40)
+    tables = [read_group(g, "test", Window())[0] for g in groups]
+    assert len(items) == len(tables) == 800 // 400  # one 400-row row group per file: a group each
+    assert [i.to_pylist() for i, _, _ in items] == [t.column("row_id").to_pylist() for t in tables]
     np.testing.assert_array_equal(
         np.concatenate([p for _, p, _ in items]), np.concatenate([pipeline.predict(t) for t in tables])
     )
 
 
-def test_predict_in_processes_reports_a_model_that_cannot_load_and_writes_nothing(trained, tmp_path):
+def test_training_on_a_local_cluster_and_in_process_logs_the_same_metrics(trained, tmp_path):
+    root, _ = trained
+    db = tmp_path / "mlruns" / "mlflow.db"
+    run_entry("train.py", "experiment=tiny", f"paths.root={root}", "cluster=sync", f"tracking.uri=sqlite:///{db}",
+              f"tracking.artifact_root={tmp_path / 'mlruns'}", "tracking.log_model=false", cwd=root)  # fmt: skip
+
+    def metrics(path):
+        with sqlite3.connect(path) as con:
+            rows = con.execute("select key, value from latest_metrics").fetchall()
+        return {k: v for k, v in rows if k.startswith(("valid.", "holdout.", "data."))}
+
+    local, sync = metrics(root / "mlruns" / "mlflow.db"), metrics(db)
+    assert len(local) > 20 and "holdout.rmsle" in local
+    assert {k: v for k, v in local.items() if not k.endswith("rows_per_s")} == {
+        k: v for k, v in sync.items() if not k.endswith("rows_per_s")
+    }
+
+
+def test_predict_names_a_model_that_cannot_load_and_writes_nothing(trained, tmp_path):
     root, _ = trained
     out = tmp_path / "sub.csv"
     with pytest.raises(AssertionError, match="no-such-model"):
-        run_entry("predict.py", "data=tiny", f"paths.root={root}", f"output={out}", "parallel=processes",
-                  "workers=2", "model_uri=models:/no-such-model@champion", cwd=root, timeout=300)  # fmt: skip
+        run_entry("predict.py", "data=tiny", f"paths.root={root}", f"output={out}",
+                  "model_uri=models:/no-such-model@champion", cwd=root, timeout=300)  # fmt: skip
     assert list(tmp_path.iterdir()) == []
 
 
-def test_predict_in_processes_names_a_corrupt_file_and_writes_nothing(trained, tmp_path):
-    """A scoring process's loader error (a truncated parquet file) reaches the main process whole: it
-    names the file, the run fails and no submission is left."""
+def test_predict_on_the_cluster_names_a_corrupt_file_and_writes_nothing(trained, tmp_path):
+    """A worker's loader error (a truncated parquet file) reaches predict.py whole: it names the file,
+    the run fails and no submission is left."""
     import shutil
 
     root, _ = trained
@@ -315,5 +332,5 @@ def test_predict_in_processes_names_a_corrupt_file_and_writes_nothing(trained, t
 
     with pytest.raises(AssertionError, match=re.escape(f"{victim.parent.name}/{victim.name}")):
         run_entry("predict.py", "data=tiny", f"paths.root={root}", f"data.root={data}", "data.generate=null",
-                  f"output={out}", "parallel=processes", "workers=2", "data.batch_rows=100", cwd=root)  # fmt: skip
+                  f"output={out}", "cluster.n_workers=2", "data.batch_rows=100", cwd=root)  # fmt: skip
     assert not out.parent.exists() or list(out.parent.iterdir()) == []

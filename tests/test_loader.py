@@ -12,9 +12,25 @@ import pyarrow.parquet as pq
 import pytest
 
 from ltv import contract
-from ltv.data.loader import DataError, LoadReport, Window, iter_tables, list_files, load_split, read_table
+from ltv.data.loader import DataError, LoadReport, Window, file_groups, list_files, read_group, read_table
+from ltv.data.loader import load_split as _load_split
 
 DAY = "2025-10-01"
+
+
+def load_split(*args, scheduler=None, **kwargs):
+    """The loader's split, computed (on ``scheduler``: Dask's default, or e.g. 'sync')."""
+    import dask
+
+    with dask.config.set(scheduler=scheduler) if scheduler else _nothing():
+        frame, report = _load_split(*args, **kwargs)
+        return frame.compute().reset_index(drop=True), report
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def put(table: pa.Table, name: str, values, type_: pa.DataType | None = None) -> pa.Table:
@@ -172,7 +188,7 @@ def test_fn_output_aligned_with_row_id_and_labels(hours6):
         # a non-default index must not misalign the attached columns
         return pd.DataFrame({"id_num": ids, "cpm_len": cpm_len}, index=np.arange(len(ids))[::-1])
 
-    frame, _ = load_split(hours6, "train", Window(end=hour(1)), fn, num_workers=2)
+    frame, _ = load_split(hours6, "train", Window(end=hour(1)), fn)
     assert list(frame.columns[:4]) == ["id_num", "cpm_len", "row_id", "datetime"]
     assert frame["id_num"].tolist() == [int(r[1:]) for r in frame["row_id"]]
     assert frame["cpm_len"].tolist() == [-1 if i % 200 % 3 == 0 else 2 for i in range(400)]
@@ -207,10 +223,11 @@ def test_other_numeric_types_of_the_same_kind_load_and_become_canonical(tmp_path
     assert report.rows_kept == 10 and report.repaired == {}
 
 
-def test_iter_tables_batches_concatenate_to_the_whole(hours6):
+def test_file_groups_read_in_order_equal_the_files_and_the_split(hours6):
     window = Window(end=hour(2), fraction=0.8)
-    items = list(iter_tables(hours6, "train", window, batch_rows=70, seed=3))
-    assert all(0 < t.num_rows <= 70 for t, _ in items)
+    groups, _ = file_groups(hours6, "train", window, 70, seed=3)
+    items = [read_group(g, "train", window, seed=3) for g in groups]
+    assert len(items) == 3  # a 200-row file is one row group: a group of its own
     streamed = pa.concat_tables([t for t, _ in items])
     whole = pa.concat_tables(
         [read_table(p, "train", h, window, seed=3)[0] for h, p in list_files(hours6, "train", window)]
@@ -225,17 +242,15 @@ def test_iter_tables_batches_concatenate_to_the_whole(hours6):
     assert frame["row_id"].tolist() == streamed.column("row_id").to_pylist()
 
 
-def test_iter_tables_over_row_groups_keeps_order_and_sampling(tmp_path):
-    path = write_part(tmp_path, "train", hour(0), make_table(230), row_group_size=50)
-    assert pq.ParquetFile(path).metadata.num_row_groups == 5
-    window = Window(fraction=0.5)
-    items = list(iter_tables(tmp_path, "train", window, batch_rows=20, seed=7))
-    assert all(t.num_rows <= 20 for t, _ in items) and len(items) == 4 * 3 + 2  # slices never span groups
-    whole, _ = read_table(path, "train", hour(0), window, seed=7)
-    streamed = pa.concat_tables([t for t, _ in items])
-    assert streamed.num_rows == 115
-    assert streamed.column("row_id").to_pylist() == whole.column("row_id").to_pylist()
-    assert streamed.column("cpm").to_pylist() == whole.column("cpm").to_pylist()
+def test_load_split_stays_lazy_and_persisted_until_computed(hours6):
+    """The split is a Dask frame of one partition per file (persisted: computing it twice reads nothing
+    again), equal on the threaded and the sync scheduler."""
+    frame, report = _load_split(hours6, "train", Window(end=hour(2)), seed=0)
+    assert frame.npartitions == 3 and report.rows_kept == 600
+    a = frame.compute().reset_index(drop=True)
+    b, _ = load_split(hours6, "train", Window(end=hour(2)), seed=0, scheduler="sync")
+    pd.testing.assert_frame_equal(a, b)
+    assert frame.compute().reset_index(drop=True).equals(a)
 
 
 def test_split_log_line_and_metrics(hours6, caplog):
@@ -278,8 +293,6 @@ def test_file_groups_count_rows_per_file_and_split_large_files_by_row_group(tmp_
     """Groups hold at most the limit's rows whatever the file sizes (a small first file must not set the
     group size), a large file is cut at its row groups, and reading the groups in order gives the rows,
     sampling and counts of the stream."""
-    from ltv.data.loader import file_groups, read_group
-
     extra = lambda t: t.append_column("surprise", pa.array(np.ones(t.num_rows)))  # noqa: E731
     write_part(tmp_path, "train", hour(0), make_table(10, start=0))
     write_part(tmp_path, "train", hour(1), extra(make_table(230, start=10)), row_group_size=50)
@@ -299,10 +312,9 @@ def test_file_groups_count_rows_per_file_and_split_large_files_by_row_group(tmp_
     ]
     read = [read_group(g, "train", window, seed=7) for g in groups]
     grouped = pa.concat_tables([t for t, _ in read if t is not None])
-    with pytest.warns(UserWarning, match="skipped 0-row file"):
-        streamed = pa.concat_tables(
-            [t for t, _ in iter_tables(tmp_path, "train", window, batch_rows=64, seed=7)]
-        )
+    streamed = pa.concat_tables(  # the files read whole, one after another
+        [read_table(p, "train", h, window, seed=7)[0] for h, p in list_files(tmp_path, "train", window)]
+    )
     assert grouped.column("row_id").to_pylist() == streamed.column("row_id").to_pylist()
     assert grouped.column("cpm").to_pylist() == streamed.column("cpm").to_pylist()
     for _, part in read:

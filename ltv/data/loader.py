@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dask
+import dask.dataframe as dd
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,7 +42,6 @@ __all__ = [
     "LoadReport",
     "SchemaError",
     "Window",
-    "iter_tables",
     "list_files",
     "load_split",
     "read_table",
@@ -209,11 +211,14 @@ def load_split(
     *,
     seed: int = 0,
     labelled: bool | None = None,
-    scheduler: str = "threads",
-    num_workers: int | None = None,
     columns: list[str] | None = None,
-) -> tuple[pd.DataFrame, LoadReport]:
-    """Load one split: every file of ``window`` in parallel with Dask, ``fn`` applied per file.
+) -> tuple[dd.DataFrame, LoadReport]:
+    """Load one split as a Dask graph over its files, persisted where it ran (``fn`` applied per file).
+
+    Each file is one task that reads it as Arrow, validates, repairs and samples it, and applies ``fn``
+    there, so nested columns never leave the task as Python objects; the partitions stay on the workers
+    (``dask.persist`` on the current scheduler: the cluster of :func:`ltv.cluster.connect`, or this
+    process for ``cluster=sync``) until a step computes them.
 
     Parameters
     ----------
@@ -226,14 +231,13 @@ def load_split(
         Seeds the row fraction and the partition choice.
     labelled
         Attach (and enforce) the labels; None means ``subset == 'train'``.
-    scheduler, num_workers
-        Dask scheduler ('threads', 'processes', 'sync') and its worker count.
 
     Returns
     -------
     (frame, report)
-        ``fn``'s columns, then ``row_id``, ``datetime`` (str 'YYYY-MM-DD-HH-00') and the labels as float64,
-        in time order with a fresh RangeIndex; a row_id seen in an earlier file is dropped and counted.
+        A Dask DataFrame, one partition per file that kept rows, in time order: ``fn``'s columns, then
+        ``row_id``, ``datetime`` (str 'YYYY-MM-DD-HH-00') and the labels as float64 (``compute()`` gives
+        them with a fresh RangeIndex); a row_id seen in an earlier file is dropped and counted.
 
     Raises
     ------
@@ -245,26 +249,48 @@ def load_split(
     labelled = subset == "train" if labelled is None else labelled
     started = time.perf_counter()
     files, empty = _discover(root, subset, window, seed)
-    tasks = [dask.delayed(_frame)(p, subset, h, window, seed, fn, labelled, columns) for h, p in files]
-    kwargs = {} if num_workers is None else {"num_workers": num_workers}
-    results = dask.compute(*tasks, scheduler=scheduler, **kwargs)
+    token = uuid.uuid4().hex[:12]  # fresh keys: a long-lived cluster never serves an older load's parts
+    parts = [
+        dask.delayed(_frame, pure=True)(p, subset, h, window, seed, fn, labelled, columns,
+                                        dask_key_name=f"read-{window.name or subset}-{i}-{token}")
+        for i, (h, p) in enumerate(files)
+    ]  # fmt: skip
+    (parts,) = dask.persist(parts)
+    frames = [part[0] for part in parts]
+    results = dask.compute(*[dask.delayed(_ids_and_report)(part) for part in parts])
     report = _empty_report(root, subset, empty)
     for _, part in results:
         report.merge(part)
-    frames = [f for f, _ in results if f is not None]
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if len(frame):
-        dup = frame[contract.ROW_ID].duplicated(keep="first").to_numpy()
-        if dup.any():
-            report.drop("duplicate_row_id", int(dup.sum()))
-            report.rows_kept -= int(dup.sum())
-            frame = frame.loc[~dup].reset_index(drop=True)
+    hashes = [h for h, _ in results]
+    dup = pd.Series(np.concatenate(hashes)).duplicated(keep="first").to_numpy()
+    if dup.any():
+        report.drop("duplicate_row_id", int(dup.sum()))
+        report.rows_kept -= int(dup.sum())
+    kept, lo = [], 0
+    for frame, h in zip(frames, hashes, strict=True):
+        mask, lo = ~dup[lo : lo + len(h)], lo + len(h)
+        if mask.any():
+            kept.append(frame if mask.all() else dask.delayed(_rows)(frame, mask))
     emit_warnings(report, subset, set())
+    if not kept:
+        raise DataError(f"{window.describe()} of {root}/{subset} has no usable row: {report.summary()}")
+    meta = dask.compute(dask.delayed(_rows)(kept[0], slice(0, 0)))[0]
+    (out,) = dask.persist(dd.from_delayed(kept, meta=meta, verify_meta=False))
     report.seconds = time.perf_counter() - started  # wall time of the split, not the sum over files
     log.info("load %s %s: %s", subset, window.describe(), report.summary())
-    if not len(frame):
-        raise DataError(f"{window.describe()} of {root}/{subset} has no usable row: {report.summary()}")
-    return frame, report
+    return out, report
+
+
+def _ids_and_report(part) -> tuple[np.ndarray, LoadReport]:
+    """(64-bit hashes of the part's row_ids, its report): what the caller gathers, not the frame."""
+    frame, report = part
+    if frame is None:
+        return np.empty(0, np.uint64), report
+    return pd.util.hash_pandas_object(frame[contract.ROW_ID], index=False).to_numpy(), report
+
+
+def _rows(frame: pd.DataFrame, rows) -> pd.DataFrame:
+    return frame.iloc[rows] if isinstance(rows, slice) else frame.loc[rows].reset_index(drop=True)
 
 
 def _iter_file(path, subset, hour, window, seed, batch_rows, labelled, columns, row_groups=None) -> Iterator:
@@ -302,47 +328,6 @@ def _iter_file(path, subset, hour, window, seed, batch_rows, labelled, columns, 
             report, started = LoadReport(), time.perf_counter()
 
 
-def iter_tables(
-    root: str | Path,
-    subset: str,
-    window: Window,
-    *,
-    batch_rows: int = 100_000,
-    seed: int = 0,
-    labelled: bool | None = None,
-    columns: list[str] | None = None,
-) -> Iterator[tuple[pa.Table, LoadReport]]:
-    """Stream the window's validated tables (at most ``batch_rows`` rows, never 0) in time order.
-
-    Same rows, sampling and checks as ``read_table`` file by file; a row_id seen in an earlier batch is
-    dropped and counted. Each yielded report covers what was read since the previous one (merge them for
-    the total). Memory holds two batches plus 8 bytes per row kept (the row_id hashes).
-    """
-    if batch_rows < 1:
-        raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
-    labelled = subset == "train" if labelled is None else labelled
-    files, empty = _discover(root, subset, window, seed)
-    pending, total, held = _empty_report(root, subset, empty), _empty_report(root, subset, empty), None
-    seen, warned = SeenRowIds(), set()
-    emit_warnings(pending, subset, warned)
-    for hour, path in files:
-        for table, report in _iter_file(path, subset, hour, window, seed, batch_rows, labelled, columns):
-            table = seen.filter_new(table, report) if table is not None else None
-            emit_warnings(report, subset, warned)
-            total.merge(report)
-            pending.merge(report)
-            if table is None or table.num_rows == 0:
-                continue
-            if held is not None:  # one batch of look-ahead, so trailing counts reach the last report
-                yield held
-            held, pending = (table, pending), LoadReport()
-    log.info("stream %s %s: %s", subset, window.describe(), total.summary())
-    if held is None:
-        raise DataError(f"{window.describe()} of {root}/{subset} has no usable row: {total.summary()}")
-    held[1].merge(pending)
-    yield held
-
-
 def file_groups(
     root: str | Path, subset: str, window: Window, rows_per_group: int, *, seed: int = 0
 ) -> tuple[Iterator[list[tuple]], LoadReport]:
@@ -354,9 +339,8 @@ def file_groups(
     larger than the limit makes a larger group. Footers are read as the groups are drawn (a lazy
     iterator; a file whose footer cannot be read raises DataError naming it then).
 
-    For scoring groups in separate processes (:func:`read_group`); reading the groups in order gives
-    the rows :func:`iter_tables` gives, except that a row_id repeated in a *later group* is not dropped
-    here: the caller drops it (e.g. ``ltv.tasks.predict`` checks every row_id it writes).
+    For scoring groups as separate tasks (:func:`read_group`); a row_id repeated in a *later group* is
+    not dropped here: the caller drops it (``ltv.scoring.unique_rows``).
     """
     files, empty = _discover(root, subset, window, seed)
     return _groups(files, max(1, int(rows_per_group))), _empty_report(root, subset, empty)
@@ -401,7 +385,7 @@ def read_group(
     columns: list[str] | None = None,
 ) -> tuple[pa.Table | None, LoadReport]:
     """One group of :func:`file_groups` as a single validated table (one chunk per column; None when no
-    row survives), read, sampled, repaired and purged as :func:`iter_tables` reads each file, a row_id
+    row survives), read, sampled, repaired and purged as :func:`read_table` reads a file, a row_id
     repeated within the group dropped and counted; and the group's report, whose warnings the caller
     emits (:func:`emit_warnings`, once per load however many groups repeat them)."""
     labelled = subset == "train" if labelled is None else labelled

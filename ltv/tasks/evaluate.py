@@ -10,9 +10,12 @@ import pandas as pd
 import pyarrow as pa
 from omegaconf import DictConfig
 
+from ltv import cluster
 from ltv.contract import LABEL_COLUMNS, ROW_ID, TARGET
+from ltv.scoring import scored_window, unique_rows
 from ltv.tasks import data as data_task
 from ltv.tasks import evaluation
+from ltv.tasks.predict import scoring_spec
 from ltv.tracking import logging as tlog
 from ltv.tracking.store import setup as setup_tracking
 from ltv.tracking.sweep import start_job_run
@@ -46,14 +49,12 @@ def _oracle_labels(cfg: DictConfig, row_ids: pd.Series) -> tuple[pd.DataFrame, p
 
 
 def _score_window(cfg: DictConfig, root) -> tuple[pd.Series, np.ndarray, pd.DataFrame]:
-    """(row ids, predictions, labels + p_buyer) of ``cfg.split``'s window, streamed and scored as
-    predict.py scores it: memory holds the batches in flight and a few numbers per row, not the
-    window's features."""
-    from ltv.tasks.predict import scored_window, unique_rows
-
+    """(row ids, predictions, labels + p_buyer) of ``cfg.split``'s window, scored on the cluster as
+    predict.py scores it: memory holds a few numbers per row, not the window's features."""
+    spec = scoring_spec(cfg, cfg.split, labelled=cfg.split != "test", parts=True)
     counts: dict[str, float] = {}
-    with scored_window(cfg, root, cfg.split, labelled=cfg.split != "test", parts=True) as (scored, unique):
-        items = list(unique_rows(scored, counts, unique_ids=unique))
+    with cluster.connect(cfg.get("cluster")) as engine:
+        items = list(unique_rows(scored_window(engine, root, spec), counts))
     log.info("scored %s: %d rows, %.0f rows/s", cfg.split, counts["rows"], counts["rows_per_s"])
     row_ids = pd.Series(pa.chunked_array([i for i, _, _ in items]).to_pandas(), name=ROW_ID)
     extra = pd.concat([e for _, _, e in items], ignore_index=True)
@@ -62,10 +63,6 @@ def _score_window(cfg: DictConfig, root) -> tuple[pd.Series, np.ndarray, pd.Data
 
 def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Print (and log to MLflow) RMSLE/RMSE/MAE/R2/Gini/total ratio/AUC of the model on ``cfg.split``."""
-    if cfg.get("keep_memory", True):
-        from ltv.memory import keep_freed_memory
-
-        keep_freed_memory()
     setup_tracking(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_root)
     root = data_task.ensure_data(cfg.data)
     if cfg.get("submission") or cfg.split == "test":

@@ -11,6 +11,7 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from ltv import cluster
 from ltv.contract import LABEL_COLUMNS, PARTITION_COLUMN, ROW_ID
 from ltv.data.loader import load_split
 from ltv.pipeline import LTVPipeline, request_time
@@ -43,38 +44,37 @@ def build_model(cfg: DictConfig):
 
 def split_frame(frame: pd.DataFrame):
     """(stateless features, labels, request time, row ids) of a loaded split."""
-    S = frame.drop(columns=[c for c in META if c in frame.columns]).reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    S = frame.drop(columns=[c for c in META if c in frame.columns])
     labels = frame[[c for c in LABEL_COLUMNS if c in frame.columns]].reset_index(drop=True)
     return S, labels, request_time(frame[PARTITION_COLUMN]), frame[ROW_ID].reset_index(drop=True)
 
 
 def load_splits(cfg: DictConfig, extract, splits=("train", "valid", "holdout")):
+    """(root, {split: dask frame persisted on the cluster}, {split: LoadReport}) of the labelled windows."""
     root = data_task.ensure_data(cfg.data)
     out, reports = {}, {}
     for split in splits:
-        frame, report = load_split(
-            root,
-            data_task.SUBSET[split],
-            data_task.window(cfg.data, split),
-            extract,
-            seed=cfg.seed,
-            labelled=True,
-            scheduler=cfg.data.scheduler,
-            num_workers=cfg.data.num_workers,
+        window = data_task.window(cfg.data, split)
+        out[split], reports[split] = load_split(
+            root, data_task.SUBSET[split], window, extract, seed=cfg.seed, labelled=True
         )
-        out[split], reports[split] = split_frame(frame), report
     return root, out, reports
 
 
 def train(cfg: DictConfig) -> float:
     """Train the configured chain in one MLflow run; returns ``cfg.optimized_metric`` (what sweeps optimise)."""
     setup_tracking(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_root)
-    with start_job_run(run_name=cfg.tracking.get("run_name"), tags={"ltv.task": "train"}) as run:
+    with (
+        start_job_run(run_name=cfg.tracking.get("run_name"), tags={"ltv.task": "train"}) as run,
+        cluster.connect(cfg.get("cluster")) as engine,
+    ):
         t0 = time.perf_counter()
         tlog.log_config(cfg)
         mlflow.set_tag("git_commit", tlog.git_commit() or "unknown")
+        cluster.tag_run(engine)
         builder = instantiate(cfg.features)
-        root, splits, reports = load_splits(cfg, builder.extract)
+        root, loaded, reports = load_splits(cfg, builder.extract)
         for split, report in reports.items():
             mlflow.log_metrics(report.as_metrics(f"data.{split}"))
         mlflow.set_tag("data_root", str(root))
@@ -84,6 +84,9 @@ def train(cfg: DictConfig) -> float:
         mlflow.log_metric("time.load_s", time.perf_counter() - t0)
 
         pipeline = LTVPipeline(builder, build_model(cfg))
+        # the chain fits in this process: the persisted partitions come here now
+        splits = {name: split_frame(frame.compute()) for name, frame in loaded.items()}
+        del loaded
         (S, labels, t_train, _), (S_v, labels_v, t_valid, _) = splits["train"], splits["valid"]
         t1 = time.perf_counter()
         pipeline.fit_extracted(S, labels, S_v, labels_v, time=t_train, time_valid=t_valid)
