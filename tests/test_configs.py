@@ -76,14 +76,7 @@ def _leaves(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-# conf/config.yaml lists _self_ after experiment, so its own top-level keys (objective, seed) override an
-# experiment's: `experiment=revenue` still trains objective=rmsle. Fix: `- _self_` before `- experiment: null`.
-_SELF_WINS = pytest.mark.xfail(strict=True, reason="conf/config.yaml: _self_ after experiment overrides it")
-
-
-@pytest.mark.parametrize(
-    "option", [pytest.param(o, marks=_SELF_WINS) if o == "revenue" else o for o in _options("experiment")]
-)
+@pytest.mark.parametrize("option", _options("experiment"))
 def test_experiment_composes_to_the_overrides_it_names(option):
     text = (CONF / "experiment" / f"{option}.yaml").read_text()
     assert text.startswith("# @package _global_"), f"experiment/{option}.yaml must be a global package"

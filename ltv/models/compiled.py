@@ -273,14 +273,8 @@ def compile_booster(
         with _compile_lock(folder, key, wait):
             cached = obj.exists()  # compiled by another process while this one waited
             if not cached:
-                fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".o.tmp")
-                os.close(fd)
-                os.unlink(tmp)  # lleaves writes the cache only where no file exists
-                try:
-                    model.compile(cache=tmp)
-                    os.replace(tmp, obj)
-                finally:
-                    Path(tmp).unlink(missing_ok=True)
+                with atomic_write(obj) as tmp:  # lleaves writes the cache only where no file exists
+                    model.compile(cache=str(tmp))
     if cached:
         model.compile(cache=str(obj))
     probe = _probe(booster, np.random.default_rng(0))
