@@ -66,6 +66,9 @@ _NOT_SHIPPED = (
     "synthetic",  # the data generator
     "data",  # parquet loading for training and batch scoring (a served request arrives as rows)
     "tasks",  # train / predict / evaluate wiring
+    "cluster.py",  # the Dask engine, batch scoring and the submission writer run beside a model, not in it
+    "scoring.py",
+    "submission.py",
     "config.py",
     "memory.py",
     "plots.py",
