@@ -27,6 +27,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from ltv.io import atomic_write
 from ltv.tracking.store import PARENT_RUN_ENV, setup, sqlite_uri
 
 log = logging.getLogger(__name__)
@@ -145,13 +146,6 @@ def _hydra_job() -> tuple[list[str], Path | None, int | None]:
     return overrides, Path(out_dir) if out_dir else None, num
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _parent_experiment(run_id: str | None) -> tuple[str, str] | None:
     """``(run_id, experiment_id)`` of the parent named in the environment, if this store has it."""
     if not run_id:
@@ -196,7 +190,8 @@ def start_job_run(
             kwargs["run_name"] = f"{run_name or 'job'}-{job_num}"
     with mlflow.start_run(**kwargs) as run:
         if out_dir is not None:
-            _write_atomic(out_dir / RUN_ID_FILE, run.info.run_id)
+            with atomic_write(out_dir / RUN_ID_FILE) as tmp:
+                tmp.write_text(run.info.run_id)
         if log_overrides and overrides:
             mlflow.log_params(
                 {param_key(f"override.{o.split('=', 1)[0]}"): o.split("=", 1)[-1] for o in overrides}
