@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ltv import metrics
-from ltv.models.testing import small_chain, split_data
+from tests.helpers.chain_data import small_chain, split_data
 
 
 @pytest.fixture(scope="module")

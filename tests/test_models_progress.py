@@ -12,7 +12,7 @@ import pytest
 
 from ltv.models import _progress
 from ltv.models._lgbm import fit_booster
-from ltv.models.testing import small_chain, split_data
+from tests.helpers.chain_data import small_chain, split_data
 
 
 @pytest.fixture(scope="module")
