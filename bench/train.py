@@ -175,11 +175,10 @@ def main(argv=None) -> None:
         for spec in args.variant:
             name, _, extra = spec.partition("=")
             variants[name] = [o for o in extra.split(",") if o]
-    results = {
-        size: bench_size(size, args.seed, variants, args.overrides, not args.skip_single)
-        for size in args.sizes.split(",")
-    }
-    print_tables(results)
+    results = {}
+    for size in args.sizes.split(","):  # the table so far after each size: a long run shows results early
+        results[size] = bench_size(size, args.seed, variants, args.overrides, not args.skip_single)
+        print_tables(results)
     print(f"\nmachine: {psutil.cpu_count()} cores, generator seed {args.seed}")
 
 
