@@ -18,6 +18,7 @@ from ltv.pipeline import LTVPipeline, request_time
 from ltv.tasks import data as data_task
 from ltv.tasks import evaluation
 from ltv.tracking import logging as tlog
+from ltv.tracking.datasets import log_split_input
 from ltv.tracking.store import setup as setup_tracking
 from ltv.tracking.sweep import start_job_run
 
@@ -77,6 +78,8 @@ def train(cfg: DictConfig) -> float:
         root, loaded, reports = load_splits(cfg, builder.extract)
         for split, report in reports.items():
             mlflow.log_metrics(report.as_metrics(f"data.{split}"))
+            digest = data_task.fingerprint(report.files, root)
+            log_split_input(split, root, data_task.window(cfg.data, split), report, digest)
         mlflow.set_tag("data_root", str(root))
         mlflow.set_tag(
             "data_fingerprint", data_task.fingerprint([p for r in reports.values() for p in r.files], root)
