@@ -63,9 +63,12 @@ class LTVPyfuncModel(mlflow.pyfunc.PythonModel):
             if compiled.enabled() and hasattr(self.pipeline, "compile_trees"):
                 self.pipeline.compile_trees()
 
-    # No type hints on model_input: MLflow would derive the signature from them, and its scoring server
-    # then accepts only {"inputs": ...} bodies, not dataframe_records / dataframe_split.
-    def predict(self, context, model_input, params=None):
+    # model_input is hinted pd.DataFrame, one of the hints MLflow derives no signature from (nor validates
+    # against): a list type hint would become the signature and its scoring server would then accept only
+    # {"inputs": ...} bodies, not dataframe_records / dataframe_split; no hint at all makes every load of
+    # this file print MLflow's "Add type hints to the `predict` method" warning. The server hands over a
+    # DataFrame; a direct call may still pass records or a dict of columns (_as_frame).
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         """Predicted ``iap_revenue_d7`` per input row (finite, >= 0), in input order.
 
         Parameters
