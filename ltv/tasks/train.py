@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from ltv import cluster
 from ltv.contract import LABEL_COLUMNS, PARTITION_COLUMN, ROW_ID
 from ltv.data.loader import load_split
+from ltv.data.sense import check_fit_buyers
 from ltv.pipeline import LTVPipeline, request_time
 from ltv.tasks import data as data_task
 from ltv.tasks import evaluation
@@ -91,6 +92,8 @@ def train(cfg: DictConfig) -> float:
         splits = {name: split_frame(frame.compute()) for name, frame in loaded.items()}
         del loaded
         (S, labels, t_train, _), (S_v, labels_v, t_valid, _) = splits["train"], splits["valid"]
+        windows = [data_task.window(cfg.data, split) for split in ("train", "valid")]
+        check_fit_buyers(labels, labels_v, *windows)  # a clear error, not one from deep inside LightGBM
         t1 = time.perf_counter()
         pipeline.fit_extracted(S, labels, S_v, labels_v, time=t_train, time_valid=t_valid)
         mlflow.log_metric("time.fit_s", time.perf_counter() - t1)
