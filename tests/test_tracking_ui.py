@@ -80,17 +80,17 @@ def test_long_names_are_cut_and_sweeps_and_trials_are_named():
     )
 
 
-def test_job_run_inside_hydra_is_named_by_its_overrides(store, monkeypatch):
+def test_job_run_inside_hydra_is_named_by_its_overrides(store, monkeypatch, tmp_path):
     uri, root = store
     monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
     setup(uri, "names", root)
-    job = (["classifier=lgbm_deep", "sampling=histos_aggressive"], None, 0)
+    job = (["classifier=lgbm_deep", "sampling=histos_aggressive"], tmp_path, None)  # a single run
     monkeypatch.setattr(sweep, "_hydra_job", lambda: job)
     with sweep.start_job_run() as run:
         pass
     got = mlflow.MlflowClient().get_run(run.info.run_id)
     assert got.info.run_name == "classifier=lgbm_deep,sampling=histos_aggressive"
-    monkeypatch.setattr(sweep, "_hydra_job", lambda: (["experiment=tiny"], None, 1))
+    monkeypatch.setattr(sweep, "_hydra_job", lambda: (["experiment=tiny"], tmp_path, 1))  # a multirun job
     with sweep.start_job_run(run_name="tiny") as run:
         pass
     assert mlflow.MlflowClient().get_run(run.info.run_id).info.run_name == "tiny"

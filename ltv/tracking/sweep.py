@@ -190,6 +190,7 @@ def start_job_run(
     tags = dict(tags or {})
     if job_num is not None:
         tags.setdefault("hydra_job_num", str(job_num))
+    if out_dir is not None:  # inside Hydra (single run or multirun job)
         run_name = overrides_run_name(overrides, base=run_name)
     kwargs: dict[str, Any] = {"run_name": run_name, "tags": tags}
     parent = _parent_experiment(os.environ.get(PARENT_RUN_ENV))
