@@ -112,6 +112,21 @@ def server_cpu_s(server: ModelServer) -> float:
     return total
 
 
+def server_memory_mb(server: ModelServer) -> tuple[float, int]:
+    """(MB of memory private to the server's processes (USS, summed), number of processes)."""
+    import psutil
+
+    root = psutil.Process(server.proc.pid)
+    total, n = 0, 0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            total += p.memory_full_info().uss
+            n += 1
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20, n
+
+
 def run(args) -> tuple[float, list[tuple[str, str]]]:
     """(single-row p50 in ms, table rows)."""
     import requests
@@ -214,6 +229,7 @@ def concurrent_rows(args) -> list[tuple[str, str]]:
                 for i in range(10 * args.workers):
                     timed_post(s, url, records[i % len(records) : i % len(records) + 1])
             results = [(n, load_run(url, records, n, args.load_requests, args.load_seconds)) for n in counts]
+            memory, processes = server_memory_mb(srv)
     base = results[0][1]["rps"]
     rows = [("model", what), ("request rows", source), ("server workers", str(args.workers))]
     for n, r in results:
@@ -223,6 +239,7 @@ def concurrent_rows(args) -> list[tuple[str, str]]:
                 f"{r['rps']:.1f} req/s ({r['rps'] / base:.2f}x), p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms",
             )
         )
+    rows.append(("server memory (USS, all processes)", f"{memory:,.0f} MB in {processes} processes"))
     rows.append(("cpus, 1-min load average at the end", f"{os.cpu_count()}, {os.getloadavg()[0]:.1f}"))
     return rows
 
