@@ -61,7 +61,12 @@ def test_existing_experiment_gets_the_kind_and_a_set_kind_is_kept(store):
             "data=smadex,data.root=oct",
         ),
         (
-            ["+features.groups.x=false", "tracking.uri=sqlite:///a.db", "hparams_search=lgbm_gate"],
+            [
+                "+features.groups.x=false",
+                "tracking.uri=sqlite:///a.db",
+                "cluster=sync",
+                "hparams_search=lgbm_gate",
+            ],
             None,
             "features.groups.x=false",
         ),
@@ -78,6 +83,7 @@ def test_long_names_are_cut_and_sweeps_and_trials_are_named():
     assert (
         multirun_name(["classifier=lgbm,lgbm_deep", "seed=1"]) == "multirun classifier=lgbm,lgbm_deep seed=1"
     )
+    assert multirun_name(["experiment=tiny", "seed=1,2"], base="tiny") == "multirun tiny seed=1,2"
 
 
 def test_job_run_inside_hydra_is_named_by_its_overrides(store, monkeypatch, tmp_path):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 MAX_LEN = 80  # the runs table shows about this much of a name
 DEFAULT_NAME = "default"
-# Overrides that do not distinguish what a run computed (where it writes, what the sweeper searches).
-_SKIP_PREFIXES = ("hydra.", "hydra/", "hparams_search", "paths.", "tracking.")
+# Overrides that do not distinguish what a run computed (where it writes and runs, what a sweeper searches).
+_SKIP_PREFIXES = ("hydra.", "hydra/", "hparams_search", "paths.", "tracking.", "cluster")
 
 
 def _short_value(value: str) -> str:
@@ -62,7 +62,7 @@ def trial_name(number: int) -> str:
     return f"trial-{number}"
 
 
-def multirun_name(overrides: list[str]) -> str:
-    """The parent run of a plain multirun: ``multirun`` and its sweep overrides (``classifier=a,b ...``)."""
-    # space-separated, as typed: the sweep values themselves are comma-separated
-    return "multirun " + _join(_parts(overrides), " ", MAX_LEN - len("multirun "))
+def multirun_name(overrides: list[str], base: str | None = None) -> str:
+    """The parent run of a plain multirun: ``multirun``, ``base`` (as in :func:`run_name`) and the sweep
+    overrides, space-separated as typed (the sweep values themselves are comma-separated)."""
+    return "multirun " + _join(_parts(overrides, base), " ", MAX_LEN - len("multirun "))

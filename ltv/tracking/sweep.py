@@ -236,7 +236,9 @@ class MlflowParentRunCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = OmegaConf.select(config, "hydra.sweep.dir", default=None)
         overrides = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
-        name = self.run_name or multirun_name(overrides)
+        name = self.run_name or multirun_name(
+            overrides, base=OmegaConf.select(config, "tracking.run_name", default=None)
+        )
         tags = {"hydra_sweep_dir": str(Path(sweep_dir).resolve())} if sweep_dir else None
         self.run_id = start_parent_run(config, run_name=name, tags=tags)
         atexit.register(self._end_if_running, "FAILED")
