@@ -2,7 +2,7 @@
 
     python bench/features.py --rows 1000000
 
-Writes contract data (``ltv.data.synthetic.generate`` when available, else a vectorised stand-in with
+Writes contract data (``ltv.synthetic.generate`` when available, else a vectorised stand-in with
 realistic nested cells), then measures per file, so memory follows the file, not the whole input:
 
   (a) read    pyarrow.parquet.read_table of a file (all columns)
@@ -134,7 +134,7 @@ def write_data(root: Path, rows: int, file_rows: int) -> tuple[list[Path], str]:
     generator when importable, else the stand-in. Returns the paths and which source wrote them."""
     hours = max(1, math.ceil(rows / file_rows))
     try:
-        from ltv.data.synthetic import generate
+        from ltv.synthetic import generate
     except ImportError:
         generate = None
     if generate is None:
@@ -149,7 +149,7 @@ def write_data(root: Path, rows: int, file_rows: int) -> tuple[list[Path], str]:
         seed=0,
         overwrite=True,
     )
-    return data_files(root), "ltv.data.synthetic.generate"
+    return data_files(root), "ltv.synthetic.generate"
 
 
 def write_stand_in(root: Path, rows: int, file_rows: int) -> list[Path]:

@@ -16,7 +16,7 @@ Starts ``mlflow models serve --env-manager local`` on 127.0.0.1 (a free port), w
 ``--batches`` requests of ``--batch-rows`` rows (rows/s), prints a table and stops the server. Request rows
 are contract rows: the test split of ``--data`` when given (e.g. data/synthetic), else seeded stand-in rows
 with every nested kind populated. When the model URI does not resolve in the tracking store (no model
-registered yet), a stand-in pipeline (``ltv.serving.testing.ConstantishPipeline``) is logged to a temp store
+registered yet), a stand-in pipeline (``tests.helpers.stand_in.ConstantishPipeline``) is logged to a temp store
 and served instead; the table says which. Goal (issue 6): single-row p50 under 20 ms on loopback.
 """
 
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from ltv import contract as c  # noqa: E402
 from ltv.serving.server import ModelServer  # noqa: E402
-from ltv.serving.testing import ConstantishPipeline, contract_rows  # noqa: E402
+from tests.helpers.stand_in import ConstantishPipeline, contract_rows  # noqa: E402
 
 
 def resolve_model(model_uri: str, tracking_uri: str, tmp: Path) -> tuple[str, str, str]:
@@ -58,6 +58,8 @@ def resolve_model(model_uri: str, tracking_uri: str, tmp: Path) -> tuple[str, st
     store.setup(uri, "bench-serve", tmp / "mlruns")
     with mlflow.start_run():
         log_pipeline(ConstantishPipeline())
+    # the server unpickles the stand-in from tests.helpers: give it the repo root
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     return "models:/ltv-pipeline@champion", uri, f"stand-in ConstantishPipeline ({model_uri}: {reason})"
 
 

@@ -1,4 +1,4 @@
-"""The raw data contract (DATA_CONTRACT.md): column names, order, kinds and canonical Arrow types.
+"""The raw data contract (docs/data_contract.md): column names, order, kinds and canonical Arrow types.
 
 Everything that reads, writes or validates raw contract rows takes its column lists from here, so there
 is one home for the schema. A column's *kind* is what a reader may rely on; the canonical Arrow type is

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from ltv.contract import ROW_ID, TARGET
+from ltv.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +60,12 @@ def write_submission(items, output: str | os.PathLike, counts: dict) -> Path:
     interrupt leaves no submission behind (and an older one in place).
     """
     out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(f"{ROW_ID},{TARGET}\n".encode())
-            for ids, pred, *_ in items:
-                fh.write(csv_rows(ids, pred))
+    with atomic_write(out) as tmp, open(tmp, "wb") as fh:
+        fh.write(f"{ROW_ID},{TARGET}\n".encode())
+        for ids, pred, *_ in items:
+            fh.write(csv_rows(ids, pred))
         if counts.get("rows", 0) == 0:
             raise ValueError("no rows were scored: the input window is empty")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     log.info(
         "wrote %s: %d rows in %.1fs (%.0f rows/s), %d duplicate row_ids skipped",
         out, counts["rows"], counts["seconds"], counts["rows_per_s"], counts["duplicates"],

@@ -48,8 +48,11 @@ def local_cluster():
     for ``ltv.cluster.connect`` as ``remote``, the client)."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", scheduler_port=0
-    ) as cluster, Client(cluster, timeout="60s") as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", scheduler_port=0
+        ) as cluster,
+        Client(cluster, timeout="60s") as client,
+    ):
         client.wait_for_workers(2, timeout=120)
         yield {"kind": "remote", "address": cluster.scheduler_address, "connect_timeout": "30s"}, client

@@ -12,7 +12,7 @@ import pytest
 
 from ltv.models import compiled
 from ltv.models._lgbm import booster_predict
-from ltv.models.testing import small_chain, split_data
+from tests.helpers.chain_data import small_chain, split_data
 from tests.test_predict_speed_invariance import reference_predict
 
 

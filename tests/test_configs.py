@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from ltv.config import CONFIG_DIR, flatten
 
@@ -24,15 +24,27 @@ def _compose(*overrides: str, hydra_cfg: bool = False):
         return compose("config", overrides=list(overrides), return_hydra_config=hydra_cfg)
 
 
+def _assert_reaches(obj, node: DictConfig, where: str) -> None:
+    """``obj`` is an instance of ``node._target_`` and every other key of ``node`` is the same-named
+    parameter of ``obj`` with the configured value (nested ``_target_`` nodes checked the same way)."""
+    assert type(obj) is get_class(node._target_), f"{where}: {type(obj)} is not {node._target_}"
+    params = obj.get_params(deep=False) if hasattr(obj, "get_params") else vars(obj)
+    for key, value in node.items():
+        if key.startswith("_"):
+            continue
+        assert key in params, f"{where}.{key} is configured but {type(obj).__name__} has no such parameter"
+        got = params[key]
+        if isinstance(value, DictConfig) and "_target_" in value:
+            _assert_reaches(got, value, f"{where}.{key}")
+            continue
+        want = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        assert (list(got) if isinstance(got, tuple) else got) == want, f"{where}.{key}: {got!r} != {want!r}"
+
+
 @pytest.mark.parametrize("group,option", [(g, o) for g in COMPONENTS for o in _options(g)])
-def test_component_option_instantiates(group, option):
+def test_component_option_instantiates_with_its_values(group, option):
     cfg = _compose(f"{group}={option}")
-    node = cfg[group]
-    if node is None or "_target_" not in node:
-        assert group == "sampling", f"{group}={option} has no _target_"
-        return
-    obj = instantiate(node)
-    assert type(obj).__module__.startswith("ltv."), type(obj)
+    _assert_reaches(instantiate(cfg[group]), cfg[group], group)
 
 
 def test_required_options_exist():
@@ -55,10 +67,36 @@ def test_data_option_has_windows(option):
     assert s.train.end < s.valid.start <= s.valid.end < s.holdout.start
 
 
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    """``{'a.b': value}`` for every non-mapping value of a nested dict."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out.update(_leaves(value, name + ".") if isinstance(value, dict) else {name: value})
+    return out
+
+
 @pytest.mark.parametrize("option", _options("experiment"))
-def test_experiment_composes(option):
-    cfg = _compose(f"experiment={option}")
-    assert cfg.tracking.run_name is not None
+def test_experiment_composes_to_the_overrides_it_names(option):
+    text = (CONF / "experiment" / f"{option}.yaml").read_text()
+    assert text.startswith("# @package _global_"), f"experiment/{option}.yaml must be a global package"
+    named = OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / f"{option}.yaml"), resolve=False)
+    groups = {}
+    for entry in named.pop("defaults", []):
+        ((key, choice),) = entry.items()
+        assert key.startswith("override /"), f"experiment/{option}.yaml: {key} is not an override"
+        groups[key.removeprefix("override /")] = choice
+    values = _leaves(named)
+    assert groups or values, f"experiment/{option}.yaml names no override"
+    cfg, base = _compose(f"experiment={option}", hydra_cfg=True), _compose(hydra_cfg=True)
+    for group, choice in groups.items():
+        assert cfg.hydra.runtime.choices[group] == choice, group
+        assert base.hydra.runtime.choices[group] != choice, f"{group}={choice} is already the default"
+    for key, value in values.items():
+        assert OmegaConf.select(cfg, key, throw_on_missing=True) == value, key
+    assert cfg.tracking.run_name == option  # runs of an experiment are found by its name
+    changed = [k for k in values if k != "tracking.run_name" and OmegaConf.select(base, k) != values[k]]
+    assert groups or changed, f"experiment/{option}.yaml changes nothing but the run name"
 
 
 @pytest.mark.parametrize("option", _options("hparams_search"))
@@ -72,11 +110,15 @@ def test_hparams_search_composes_with_params(option):
         assert key in flat or (CONF / key).is_dir() or any(f.startswith(key + ".") for f in flat), key
 
 
-def test_options_change_what_runs():
-    base, deep = _compose(), _compose("classifier=lgbm_deep")
-    assert OmegaConf.to_container(base.classifier) != OmegaConf.to_container(deep.classifier)
-    plain, aggressive = _compose("sampling=histos"), _compose("sampling=histos_aggressive")
-    assert OmegaConf.to_container(plain.sampling) != OmegaConf.to_container(aggressive.sampling)
+def test_options_and_overrides_reach_the_built_objects():
+    clf = instantiate(_compose("classifier=lgbm_deep", "classifier.num_leaves=31").classifier)
+    assert (clf.num_leaves, clf.learning_rate, clf.calibration) == (31, 0.03, "platt")
+    assert instantiate(_compose().classifier).num_leaves == 7
+    cfg = _compose("sampling=histos_aggressive", "seed=7")
+    plan = instantiate(cfg.sampling)
+    assert plan.regressor is None and (plan.classifier.n_bins, plan.classifier.target_fraction) == (12, 1.0)
+    assert plan.classifier.random_state == 7  # the project seed has one home
+    assert instantiate(_compose("sampling=none").sampling).classifier is None
 
 
 def test_paths_are_absolute_and_tracking_is_sqlite():

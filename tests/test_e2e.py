@@ -37,8 +37,15 @@ def test_train_logs_one_finished_run_and_registers(trained):
     for split in ("valid", "holdout"):
         for m in ("rmsle", "rmse", "mae", "r2", "gini", "total_ratio", "buyer_auc"):
             assert f"{split}.{m}" in metrics, f"{split}.{m} not logged"
-    assert 0 < metrics["holdout.rmsle"] < 3
-    # the model must beat predicting zero, and the oracle must beat the model
+    # the model must beat every constant prediction (zero included), and the oracle must beat the model:
+    # log_y.std() is the RMSLE of the best constant, chosen on the holdout itself
+    files = sorted((root / "data" / "tiny" / "train").glob("datetime=2025-10-01-1[01]-00/*.parquet"))
+    log_y = np.log1p(
+        pd.concat(pd.read_parquet(f, columns=["iap_revenue_d7"]) for f in files)["iap_revenue_d7"]
+    )
+    zeros_rmsle, best_constant_rmsle = float(np.sqrt(np.mean(log_y**2))), float(log_y.std(ddof=0))
+    assert len(log_y) == 800 and best_constant_rmsle < zeros_rmsle
+    assert metrics["holdout.rmsle"] < best_constant_rmsle
     assert metrics["holdout.oracle.rmsle"] <= metrics["holdout.rmsle"] + 1e-9
     assert params["classifier.n_estimators"] == "60"
     assert params["data.splits.valid.start"] == "2025-10-01-08"
@@ -243,14 +250,21 @@ def test_predict_on_a_local_cluster_and_in_process_writes_the_same_file(trained,
         table = pq.read_table(path)  # row groups of 150 rows: a file group is one of them (>100 rows)
         table = table.append_column("not_in_contract", pa.array([1] * table.num_rows))
         pq.write_table(table, path, row_group_size=150)
-    common = ["data=tiny", f"paths.root={root}", f"data.root={data}", "data.generate=null", "data.batch_rows=100"]
+    common = [
+        "data=tiny",
+        f"paths.root={root}",
+        f"data.root={data}",
+        "data.generate=null",
+        "data.batch_rows=100",
+    ]
     outs, said = {}, {}
     for name, extra in {"local": ["cluster=local", "cluster.n_workers=2"], "sync": ["cluster=sync"]}.items():
         outs[name] = tmp_path / f"{name}.csv"
         proc = run_entry("predict.py", *common, f"output={outs[name]}", *extra, cwd=root)
         said[name] = (proc.stdout + proc.stderr).count("not_in_contract")
     assert outs["local"].read_bytes() == outs["sync"].read_bytes()
-    assert said["local"] == said["sync"] == 1  # warned once per load, not once per file group
+    # warned once per load (a log line and a Python warning), not once for each of the 9 file groups
+    assert said["local"] == said["sync"] and 1 <= said["local"] <= 2
     sub = pd.read_csv(outs["local"])
     assert sub.row_id.is_unique and len(sub) == 2 * 400  # the repeated hour adds no row
     assert not list(tmp_path.glob(".*tmp*"))

@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 
 from ltv import metrics
 from ltv.models import BuyerClassifier, Gate, HurdleEnsemble, LTVModel, RevenueRegressor, StackingEnsemble
-from ltv.models.testing import split_data
 from ltv.sampling import HHISTUS, HistOS, SamplingPlan
+from tests.helpers.chain_data import split_data
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("sampling", "classifier", "gate", "regressor", "ensemble")

@@ -7,7 +7,7 @@ import pytest
 
 from ltv import metrics
 from ltv.models import BuyerClassifier
-from ltv.models.testing import split_data
+from tests.helpers.chain_data import split_data
 
 FAST = {"learning_rate": 0.1, "n_estimators": 300, "early_stopping_rounds": 20, "n_jobs": 1}
 

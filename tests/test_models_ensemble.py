@@ -16,7 +16,7 @@ from sklearn.base import clone
 from ltv import metrics
 from ltv.models import BuyerClassifier, RevenueRegressor
 from ltv.models.ensemble import head_target
-from ltv.models.testing import small_chain, split_data
+from tests.helpers.chain_data import small_chain, split_data
 
 
 @pytest.fixture(scope="module")

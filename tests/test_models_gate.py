@@ -11,7 +11,7 @@ import ltv.models.gate as gate_module
 from ltv import metrics
 from ltv.models import Gate, apply_gate
 from ltv.models.ensemble import hurdle_prediction
-from ltv.models.testing import make_chain_data
+from tests.helpers.chain_data import make_chain_data
 
 
 def test_apply_gate_applies_the_exponent_exactly_once():

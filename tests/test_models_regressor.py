@@ -10,7 +10,7 @@ import pytest
 from ltv import metrics
 from ltv.models import RevenueRegressor
 from ltv.models.regressor import cumulative_log_targets, mae_feval, rmsle_feval
-from ltv.models.testing import make_chain_data
+from tests.helpers.chain_data import make_chain_data
 
 FAST = {"learning_rate": 0.1, "n_estimators": 200, "early_stopping_rounds": 20, "n_jobs": 1}
 HORIZONS = ["iap_revenue_d7", "iap_revenue_d14", "iap_revenue_d28"]

@@ -12,7 +12,7 @@ from ltv.models import StackingEnsemble
 from ltv.models._lgbm import SMALL_BATCH_ROWS, lgbm_matrix, predict_threads
 from ltv.models.ensemble import hurdle_prediction
 from ltv.models.meta import first_stage_frame, stack_features
-from ltv.models.testing import small_chain, split_data
+from tests.helpers.chain_data import small_chain, split_data
 
 
 def _log_reference(reg, X) -> pd.DataFrame:

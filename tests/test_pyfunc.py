@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import io
 import json
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -16,9 +19,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from ltv import contract as c
-from ltv.serving.testing import ConstantishPipeline, contract_rows
 from ltv.tracking import store
 from ltv.tracking.pyfunc import load_pipeline, log_pipeline, pip_requirements
+from tests.helpers.stand_in import ConstantishPipeline, contract_rows
 
 NAME = "ltv-pipeline"
 
@@ -101,6 +104,62 @@ def test_logged_model_contents(registry):
     assert json.loads((local / "serving_input_example.json").read_text())["dataframe_split"]["data"]
 
 
+def _ltv_imports(path: Path) -> set[str]:
+    """Every ``ltv...`` module a file imports (top level or inside functions); ``from m import x`` gives
+    ``m`` and ``m.x`` (x may be a submodule)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return {m for m in found if m == "ltv" or m.startswith("ltv.")}
+
+
+def _module_file(root: Path, module: str) -> Path | None:
+    """The file of ``module`` under ``root`` (a folder holding ``ltv/``), or None."""
+    base = root.joinpath(*module.split("."))
+    return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file()), None)
+
+
+def test_logged_model_ships_only_what_inference_imports(registry):
+    code = Path(mlflow.artifacts.download_artifacts(registry["infos"][0].model_uri)) / "code"
+    shipped = sorted(f.relative_to(code).as_posix() for f in code.rglob("*") if f.is_file())
+    for absent in ("ltv/synthetic/", "ltv/tasks/", "ltv/data/", "ltv/config.py", "ltv/serving/server.py"):
+        assert not [f for f in shipped if f.startswith(absent)], f"the model ships {absent}"
+    assert not [f for f in shipped if "testing" in f or "helpers" in f or not f.endswith(".py")], shipped
+    tracking = [f for f in shipped if f.startswith("ltv/tracking/")]
+    assert tracking == ["ltv/tracking/__init__.py", "ltv/tracking/pyfunc_model.py"]
+    for needed in ("ltv/pipeline.py", "ltv/io.py", "ltv/models/compiled.py", "ltv/features/builder.py"):
+        assert needed in shipped
+    # every ltv import of a shipped file resolves inside the copy (what exists in the repo must be shipped)
+    repo = Path(__file__).resolve().parents[1]
+    for f in shipped:
+        for module in _ltv_imports(code / f):
+            if _module_file(repo, module) is not None:
+                assert _module_file(code, module) is not None, f"{f} imports {module}, which is not shipped"
+    # and so does every class a pickled pipeline refers to
+    from ltv.features import FeatureBuilder
+    from ltv.pipeline import LTVPipeline
+    from ltv.sampling import HHISTUS, HistOS, SamplingPlan
+    from tests.helpers.chain_data import small_chain
+
+    pipeline = LTVPipeline(
+        FeatureBuilder(), small_chain("stacking", sampling=SamplingPlan(HistOS(), HHISTUS()))
+    )
+    modules = set()
+
+    class Recorder(pickle.Unpickler):
+        def find_class(self, module, name):
+            modules.add(module)
+            return super().find_class(module, name)
+
+    Recorder(io.BytesIO(pickle.dumps(pipeline))).load()
+    assert {"ltv.pipeline", "ltv.features.builder", "ltv.models.chain"} <= modules
+    for module in sorted(m for m in modules if m.startswith("ltv.")):
+        assert _module_file(code, module) is not None, f"the pickled pipeline needs {module}, not shipped"
+
+
 FRESH = textwrap.dedent(
     """
     import json, os, sys
@@ -113,6 +172,9 @@ FRESH = textwrap.dedent(
         raise SystemExit("ltv importable before loading the model: " + ltv.__file__)
     except ImportError:
         pass
+    # the stand-in pipeline's module (tests.helpers.stand_in) comes from the repo, at the end of the path;
+    # MLflow puts the model's code_paths first, so ltv and its submodules still come from the model
+    sys.path.append({repo!r})
     import mlflow, pandas as pd
     mlflow.set_tracking_uri({uri!r})
     model = mlflow.pyfunc.load_model("models:/ltv-pipeline@champion")
@@ -157,7 +219,7 @@ def test_named_inputs_signature_drops_unknown_columns(registry):
 
 
 def test_trees_compile_when_a_model_loads_not_when_it_is_logged(registry, tmp_path, monkeypatch):
-    from ltv.serving.testing import CompileRecordingPipeline
+    from tests.helpers.stand_in import CompileRecordingPipeline
 
     marker = tmp_path / "compiles.txt"
     with mlflow.start_run():

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from ltv import metrics
-from ltv.models.testing import small_chain, split_data
 from ltv.sampling import HHISTUS, HistOS, SamplingPlan
+from tests.helpers.chain_data import small_chain, split_data
 
 
 def _revenue(n=20000, seed=0):

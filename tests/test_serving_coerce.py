@@ -13,7 +13,7 @@ import pytest
 from ltv import contract as c
 from ltv.serving.coerce import InputError, frame_to_table
 from ltv.serving.signature import input_example
-from ltv.serving.testing import ConstantishPipeline, contract_rows
+from tests.helpers.stand_in import ConstantishPipeline, contract_rows
 
 BASE = {"hour": "07", "weekday": 3, "advertiser_bundle": "abc"}
 

@@ -10,7 +10,8 @@ import requests
 
 from ltv import contract as c
 from ltv.serving.server import ModelServer
-from ltv.serving.testing import ConstantishPipeline, contract_rows
+from tests.helpers import repo_on_pythonpath
+from tests.helpers.stand_in import ConstantishPipeline, contract_rows
 
 GOOD = {"hour": "09", "weekday": 4, "advertiser_bundle": "abc", "cpm": {"b": 2}, "user_bundles": ["x"]}
 GOOD_PRED = 0.1 * 4 + 0.01 * 9 + 0.01 * 2 + 0.25  # ConstantishPipeline on GOOD
@@ -31,8 +32,9 @@ def server(tmp_path_factory):
         log_pipeline(ConstantishPipeline())
     mlflow.set_tracking_uri(old[0])
     mlflow.set_registry_uri(old[1])
-    with ModelServer("models:/ltv-pipeline@champion", tracking_uri=uri, startup_timeout=120) as srv:
-        yield srv
+    server = ModelServer("models:/ltv-pipeline@champion", tracking_uri=uri, startup_timeout=120)
+    with repo_on_pythonpath(), server:  # the server unpickles the stand-in from tests.helpers
+        yield server
 
 
 def post(server, payload, raw: bool = False) -> requests.Response:

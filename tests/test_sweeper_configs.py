@@ -1,10 +1,13 @@
-"""Every search space under conf/hparams_search composes, parses, and names keys that exist."""
+"""Every search space under conf/hparams_search composes, parses to the distributions its comment states,
+and names keys that exist."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -15,6 +18,7 @@ from hydra_plugins.ltv_optuna_sweeper._impl import LtvOptunaSweeperImpl
 from hydra_plugins.ltv_optuna_sweeper._search_space import parse_search_space
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
+README = CONF.parent / "README.md"
 SPACES = sorted(p.stem for p in (CONF / "hparams_search").glob("*.yaml"))
 
 
@@ -24,8 +28,43 @@ def composed(*overrides: str):
         return compose("config", overrides=list(overrides), return_hydra_config=True)
 
 
-def test_the_four_spaces_exist():
-    assert {"lgbm_classifier", "lgbm_regressor", "lgbm_gate", "full"} <= set(SPACES)
+def test_the_readme_lists_every_space():
+    row = next(line for line in README.read_text().splitlines() if line.startswith("| `hparams_search` |"))
+    assert SPACES and set(re.findall(r"`(\w+)`", row.split("|")[2])) == set(SPACES)
+
+
+# one documented dimension per comment line: "#   <key>   <distribution in words>   [remark]"
+_RANGE = re.compile(r"^(integer, log scale|integer|log-uniform|uniform) \[([^,\]]+), ([^\]]+)\]")
+
+
+def _documented(name: str, keys) -> dict:
+    """The distributions ``<name>.yaml`` states in its header comment, for the searched ``keys``."""
+    out = {}
+    for line in (CONF / "hparams_search" / f"{name}.yaml").read_text().splitlines():
+        parts = re.split(r"\s{2,}", line.removeprefix("#").strip())
+        if not line.startswith("#") or parts[0] not in keys:
+            continue
+        words = parts[1]
+        match = _RANGE.match(words)
+        if match is None:  # a choice: "a | b | c"
+            out[parts[0]] = CategoricalDistribution([yaml.safe_load(w) for w in words.split(" | ")])
+            continue
+        kind, low, high = match.group(1), float(match.group(2)), float(match.group(3))
+        if kind.startswith("integer"):
+            out[parts[0]] = IntDistribution(int(low), int(high), log=kind.endswith("log scale"))
+        else:
+            out[parts[0]] = FloatDistribution(low, high, log=kind == "log-uniform")
+    return out
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_params_parse_to_the_distributions_the_file_documents(name):
+    params = composed(f"hparams_search={name}").hydra.sweeper.params
+    space = parse_search_space(f"{k}={v}" for k, v in params.items())
+    documented = _documented(name, set(params))
+    assert set(documented) == set(params), f"{name}.yaml documents {sorted(documented)}"
+    for key, dist in space.distributions.items():
+        assert dist == documented[key], f"{name}.yaml: {key} is {dist}, its comment says {documented[key]}"
 
 
 def test_plain_sweeper_selection_gets_a_seeded_tpe():
@@ -47,13 +86,7 @@ def test_space_composes_and_every_key_exists_with_a_matching_type(name):
     LtvOptunaSweeperImpl(**{k: v for k, v in settings.items() if k not in ("_target_", "_recursive_")})
     space = parse_search_space(f"{k}={v}" for k, v in sweeper.params.items())
     assert len(space.distributions) == len(sweeper.params) and not space.fixed
-    header = "\n".join(
-        line
-        for line in (CONF / "hparams_search" / f"{name}.yaml").read_text().splitlines()
-        if line.startswith("#")
-    )
     for key, dist in space.distributions.items():
-        assert key in header, f"{name}.yaml does not document {key} in its comment"
         if "." not in key:  # a config group: every option must compose
             for option in dist.choices:
                 assert OmegaConf.select(composed(f"{key}={option}"), key) is not None

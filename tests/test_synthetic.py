@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from ltv import contract
-from ltv.data import synthetic
-from ltv.data._labels import LabelParams, draw_labels, oracle
-from ltv.data.synthetic import draw_hour, ensure_generated, generate, hour_table
+from ltv.synthetic import generator
+from ltv.synthetic.generator import draw_hour, ensure_generated, generate, hour_table
+from ltv.synthetic.labels import LabelParams, draw_labels, oracle
 
+ROOT = Path(__file__).resolve().parent.parent
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 PART = re.compile(r"^part-(\d{5})-[0-9a-f-]{36}-c000\.snappy\.parquet$")
 SMALL = dict(train_hours=5, test_hours=3, rows_per_hour=150, files_per_hour=2, seed=3)
@@ -92,7 +96,7 @@ def test_hour_weekday_and_row_ids(small: Path):
     for split in ("train", "test"):
         for f in _files(small, split):
             t = pq.read_table(f)
-            when = synthetic.parse_hour(f.parent.name.split("=")[1])
+            when = generator.parse_hour(f.parent.name.split("=")[1])
             assert set(_col(t, "hour")) == {f"{when.hour:02d}"}
             assert set(_col(t, "weekday")) == {when.isoweekday()}
             ids += t.column("row_id").to_pylist()
@@ -132,7 +136,7 @@ def test_same_params_give_identical_files(small: Path, tmp_path: Path):
             assert f.read_bytes() == g.read_bytes()
 
 
-NULL_RATES = {  # DATA_CONTRACT.md
+NULL_RATES = {  # docs/data_contract.md
     "last_advertiser_action": 0.988,
     "advertiser_actions_action_count": 0.988,
     "rev_by_adv": 0.983,
@@ -351,7 +355,7 @@ def test_interrupted_run_leaves_nothing_complete(tmp_path: Path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(synthetic, "write_csv", boom)
+    monkeypatch.setattr(generator, "write_csv", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         generate(tmp_path / "d", train_hours=1, test_hours=1, rows_per_hour=20)
     assert list(tmp_path.iterdir()) == []
@@ -383,28 +387,28 @@ def test_oracle_inside_root_is_refused(tmp_path: Path):
 
 
 def test_cli(tmp_path: Path):
-    root = synthetic.main(
-        [
-            "--root",
-            str(tmp_path / "cli"),
-            "--train-hours",
-            "2",
-            "--test-hours",
-            "1",
-            "--rows-per-hour",
-            "40",
-            "--oracle-root",
-            str(tmp_path / "orc"),
-        ]
+    """``python -m ltv.synthetic`` in a fresh process, from another working directory."""
+    args = ["--root", "cli", "--train-hours", "2", "--test-hours", "1", "--rows-per-hour", "40"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltv.synthetic", *args, "--oracle-root", str(tmp_path / "orc")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    root = tmp_path / "cli"
     assert len(_files(root, "train")) == 2 and (tmp_path / "orc" / "test").is_dir()
     assert len(pd.read_csv(root / "sample_submission.csv")) == 40
+    assert json.loads((root / "_GENERATOR.json").read_text())["params"]["rows_per_hour"] == 40
 
 
 def test_part_files_concatenate_to_the_drawn_hour(small: Path):
     folder = sorted((small / "train").iterdir())[1]
     written = pa.concat_tables(pq.read_table(f) for f in sorted(folder.glob("*.parquet")))
-    when = synthetic.parse_hour(folder.name.split("=")[1])
+    when = generator.parse_hour(folder.name.split("=")[1])
     assert written.equals(
         hour_table(*draw_hour(SMALL["seed"], "train", when, SMALL["rows_per_hour"])[:2], "train")
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import optuna
 from omegaconf import OmegaConf
 
+from ltv.io import atomic_write
 from ltv.tracking.sweep import param_key
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,9 @@ def results(study: optuna.Study, n_failed_now: int) -> dict[str, Any]:
 
 
 def write_results(summary: dict[str, Any], sweep_dir: Path) -> Path:
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     path = sweep_dir / RESULTS_FILE
-    tmp = path.with_name(f".{RESULTS_FILE}.{os.getpid()}.tmp")
-    OmegaConf.save(OmegaConf.create(summary), tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        OmegaConf.save(OmegaConf.create(summary), tmp)
     return path
 
 

@@ -1,4 +1,4 @@
-"""Load contract data (DATA_CONTRACT.md) from hive partitions: windows, sampling, validation, Dask.
+"""Load contract data (docs/data_contract.md) from hive partitions: windows, sampling, validation, Dask.
 
 Files are discovered with ``pyarrow.dataset`` (hive partitioning, the window as a filter expression on
 the ``datetime`` partition, so other hours are never opened), each file is read as Arrow, checked against

@@ -1,4 +1,4 @@
-"""Validation and repair of raw contract tables (DATA_CONTRACT.md), one Arrow table at a time.
+"""Validation and repair of raw contract tables (docs/data_contract.md), one Arrow table at a time.
 
 Bad input gets either a clear error (``SchemaError`` for a missing or mistyped column, ``DataError`` for an
 unreadable file or a window without rows) or a counted repair recorded in a ``LoadReport``; nothing is

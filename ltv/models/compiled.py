@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ltv.io import atomic_write
+
 log = logging.getLogger(__name__)
 
 ENV_CACHE = "LTV_TREE_CACHE"
@@ -263,21 +265,16 @@ def compile_booster(
     folder = _writable(Path(directory) if directory is not None else cache_dir())
     model_txt, obj = folder / f"{key}.txt", folder / f"{key}.o"
     if not model_txt.exists():
-        _atomic_write(model_txt, text.encode())
+        with atomic_write(model_txt) as tmp:
+            tmp.write_bytes(text.encode())
     model = lleaves.Model(model_file=str(model_txt))
     cached = obj.exists()
     if not cached:
         with _compile_lock(folder, key, wait):
             cached = obj.exists()  # compiled by another process while this one waited
             if not cached:
-                fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".o.tmp")
-                os.close(fd)
-                os.unlink(tmp)  # lleaves writes the cache only where no file exists
-                try:
-                    model.compile(cache=tmp)
-                    os.replace(tmp, obj)
-                finally:
-                    Path(tmp).unlink(missing_ok=True)
+                with atomic_write(obj) as tmp:  # lleaves writes the cache only where no file exists
+                    model.compile(cache=str(tmp))
     if cached:
         model.compile(cache=str(obj))
     probe = _probe(booster, np.random.default_rng(0))
@@ -306,16 +303,6 @@ def _writable(folder: Path) -> Path:
             log.warning("tree cache %s is not writable (%s): compiling into %s for this process (set %s)",
                         folder, e, _FALLBACK[folder], ENV_CACHE)  # fmt: skip
         return _FALLBACK[folder]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def compile_boosters(pairs, directory=None) -> dict:

@@ -25,14 +25,14 @@ def ensure_data(data_cfg: DictConfig) -> Path:
     if root.exists():
         if not (root / "train").is_dir() and not (root / "test").is_dir():
             raise FileNotFoundError(
-                f"data.root={root} exists but has neither train/ nor test/ hive folders (see DATA_CONTRACT.md)"
+                f"data.root={root} exists but has neither train/ nor test/ hive folders (see docs/data_contract.md)"
             )
         return root
     if data_cfg.get("generate") is None:
         raise FileNotFoundError(
             f"data.root={root} does not exist (and this data option does not generate data)"
         )
-    from ltv.data.synthetic import generate
+    from ltv.synthetic import generate
 
     gen = OmegaConf.to_container(data_cfg.generate, resolve=True)
     oracle_root = data_cfg.get("oracle_root")

@@ -58,10 +58,41 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
+# Package paths that loading and scoring the model never import, so the model does not ship them. What it
+# does import: pyfunc_model.py -> ltv.serving (coercion, signature) and ltv.models.compiled; the pickled
+# pipeline -> ltv.pipeline, ltv.features, ltv.models, ltv.sampling, ltv.metrics, ltv.contract, ltv.io.
+# tests/test_pyfunc.py checks that every ltv import in the shipped files resolves inside the copy.
+_NOT_SHIPPED = (
+    "synthetic",  # the data generator
+    "data",  # parquet loading for training and batch scoring (a served request arrives as rows)
+    "tasks",  # train / predict / evaluate wiring
+    "cluster.py",  # the Dask engine, batch scoring and the submission writer run beside a model, not in it
+    "scoring.py",
+    "submission.py",
+    "config.py",
+    "memory.py",
+    "plots.py",
+    "serving/server.py",  # starts `mlflow models serve`
+    "tracking/logging.py",
+    "tracking/pyfunc.py",
+    "tracking/store.py",
+    "tracking/sweep.py",
+)
+
+
 def _copy_package(dest: Path) -> Path:
-    """A clean copy of the ltv package (no caches) to ship as code_paths."""
+    """A copy of the ltv package to ship as code_paths: without caches and without ``_NOT_SHIPPED``."""
     target = dest / "ltv"
-    shutil.copytree(PACKAGE_DIR, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+    skipped = {PACKAGE_DIR / p for p in _NOT_SHIPPED}
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        return {
+            n
+            for n in names
+            if Path(folder, n) in skipped or n == "__pycache__" or n.endswith((".pyc", ".egg-info"))
+        }
+
+    shutil.copytree(PACKAGE_DIR, target, ignore=ignore)
     return target
 
 

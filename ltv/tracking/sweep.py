@@ -27,6 +27,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from ltv.io import atomic_write
 from ltv.tracking.names import multirun_name
 from ltv.tracking.names import run_name as overrides_run_name
 from ltv.tracking.store import PARENT_RUN_ENV, setup, sqlite_uri
@@ -147,13 +148,6 @@ def _hydra_job() -> tuple[list[str], Path | None, int | None]:
     return overrides, Path(out_dir) if out_dir else None, num
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _parent_experiment(run_id: str | None) -> tuple[str, str] | None:
     """``(run_id, experiment_id)`` of the parent named in the environment, if this store has it."""
     if not run_id:
@@ -200,7 +194,8 @@ def start_job_run(
         kwargs.update(parent_run_id=parent[0], experiment_id=parent[1])
     with mlflow.start_run(**kwargs) as run:
         if out_dir is not None:
-            _write_atomic(out_dir / RUN_ID_FILE, run.info.run_id)
+            with atomic_write(out_dir / RUN_ID_FILE) as tmp:
+                tmp.write_text(run.info.run_id)
         if log_overrides and overrides:
             mlflow.log_params(
                 {param_key(f"override.{o.split('=', 1)[0]}"): o.split("=", 1)[-1] for o in overrides}

@@ -2,7 +2,7 @@
 
 Latent traits (wealth, engagement, spend, whale) drive the observed features and their null masks, so
 columns are correlated the way real ones are. The labels never see the latent traits: they are computed
-in ``_labels`` from what is written here and in ``_nested`` (the ``obs`` summaries), so the oracle is exact.
+in ``labels`` from what is written here and in ``history`` / ``activity`` (the ``obs`` summaries), so the oracle is exact.
 """
 
 from __future__ import annotations
@@ -13,8 +13,16 @@ import numpy as np
 import pyarrow as pa
 from scipy.special import expit, logit
 
-from ltv.data._arrowgen import numbers_with_nulls, strings_with_nulls
-from ltv.data._vocab import ANDROID_MAKE_MSRP, ANDROID_MAKE_P, ANDROID_MAKES, CARRIERS, MONTHS, WORLD, zipf_p
+from ltv.synthetic.arrays import numbers_with_nulls, strings_with_nulls
+from ltv.synthetic.vocab import (
+    ANDROID_MAKE_MSRP,
+    ANDROID_MAKE_P,
+    ANDROID_MAKES,
+    CARRIERS,
+    MONTHS,
+    WORLD,
+    zipf_p,
+)
 
 DAY = 86400
 _CARRIER_CDF = np.cumsum(zipf_p(len(CARRIERS), 1.0))

@@ -1,4 +1,4 @@
-"""A tiny deterministic stand-in for the fitted pipeline, for serving tests and the serving benchmark.
+"""A deterministic stand-in for the fitted pipeline and seeded contract rows (serving tests, bench/serve.py).
 
 It reads one column of each contract kind from the Arrow table (a string, a number, a map, a map of maps,
 a list), so a test that compares served predictions with ``predict`` on the same rows checks that every
@@ -85,7 +85,7 @@ class ConstantishPipeline:
         return np.clip(np.nan_to_num(total, nan=0.0, posinf=0.0, neginf=0.0), 0.0, None)
 
 
-# null shares of nested columns in the real data (DATA_CONTRACT.md), by name prefix; others 10%
+# null shares of nested columns in the real data (docs/data_contract.md), by name prefix; others 10%
 _NULL_SHARE = {
     "advertiser_actions_": 0.988,
     "rev_by_adv": 0.983,

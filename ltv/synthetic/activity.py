@@ -1,6 +1,6 @@
 """Engagement and context nested columns: sessions, bundle lists, histograms, hour_ratio, cpm/ctr and more.
 
-Each ``draw_*`` returns ``(columns, obs)`` like ``_history``.
+Each ``draw_*`` returns ``(columns, obs)`` like ``history``.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 from scipy.special import expit, ndtr
 
-from ltv.data._arrowgen import Items, draw_items, group_items, list_array, map_array, merge_items, subset
-from ltv.data._history import (
+from ltv.synthetic.arrays import Items, draw_items, group_items, list_array, map_array, merge_items, subset
+from ltv.synthetic.history import (
     BUNDLE_CAT,
     BUNDLE_CDF,
     BUNDLES,
@@ -22,7 +22,7 @@ from ltv.data._history import (
     counts_where,
     ts_values,
 )
-from ltv.data._vocab import FORMATS, LANGUAGES, WORLD, zipf_p
+from ltv.synthetic.vocab import FORMATS, LANGUAGES, WORLD, zipf_p
 
 COUNTRIES = pa.array(WORLD.countries, type=pa.string())
 HOURS = pa.array([str(h) for h in range(24)], type=pa.string())

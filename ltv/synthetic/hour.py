@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow as pa
 
 from ltv.contract import LABEL_COLUMNS, ROW_ID, arrow_schema
-from ltv.data import _activity as act
-from ltv.data import _history as hist
-from ltv.data._arrowgen import uuid4_strings
-from ltv.data._features import draw_flat, draw_latent
-from ltv.data._labels import draw_labels, label_params, oracle
+from ltv.synthetic import activity as act
+from ltv.synthetic import history as hist
+from ltv.synthetic.arrays import uuid4_strings
+from ltv.synthetic.flat import draw_flat, draw_latent
+from ltv.synthetic.labels import draw_labels, label_params, oracle
 
 ORACLE_COLUMNS = ["p_buyer", "e_log1p", "e_revenue"]
 SPLIT_CODE = {"train": 1, "test": 2}

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 from scipy.special import expit, ndtr
 
-from ltv.data._arrowgen import Items, draw_items, group_items, map_array, merge_items, offsets, subset
-from ltv.data._vocab import ACTIONS, WORLD, zipf_p
+from ltv.synthetic.arrays import Items, draw_items, group_items, map_array, merge_items, offsets, subset
+from ltv.synthetic.vocab import ACTIONS, WORLD, zipf_p
 
 DAY = 86400
 I64 = pa.int64()

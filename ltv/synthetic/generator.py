@@ -1,4 +1,4 @@
-"""Synthetic data to the contract (DATA_CONTRACT.md), with an exact per-row oracle.
+"""Synthetic data to the contract (docs/data_contract.md), with an exact per-row oracle.
 
 ``generate`` writes ``<root>/train`` and ``<root>/test`` hive partitions (``datetime=YYYY-MM-DD-HH-00``),
 ``<root>/sample_submission.csv`` and, last, ``<root>/_GENERATOR.json``; the oracle (P(buyer),
@@ -6,7 +6,7 @@ E[log1p y | x], E[y | x], and the test labels) goes to a separate folder no mode
 model is described in docs/generator.md. Each hour is drawn from its own seed (seed, split, hour), so
 hours are independent and a run is reproducible value for value.
 
-CLI: ``python -m ltv.data.synthetic --root data/synthetic --rows-per-hour 1000 --seed 0``.
+CLI: ``python -m ltv.synthetic --root data/synthetic --rows-per-hour 1000 --seed 0``.
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ import inspect
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ltv.contract import PARTITION_COLUMN, PARTITION_FORMAT, ROW_ID
-from ltv.data._arrowgen import uuid4_strings
-from ltv.data._hour import ORACLE_COLUMNS, SPLIT_CODE, draw_hour, hour_table, oracle_table
-from ltv.data._writer import write_csv, write_parquet
+from ltv.io import atomic_write
+from ltv.synthetic.arrays import uuid4_strings
+from ltv.synthetic.hour import ORACLE_COLUMNS, SPLIT_CODE, draw_hour, hour_table, oracle_table
+from ltv.synthetic.writer import write_csv, write_json, write_parquet
 
 __all__ = ["ORACLE_COLUMNS", "draw_hour", "ensure_generated", "generate", "hour_table", "main", "parse_hour"]
 
@@ -116,15 +116,6 @@ def default_oracle_root(root: str | os.PathLike) -> Path:
     return root.with_name(root.name + "_oracle")
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``, replacing what is there (old copy moved aside first, then removed)."""
-    old = dst.with_name(f"{dst.name}.old-{os.getpid()}")
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def generate(
     root: str | os.PathLike,
     *,
@@ -152,16 +143,16 @@ def generate(
 
     Returns
     -------
-    Path of ``root``. Everything is built in ``<root>.tmp-<pid>`` and renamed at the end, with
-    ``_GENERATOR.json`` written last, so an interrupted run leaves nothing that looks complete.
+    Path of ``root``. Everything is built under temp names beside ``root`` and ``oracle_root``
+    (:func:`ltv.io.atomic_write`) and renamed at the end, data last, with ``_GENERATOR.json`` written last
+    inside it, so an interrupted run leaves nothing that looks complete.
     """
     p = _params(train_start, train_hours, test_start, test_hours, rows_per_hour, files_per_hour, seed)
     root, oroot = _targets(root, oracle_root, overwrite)
-    tmp, otmp = (Path(f"{d}.tmp-{os.getpid()}") for d in (root, oroot))
     t0 = time.perf_counter()
-    try:
+    # the oracle is renamed into place first (inner block), the data root last
+    with atomic_write(root) as tmp, atomic_write(oroot) as otmp:
         for d in (tmp, otmp):
-            shutil.rmtree(d, ignore_errors=True)
             d.mkdir(parents=True)
         _write_split(tmp, otmp, "train", _hour_list(p["train_start"], train_hours), p)
         test_ids = _write_split(tmp, otmp, "test", _hour_list(p["test_start"], test_hours), p)
@@ -170,13 +161,8 @@ def generate(
             "params": p,
             "rows": {"train": train_hours * rows_per_hour, "test": test_hours * rows_per_hour},
         }
-        _write_json(otmp / ORACLE_MARKER, {**info, "data_root": str(root)})
-        _write_json(tmp / MARKER, {**info, "oracle_root": str(oroot)})
-        _replace_dir(otmp, oroot)
-        _replace_dir(tmp, root)
-    finally:
-        for d in (tmp, otmp):
-            shutil.rmtree(d, ignore_errors=True)
+        write_json(otmp / ORACLE_MARKER, {**info, "data_root": str(root)})
+        write_json(tmp / MARKER, {**info, "oracle_root": str(oroot)})
     rows, secs = (train_hours + test_hours) * rows_per_hour, time.perf_counter() - t0
     log.info("generated %d rows in %.1f s (%.0f rows/s) -> %s", rows, secs, rows / max(secs, 1e-9), root)
     return root
@@ -202,12 +188,6 @@ def _targets(root, oracle_root, overwrite: bool) -> tuple[Path, Path]:
 def _hour_list(start: str, count: int) -> list[dt.datetime]:
     first = parse_hour(start)
     return [first + dt.timedelta(hours=h) for h in range(count)]
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def ensure_generated(root: str | os.PathLike, **kwargs) -> Path:
@@ -236,8 +216,8 @@ def ensure_generated(root: str | os.PathLike, **kwargs) -> Path:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    """CLI entry: ``python -m ltv.data.synthetic --root data/synthetic [...]``."""
-    ap = argparse.ArgumentParser(prog="python -m ltv.data.synthetic", description=__doc__.split("\n")[0])
+    """CLI entry: ``python -m ltv.synthetic --root data/synthetic [...]``."""
+    ap = argparse.ArgumentParser(prog="python -m ltv.synthetic", description=__doc__.split("\n")[0])
     ap.add_argument("--root", required=True)
     ap.add_argument("--train-start", default="2025-10-01-00")
     ap.add_argument("--train-hours", type=int, default=144)
@@ -251,7 +231,3 @@ def main(argv: list[str] | None = None) -> Path:
     args = vars(ap.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     return generate(args.pop("root"), **args)
-
-
-if __name__ == "__main__":
-    main()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-from ltv.data._vocab import WORLD
+from ltv.synthetic.vocab import WORLD
 
 INTERCEPT = -6.04  # calibrated so that ~3.3% of rows are buyers (docs/generator.md)
 ZERO_SHARE = 0.10  # P(d7 revenue == 0 | buyer)
