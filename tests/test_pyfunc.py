@@ -253,6 +253,7 @@ def test_loading_the_model_prints_no_type_hint_warning(registry, tmp_path):
         """
     )
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # the stand-in pipeline is in tests/helpers
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
