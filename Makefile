@@ -9,6 +9,7 @@ export MLFLOW_TRACKING_URI := sqlite:///$(MLRUNS)/mlflow.db
 HOST ?= 127.0.0.1
 SERVE_PORT ?= 5001
 UI_PORT ?= 5000
+SERVE_WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 MODEL ?= models:/ltv-pipeline@champion
 PYTEST_ARGS ?=
 
@@ -49,8 +50,8 @@ predict: $(STAMP) ## write outputs/submission.csv with models:/ltv-pipeline@cham
 evaluate: $(STAMP) ## metrics of the champion on the holdout window
 	$(BIN)/python evaluate.py $(ARGS)
 
-serve: $(STAMP) ## serve the champion over HTTP on $(HOST):$(SERVE_PORT) (POST /invocations)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local -h $(HOST) -p $(SERVE_PORT)
+serve: $(STAMP) ## serve the champion over HTTP on $(HOST):$(SERVE_PORT) (POST /invocations), one worker process per core
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local -h $(HOST) -p $(SERVE_PORT) --workers $(SERVE_WORKERS)
 
 ui: $(STAMP) ## MLflow UI on $(HOST):$(UI_PORT) over the project's store
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) -h $(HOST) -p $(UI_PORT)

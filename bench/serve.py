@@ -2,6 +2,14 @@
 
     python bench/serve.py [--model-uri models:/ltv-pipeline@champion] [--requests 200] [--batches 20]
                           [--stages]   # also: where a one-row request's time goes, step by step
+    python bench/serve.py --clients 1,8 [--workers 1] [--load-requests 400] [--load-seconds 60]
+                          # concurrent mode: N keep-alive clients of single-row requests
+
+Concurrent mode (``--clients``): for each N, N client threads, each with its own keep-alive connection
+to 127.0.0.1, send single-row requests until ``--load-requests`` are answered in all or
+``--load-seconds`` pass; the table gives requests/s, p50 / p99 latency and the ratio of requests/s to
+the first N's. ``--workers`` starts the server with that many worker processes
+(``mlflow models serve --workers``).
 
 Starts ``mlflow models serve --env-manager local`` on 127.0.0.1 (a free port), waits for /ping, sends
 ``--requests`` single-row requests (p50 / p99 / max latency over one keep-alive connection) and
@@ -106,6 +114,21 @@ def server_cpu_s(server: ModelServer) -> float:
     return total
 
 
+def server_memory_mb(server: ModelServer) -> tuple[float, int]:
+    """(MB of memory private to the server's processes (USS, summed), number of processes)."""
+    import psutil
+
+    root = psutil.Process(server.proc.pid)
+    total, n = 0, 0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            total += p.memory_full_info().uss
+            n += 1
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20, n
+
+
 def run(args) -> tuple[float, list[tuple[str, str]]]:
     """(single-row p50 in ms, table rows)."""
     import requests
@@ -144,6 +167,83 @@ def run(args) -> tuple[float, list[tuple[str, str]]]:
         ),
         ("cpus, 1-min load average at the end", f"{os.cpu_count()}, {load:.1f}"),
     ]
+
+
+def load_run(url: str, records: list[dict], clients: int, total: int, seconds: float) -> dict[str, float]:
+    """``clients`` threads, one keep-alive session each, share ``total`` single-row requests (or stop
+    after ``seconds``): requests/s over the wall time, p50 / p99 latency in ms."""
+    import threading
+
+    import requests
+
+    bodies = [json.dumps({"dataframe_records": [r]}) for r in records]
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock, sent = threading.Lock(), [0]
+    deadline = time.perf_counter() + seconds
+
+    def client(k: int) -> None:
+        with requests.Session() as session:
+            while time.perf_counter() < deadline:
+                with lock:
+                    if sent[0] >= total:
+                        return
+                    i = sent[0]
+                    sent[0] += 1
+                t0 = time.perf_counter()
+                resp = session.post(
+                    url,
+                    data=bodies[i % len(bodies)],
+                    headers={"Content-Type": "application/json"},
+                    timeout=60,
+                )
+                dt = time.perf_counter() - t0
+                with lock:
+                    (latencies.append(dt) if resp.status_code == 200 else errors.append(resp.text[-300:]))
+
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 70)
+    wall = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} requests failed under load, e.g.: {errors[0]}")
+    lat = np.array(latencies) * 1e3
+    p50, p99 = np.percentile(lat, [50, 99]) if len(lat) else (float("nan"),) * 2
+    return {"requests": len(lat), "rps": len(lat) / wall, "p50": float(p50), "p99": float(p99), "wall": wall}
+
+
+def concurrent_rows(args) -> list[tuple[str, str]]:
+    """Start one server (``--workers``) and run :func:`load_run` for each N of ``--clients``."""
+    import requests
+
+    counts = [int(n) for n in str(args.clients).split(",") if n.strip()]
+    with tempfile.TemporaryDirectory(prefix="ltv-bench-serve-") as tmp:
+        model_uri, tracking_uri, what = resolve_model(args.model_uri, args.tracking_uri, Path(tmp))
+        records, source = request_rows(200, args.data)
+        with ModelServer(
+            model_uri, tracking_uri=tracking_uri, startup_timeout=180, workers=args.workers
+        ) as srv:
+            url = srv.url + "/invocations"
+            with requests.Session() as s:  # warm-up: imports, allocations, every worker's first requests
+                for i in range(10 * args.workers):
+                    timed_post(s, url, records[i % len(records) : i % len(records) + 1])
+            results = [(n, load_run(url, records, n, args.load_requests, args.load_seconds)) for n in counts]
+            memory, processes = server_memory_mb(srv)
+    base = results[0][1]["rps"]
+    rows = [("model", what), ("request rows", source), ("server workers", str(args.workers))]
+    for n, r in results:
+        rows.append(
+            (
+                f"{n} client{'s' * (n > 1)}, single-row ({r['requests']} requests)",
+                f"{r['rps']:.1f} req/s ({r['rps'] / base:.2f}x), p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms",
+            )
+        )
+    rows.append(("server memory (USS, all processes)", f"{memory:,.0f} MB in {processes} processes"))
+    rows.append(("cpus, 1-min load average at the end", f"{os.cpu_count()}, {os.getloadavg()[0]:.1f}"))
+    return rows
 
 
 def stage_rows(
@@ -201,7 +301,14 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-rows", type=int, default=1000)
     parser.add_argument("--data", default=None, help="contract data root whose test split supplies rows")
     parser.add_argument("--stages", action="store_true", help="also time each step of a one-row request")
+    parser.add_argument("--clients", default=None, help="concurrent mode: client counts, e.g. 1,8")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes (concurrent mode)")
+    parser.add_argument("--load-requests", type=int, default=400, help="requests per client count")
+    parser.add_argument("--load-seconds", type=float, default=60.0, help="time limit per client count")
     args = parser.parse_args(argv)
+    if args.clients:
+        _print(concurrent_rows(args))
+        return
     p50, rows = run(args)
     if args.stages and dict(rows)["model"].startswith("stand-in"):
         rows.append(("single-row steps in process", "skipped: the stand-in model is not a chain"))
@@ -209,6 +316,10 @@ def main(argv=None) -> None:
         records, _ = request_rows(args.requests, args.data)
         rows.append(("single-row steps in process (median)", ""))
         rows += stage_rows(args.model_uri, args.tracking_uri, records, min(args.requests, 200), p50)
+    _print(rows)
+
+
+def _print(rows: list[tuple[str, str]]) -> None:
     width = max(len(k) for k, _ in rows)
     print(f"\n{'bench/serve.py':<{width}}  result")
     print(f"{'-' * width}  {'-' * 40}")

@@ -207,6 +207,7 @@ def test_multirun_one_parent_with_nested_jobs(trained, tmp_path):
     )
     with sqlite3.connect(db) as con:
         runs = con.execute("select run_uuid, status from runs").fetchall()
+        names = {r for (r,) in con.execute("select name from runs").fetchall()}
         parents = dict(
             con.execute("select run_uuid, value from tags where key='mlflow.parentRunId'").fetchall()
         )
@@ -220,6 +221,12 @@ def test_multirun_one_parent_with_nested_jobs(trained, tmp_path):
     for run, key, value in params:
         combos.setdefault(run, {})[key] = value
     assert len({tuple(sorted(c.items())) for c in combos.values()}) == 4  # four distinct configurations ran
+    # runs named by what distinguishes them (issue 16); paths, tracking and cluster overrides left out
+    assert names == {"multirun tiny classifier=lgbm,lgbm_deep sampling=none,histos_aggressive"} | {
+        f"tiny,classifier={c},sampling={s}"
+        for c in ("lgbm", "lgbm_deep")
+        for s in ("none", "histos_aggressive")
+    }
 
 
 def test_predict_on_a_local_cluster_and_in_process_writes_the_same_file(trained, tmp_path):

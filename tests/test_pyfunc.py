@@ -238,3 +238,25 @@ def test_trees_compile_when_a_model_loads_not_when_it_is_logged(registry, tmp_pa
     monkeypatch.delenv("LTV_COMPILE_TREES")
     mlflow.pyfunc.load_model(info.model_uri)  # what `mlflow models serve` does
     assert count() == 2
+
+
+def test_loading_the_model_prints_no_type_hint_warning(registry, tmp_path):
+    """Issue 16: every load printed MLflow's yellow "Add type hints to the `predict` method" warning."""
+    code = textwrap.dedent(
+        f"""
+        import warnings, mlflow, pandas as pd
+        warnings.simplefilter("always")
+        mlflow.set_tracking_uri({registry["uri"]!r})
+        model = mlflow.pyfunc.load_model("models:/ltv-pipeline@champion")
+        model.predict(pd.DataFrame([{{"hour": "01", "weekday": 1, "advertiser_bundle": "a"}}]))
+        print("loaded", type(model.unwrap_python_model()).__name__)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # the stand-in pipeline is in tests/helpers
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "loaded LTVPyfuncModel" in proc.stdout
+    assert "Add type hints" not in proc.stderr + proc.stdout

@@ -67,6 +67,11 @@ def rows():
     return table, ConstantishPipeline().predict(table)
 
 
+def test_server_loads_the_model_without_the_type_hint_warning(server):
+    assert "Add type hints" not in server.output()
+    assert "Uvicorn running" in server.output() or "Listening at" in server.output()
+
+
 def test_records_with_maps_as_pair_lists(server, rows):
     table, expected = rows
     got = predictions(post(server, {"dataframe_records": table.to_pylist()}))

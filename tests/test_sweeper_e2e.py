@@ -123,6 +123,7 @@ def test_sweep_logs_one_parent_per_invocation_with_nested_trials(toy_sweeps):
         assert parent.info.status == "FINISHED" and parent.info.run_name == "toy"
         mine = [c for c in children if c.data.tags["mlflow.parentRunId"] == parent.info.run_id]
         assert sorted(int(c.data.tags["optuna_trial_number"]) for c in mine) == trial_numbers
+        assert sorted(c.info.run_name for c in mine) == [f"trial-{n}" for n in trial_numbers]
         for child in mine:  # the metric the child logged is the objective computed from its overrides
             assert child.data.metrics["objective"] == pytest.approx(expected_objective(child.data.params))
     # Best of the whole study, on the second parent: value, params and the child that produced it.

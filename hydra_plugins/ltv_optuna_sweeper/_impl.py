@@ -18,6 +18,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from ltv.models._progress import PRUNER_ATTR, STAGE_ATTR, trial_env
+from ltv.tracking.names import trial_name
 from ltv.tracking.sweep import param_key, parent_run, read_job_run_id, tracking_from_config
 
 from . import _report
@@ -285,6 +286,7 @@ class LtvOptunaSweeperImpl(Sweeper):
             trial.set_user_attr("mlflow_run_id", child_id)
             client.set_tag(child_id, "optuna_trial_number", str(trial.number))
             client.set_tag(child_id, "optuna_study_name", study.study_name)
+            client.set_tag(child_id, "mlflow.runName", trial_name(trial.number))  # its parent: the study
         trial.set_user_attr("overrides", list(ret.overrides or []))
         if isinstance(ret._return_value, optuna.TrialPruned):
             tell(study, trial, None, pruned=True)

@@ -35,6 +35,7 @@ from ltv.data.schema import (
     purge_rows,
     repair_values,
 )
+from ltv.data.sense import fix_timestamps
 from ltv.data.window import Window, _discover, _sample, list_files  # noqa: F401  (re-exported)
 
 __all__ = [
@@ -97,6 +98,7 @@ def _normalise(table: pa.Table, path: Path, report: LoadReport) -> pa.Table:
 def _purge(table: pa.Table, path: Path, hour: str, labelled: bool, report: LoadReport) -> pa.Table:
     """Purge rows, cast the labels; append the string partition column."""
     labels = [c for c in table.column_names if c in contract.LABEL_COLUMNS]
+    table = fix_timestamps(table, hour, report)  # ms / us -> seconds, future -> null (ltv.data.sense)
     # Labels are purged before their cast: a NaN in a label stored as double must not break an int cast.
     table = conform(purge_rows(table, labelled, report), labels, path, report)
     report.rows_kept += table.num_rows
@@ -121,10 +123,8 @@ def _read(path, subset, hour, window, seed, columns, labelled) -> tuple[pa.Table
     return table, report
 
 
-def _empty_report(root, subset: str, empty: list[str]) -> LoadReport:
-    report = LoadReport(empty_partitions=len(empty))
-    report.warnings += [f"skipped empty partition {root}/{subset}/{_DT}={h} (no parquet file)" for h in empty]
-    return report
+def _empty_report(root, subset: str, empty) -> LoadReport:
+    return empty.report(root, subset)  # empty: window.Discovery (empty hours, skipped folders and files)
 
 
 def emit_warnings(report: LoadReport, subset: str, warned: set[str]) -> None:

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ltv import contract
+from ltv.data.rowids import SeenRowIds  # noqa: F401  (re-exported: the loader imports it from here)
+from ltv.data.sense import repair_labels
 
 
 class SchemaError(ValueError):
@@ -47,6 +48,7 @@ class LoadReport:
     dropped: dict[str, int] = field(default_factory=dict)
     repaired: dict[str, int] = field(default_factory=dict)
     unexpected_columns: dict[str, int] = field(default_factory=dict)  # column -> number of files
+    skipped: dict[str, int] = field(default_factory=dict)  # non_parquet_file / bad_partition_folder
     warnings: list[str] = field(default_factory=list)  # messages to emit once per load
 
     @property
@@ -62,6 +64,10 @@ class LoadReport:
         if n:
             self.repaired[reason] = self.repaired.get(reason, 0) + int(n)
 
+    def skip(self, reason: str, n: int) -> None:
+        if n:
+            self.skipped[reason] = self.skipped.get(reason, 0) + int(n)
+
     def merge(self, other: LoadReport) -> LoadReport:
         """Add ``other``'s counts into this report; returns self."""
         for name in ("rows_read", "rows_sampled", "rows_kept", "empty_partitions", "empty_files"):
@@ -72,6 +78,7 @@ class LoadReport:
             (self.dropped, other.dropped),
             (self.repaired, other.repaired),
             (self.unexpected_columns, other.unexpected_columns),
+            (self.skipped, other.skipped),
         ):
             for key, n in theirs.items():
                 mine[key] = mine.get(key, 0) + n
@@ -92,6 +99,7 @@ class LoadReport:
         }
         out.update({f"dropped_{k}": v for k, v in self.dropped.items()})
         out.update({f"repaired_{k}": v for k, v in self.repaired.items()})
+        out.update({f"skipped_{k}": v for k, v in self.skipped.items()})
         return {f"{prefix}{sep}{k}": float(v) for k, v in out.items()}
 
     def summary(self) -> str:
@@ -106,7 +114,11 @@ class LoadReport:
         ]
         if self.empty_partitions or self.empty_files:
             parts.append(f"empty partitions={self.empty_partitions} files={self.empty_files}")
-        for title, counts in (("dropped", self.dropped), ("repaired", self.repaired)):
+        for title, counts in (
+            ("dropped", self.dropped),
+            ("repaired", self.repaired),
+            ("skipped", self.skipped),
+        ):
             if counts:
                 parts.append(f"{title}: " + ", ".join(f"{k}={v:,}" for k, v in sorted(counts.items())))
         return "; ".join(parts)
@@ -255,7 +267,8 @@ def purge_rows(table: pa.Table, labelled: bool, report: LoadReport) -> pa.Table:
     """Drop rows without row_id, (if ``labelled``) with missing / inf / negative required labels, and
     repeated row_ids within the table (first kept). Each dropped row is counted once, under the first
     reason that applies: ``missing_row_id``, ``missing_label``, ``infinite_label``, ``negative_label``,
-    ``duplicate_row_id``.
+    ``duplicate_row_id``. Labels of the kept rows that contradict each other are then repaired
+    (:func:`ltv.data.sense.repair_labels`).
     """
     rid = table.column(contract.ROW_ID)
     masks = [("missing_row_id", _mask(pc.or_kleene(pc.is_null(rid), pc.equal(pc.utf8_length(rid), 0))))]
@@ -267,6 +280,8 @@ def purge_rows(table: pa.Table, labelled: bool, report: LoadReport) -> pa.Table:
         drop |= m
     if drop.any():
         table = table.filter(pa.array(~drop))
+    if labelled:
+        table = repair_labels(table, report)
     return dedupe(table, report)
 
 
@@ -279,48 +294,3 @@ def dedupe(table: pa.Table, report: LoadReport) -> pa.Table:
     first = np.sort(pc.index_in(unique, value_set=rid).to_numpy())
     report.drop("duplicate_row_id", table.num_rows - len(first))
     return table.take(pa.array(first))
-
-
-class SeenRowIds:
-    """Row_ids seen so far in a stream, as 64-bit hashes (8 bytes a row): drops repeats across batches.
-
-    Hashes are kept as sorted runs; a new run is merged into the previous one while it is at least half
-    that one's size (a binary counter: about log2(batches) runs, each merge a linear merge of two sorted
-    runs), so a batch costs a few binary searches. A hash collision between two different row_ids
-    (probability ~n^2 / 2^65, about 5e-6 for 13M rows) would drop one row as a duplicate; an exact set
-    of strings would cost ~100 bytes a row instead.
-    """
-
-    def __init__(self) -> None:
-        self._runs: list[np.ndarray] = []
-
-    def _contains(self, h: np.ndarray) -> np.ndarray:
-        found = np.zeros(len(h), bool)
-        for run in self._runs:
-            pos = np.minimum(np.searchsorted(run, h), len(run) - 1)
-            found |= run[pos] == h
-        return found
-
-    def new_mask(self, ids: pd.Series) -> np.ndarray:
-        """True for each row_id of ``ids`` seen neither in an earlier call nor earlier in ``ids``; those
-        are remembered."""
-        h = pd.util.hash_pandas_object(ids, index=False).to_numpy()
-        new = ~self._contains(h) & ~pd.Series(h).duplicated().to_numpy()
-        if new.any():  # a batch of repeats only adds nothing (an empty run would break the searches)
-            self._runs.append(np.sort(h[new]))
-        while len(self._runs) > 1 and 2 * len(self._runs[-1]) >= len(self._runs[-2]):
-            last = self._runs.pop()
-            self._runs[-1] = np.sort(np.concatenate([self._runs[-1], last]), kind="stable")  # a merge
-        return new
-
-    def filter_new(self, table: pa.Table, report: LoadReport) -> pa.Table:
-        """Drop rows whose row_id was seen in an earlier table (counted), then remember the rest."""
-        if table.num_rows == 0:
-            return table
-        new = self.new_mask(table.column(contract.ROW_ID).to_pandas())
-        if not new.all():
-            repeats = int((~new).sum())
-            report.drop("duplicate_row_id", repeats)
-            report.rows_kept -= repeats
-            table = table.filter(pa.array(new))
-        return table

@@ -10,7 +10,7 @@ import os
 import re
 import zlib
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from ltv import contract
-from ltv.data.schema import DataError
+from ltv.data.schema import DataError, LoadReport
 
 _DT = contract.PARTITION_COLUMN
 _DT_SCHEMA = pa.schema([(_DT, pa.string())])
@@ -82,13 +82,79 @@ def _hour(value: object, is_end: bool, name: str) -> str | None:
     return f"{day}-{hour}-00"
 
 
-def _discover(root: str | Path, subset: str, window: Window, seed: int) -> tuple[list, list[str]]:
-    """((hour, file) pairs of the window in time order, empty hour folders of the window)."""
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+_FOLDER = re.compile(rf"^{_DT}=(\d{{4}}-\d{{2}}-\d{{2}}-\d{{2}}-00)$")
+
+
+def _valid_hour(folder: str) -> str | None:
+    """'YYYY-MM-DD-HH-00' of a partition folder name, or None when it is not a valid one."""
+    match = _FOLDER.match(folder)
+    if match is None:
+        return None
+    try:
+        datetime.strptime(match.group(1), contract.PARTITION_FORMAT)
+    except ValueError:
+        return None
+    return match.group(1)
+
+
+def _hidden(name: str) -> bool:
+    """Names Spark and Hadoop write beside the data (``_SUCCESS``, ``.part-0.crc``, ``_temporary``)."""
+    return name.startswith((".", "_"))
+
+
+@dataclass
+class Discovery:
+    """What discovery found besides the window's files: empty hour folders, and folders and files it
+    skipped (a folder that is not a valid ``datetime=YYYY-MM-DD-HH-00``, a file that is not parquet)."""
+
+    empty: list[str] = field(default_factory=list)
+    skipped_folders: list[Path] = field(default_factory=list)
+    skipped_files: list[Path] = field(default_factory=list)
+
+    def report(self, root: str | Path, subset: str) -> LoadReport:
+        """A LoadReport with these counts (``empty_partitions``, ``skipped``) and one warning each."""
+        report = LoadReport(empty_partitions=len(self.empty))
+        report.skip("bad_partition_folder", len(self.skipped_folders))
+        report.skip("non_parquet_file", len(self.skipped_files))
+        report.warnings += [
+            f"skipped empty partition {root}/{subset}/{_DT}={h} (no parquet file)" for h in self.empty
+        ]
+        report.warnings += [
+            f"skipped folder {p}: its name is not a partition '{_DT}=YYYY-MM-DD-HH-00' with a valid date"
+            for p in self.skipped_folders
+        ]
+        report.warnings += [
+            f"skipped file {p}: not a parquet file (name does not end in {' / '.join(PARQUET_SUFFIXES)})"
+            for p in self.skipped_files
+        ]
+        return report
+
+
+def _scan(base: Path) -> tuple[list[str], Discovery]:
+    """(valid hour folders, sorted; what to skip) of a subset folder: one listing, no file opened."""
+    hours, notes = [], Discovery()
+    for entry in os.scandir(base):
+        if _hidden(entry.name):
+            continue
+        if not entry.is_dir():
+            notes.skipped_files.append(Path(entry.path))  # data lives in partition folders only
+        elif (hour := _valid_hour(entry.name)) is None:
+            notes.skipped_folders.append(Path(entry.path))
+        else:
+            hours.append(hour)
+    return sorted(hours), notes
+
+
+def _discover(root: str | Path, subset: str, window: Window, seed: int) -> tuple[list, Discovery]:
+    """((hour, file) pairs of the window in time order, what discovery skipped or found empty)."""
     base = Path(root) / subset
     if not base.is_dir():
         raise DataError(
             f"subset folder {base} does not exist (expected {base}/{_DT}=YYYY-MM-DD-HH-00/*.parquet)"
         )
+    folders, notes = _scan(base)
+    valid = set(folders)
     start, end = window.bounds()
     expr = None
     if start:
@@ -101,12 +167,16 @@ def _discover(root: str | Path, subset: str, window: Window, seed: int) -> tuple
     by_hour: dict[str, list[Path]] = defaultdict(list)
     for frag in dataset.get_fragments(filter=expr):
         hour = ds.get_partition_keys(frag.partition_expression).get(_DT)
-        if hour is not None:  # files outside a datetime= folder are not part of any window
-            by_hour[hour].append(Path(frag.path))
-    folders = sorted(
-        e.name.split("=", 1)[1] for e in os.scandir(base) if e.is_dir() and e.name.startswith(f"{_DT}=")
-    )
-    empty = [h for h in folders if (not start or h >= start) and (not end or h <= end) and h not in by_hour]
+        if hour not in valid:  # outside a datetime= folder, or in one skipped above
+            continue
+        path = Path(frag.path)
+        if path.name.lower().endswith(PARQUET_SUFFIXES):
+            by_hour[hour].append(path)
+        else:
+            notes.skipped_files.append(path)
+    notes.empty = [
+        h for h in folders if (not start or h >= start) and (not end or h <= end) and h not in by_hour
+    ]
     hours = sorted(by_hour)  # the folder form sorts chronologically
     if not hours:
         have = (
@@ -118,7 +188,7 @@ def _discover(root: str | Path, subset: str, window: Window, seed: int) -> tuple
     if window.max_partitions is not None and len(hours) > window.max_partitions:
         rng = np.random.default_rng([seed, zlib.crc32(f"partitions/{window.name}".encode())])
         hours = [hours[i] for i in np.sort(rng.choice(len(hours), int(window.max_partitions), replace=False))]
-    return [(h, p) for h in hours for p in sorted(by_hour[h])], empty
+    return [(h, p) for h in hours for p in sorted(by_hour[h])], notes
 
 
 def list_files(root: str | Path, subset: str, window: Window, seed: int = 0) -> list[tuple[str, Path]]:

@@ -14,11 +14,13 @@ from omegaconf import DictConfig
 from ltv import cluster
 from ltv.contract import LABEL_COLUMNS, PARTITION_COLUMN, ROW_ID
 from ltv.data.loader import load_split
+from ltv.data.sense import check_fit_buyers
 from ltv.models._progress import sweep_trial
 from ltv.pipeline import LTVPipeline, request_time
 from ltv.tasks import data as data_task
 from ltv.tasks import evaluation, frames_cache
 from ltv.tracking import logging as tlog
+from ltv.tracking.datasets import log_split_input
 from ltv.tracking.store import setup as setup_tracking
 from ltv.tracking.sweep import start_job_run
 
@@ -87,6 +89,8 @@ def train(cfg: DictConfig) -> float:
         root, splits, reports = frames_cache.cached(cfg, lambda: load_local_splits(cfg, builder.extract))
         for split, report in reports.items():
             mlflow.log_metrics(report.as_metrics(f"data.{split}"))
+            digest = data_task.fingerprint(report.files, root)
+            log_split_input(split, root, data_task.window(cfg.data, split), report, digest)
         mlflow.set_tag("data_root", str(root))
         mlflow.set_tag(
             "data_fingerprint", data_task.fingerprint([p for r in reports.values() for p in r.files], root)
@@ -95,6 +99,8 @@ def train(cfg: DictConfig) -> float:
 
         pipeline = LTVPipeline(builder, build_model(cfg))
         (S, labels, t_train, _), (S_v, labels_v, t_valid, _) = splits["train"], splits["valid"]
+        windows = [data_task.window(cfg.data, split) for split in ("train", "valid")]
+        check_fit_buyers(labels, labels_v, *windows)  # a clear error, not one from deep inside LightGBM
         t1 = time.perf_counter()
         with sweep_trial():  # in an Optuna sweep: boosters report to the trial; its pruner may stop it
             pipeline.fit_extracted(S, labels, S_v, labels_v, time=t_train, time_valid=t_valid)

@@ -73,7 +73,9 @@ _NOT_SHIPPED = (
     "memory.py",
     "plots.py",
     "serving/server.py",  # starts `mlflow models serve`
+    "tracking/datasets.py",
     "tracking/logging.py",
+    "tracking/names.py",
     "tracking/pyfunc.py",
     "tracking/store.py",
     "tracking/sweep.py",

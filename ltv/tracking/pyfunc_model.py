@@ -9,6 +9,8 @@ server answers with HTTP 400 and the message (it names the column, the row and t
 
 from __future__ import annotations
 
+import threading
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -46,6 +48,16 @@ def _checked(pred, n: int) -> np.ndarray:
     return np.maximum(pred, 0.0)  # the metric clips at 0 too; a -1e-17 from float noise is not an error
 
 
+# One predict at a time per process. MLflow's scoring server runs each request's predict in a thread of
+# its own (asyncio.to_thread, up to cores + 4 at once), but a request's work is mostly Python under the GIL
+# (parsing, contract check, feature extraction), so concurrent predicts cannot use a second core; they only
+# convoy on the GIL: every pyarrow / numpy call releases it, and each release can wait a whole switch
+# interval (5 ms) behind another predict, the event loop answering the clients waits too, and 8 clients got
+# half the requests/s of one. Serialised, a process keeps one client's requests/s whatever the clients;
+# more cores are used by worker processes (``mlflow models serve --workers N``), not threads.
+_PREDICT_LOCK = threading.Lock()
+
+
 class LTVPyfuncModel(mlflow.pyfunc.PythonModel):
     """Pyfunc wrapper of the fitted pipeline (``predict(pa.Table)`` / ``predict_parts(pa.Table)``)."""
 
@@ -63,9 +75,12 @@ class LTVPyfuncModel(mlflow.pyfunc.PythonModel):
             if compiled.enabled() and hasattr(self.pipeline, "compile_trees"):
                 self.pipeline.compile_trees()
 
-    # No type hints on model_input: MLflow would derive the signature from them, and its scoring server
-    # then accepts only {"inputs": ...} bodies, not dataframe_records / dataframe_split.
-    def predict(self, context, model_input, params=None):
+    # model_input is hinted pd.DataFrame, one of the hints MLflow derives no signature from (nor validates
+    # against): a list type hint would become the signature and its scoring server would then accept only
+    # {"inputs": ...} bodies, not dataframe_records / dataframe_split; no hint at all makes every load of
+    # this file print MLflow's "Add type hints to the `predict` method" warning. The server hands over a
+    # DataFrame; a direct call may still pass records or a dict of columns (_as_frame).
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         """Predicted ``iap_revenue_d7`` per input row (finite, >= 0), in input order.
 
         Parameters
@@ -75,14 +90,15 @@ class LTVPyfuncModel(mlflow.pyfunc.PythonModel):
         params : dict, optional
             ``{"parts": True}`` adds the pipeline's ``predict_parts`` columns after ``iap_revenue_d7``.
         """
-        try:
-            table = frame_to_table(_as_frame(model_input))
-        except InputError as e:
-            raise MlflowException(str(e), INVALID_PARAMETER_VALUE) from e
-        out = pd.DataFrame({OUTPUT_COLUMN: _checked(self.pipeline.predict(table), table.num_rows)})
-        if (params or {}).get(PARTS_PARAM):
-            parts = pd.DataFrame(self.pipeline.predict_parts(table)).reset_index(drop=True)
-            out = pd.concat([out, parts.drop(columns=[OUTPUT_COLUMN], errors="ignore")], axis=1)
+        with _PREDICT_LOCK:
+            try:
+                table = frame_to_table(_as_frame(model_input))
+            except InputError as e:
+                raise MlflowException(str(e), INVALID_PARAMETER_VALUE) from e
+            out = pd.DataFrame({OUTPUT_COLUMN: _checked(self.pipeline.predict(table), table.num_rows)})
+            if (params or {}).get(PARTS_PARAM):
+                parts = pd.DataFrame(self.pipeline.predict_parts(table)).reset_index(drop=True)
+                out = pd.concat([out, parts.drop(columns=[OUTPUT_COLUMN], errors="ignore")], axis=1)
         return out
 
 

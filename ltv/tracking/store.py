@@ -11,6 +11,11 @@ import os
 from pathlib import Path
 
 PARENT_RUN_ENV = "LTV_MLFLOW_PARENT_RUN_ID"  # set by sweeps/multirun; train jobs nest under it
+# MLflow 3's UI opens an experiment by its kind: without this tag it may infer "GenAI" and land on the
+# Overview / Traces page; "custom_model_development" puts runs, metrics and charts first (the values are
+# the UI's ExperimentKind enum; mlflow.experimentKind is the tag its experiment page reads).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def sqlite_uri(mlruns_dir: str | os.PathLike) -> str:
@@ -21,7 +26,8 @@ def sqlite_uri(mlruns_dir: str | os.PathLike) -> str:
 
 
 def setup(tracking_uri: str, experiment: str, artifact_root: str | os.PathLike) -> str:
-    """Point MLflow at ``tracking_uri`` and make sure ``experiment`` exists with an absolute artifact root.
+    """Point MLflow at ``tracking_uri`` and make sure ``experiment`` exists with an absolute artifact root,
+    tagged as a model-training experiment (``EXPERIMENT_KIND_TAG``; an existing one lacking it gets it).
 
     Parameters
     ----------
@@ -47,10 +53,14 @@ def setup(tracking_uri: str, experiment: str, artifact_root: str | os.PathLike) 
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         location = Path(artifact_root).expanduser().resolve() / experiment
-        exp_id = client.create_experiment(experiment, artifact_location=location.as_uri())
+        exp_id = client.create_experiment(
+            experiment, artifact_location=location.as_uri(), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     else:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
         exp_id = exp.experiment_id
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # created before the tag, or by another tool: keep a set kind
+            client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id

@@ -28,6 +28,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ltv.io import atomic_write
+from ltv.tracking.names import multirun_name
+from ltv.tracking.names import run_name as overrides_run_name
 from ltv.tracking.store import PARENT_RUN_ENV, setup, sqlite_uri
 
 log = logging.getLogger(__name__)
@@ -165,6 +167,8 @@ def start_job_run(
 ) -> Iterator[Any]:
     """Start the MLflow run of one job: nested under ``PARENT_RUN_ENV`` when set, else a plain run.
 
+    Inside Hydra the run is named by :func:`ltv.tracking.names.run_name`: ``run_name`` (a configured
+    name, e.g. an experiment's) followed by the task overrides, ``default`` when there are none.
     Call after ``ltv.tracking.store.setup`` (it uses the current tracking URI and experiment; a child
     goes to its parent's experiment so the UI nests it). Inside Hydra it logs the job's task overrides
     as ``override.<key>`` params, tags the job number, and writes the run id to ``RUN_ID_FILE`` in the
@@ -180,14 +184,14 @@ def start_job_run(
     tags = dict(tags or {})
     if job_num is not None:
         tags.setdefault("hydra_job_num", str(job_num))
+    if out_dir is not None:  # inside Hydra (single run or multirun job)
+        run_name = overrides_run_name(overrides, base=run_name)
     kwargs: dict[str, Any] = {"run_name": run_name, "tags": tags}
     parent = _parent_experiment(os.environ.get(PARENT_RUN_ENV))
     if mlflow.active_run() is not None:
         kwargs["nested"] = True
     elif parent is not None:
         kwargs.update(parent_run_id=parent[0], experiment_id=parent[1])
-        if job_num is not None:  # side by side in the UI: 'deep-3', not four runs called 'deep'
-            kwargs["run_name"] = f"{run_name or 'job'}-{job_num}"
     with mlflow.start_run(**kwargs) as run:
         if out_dir is not None:
             with atomic_write(out_dir / RUN_ID_FILE) as tmp:
@@ -226,7 +230,10 @@ class MlflowParentRunCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = OmegaConf.select(config, "hydra.sweep.dir", default=None)
-        name = self.run_name or (f"multirun {Path(sweep_dir).name}" if sweep_dir else "multirun")
+        overrides = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
+        name = self.run_name or multirun_name(
+            overrides, base=OmegaConf.select(config, "tracking.run_name", default=None)
+        )
         tags = {"hydra_sweep_dir": str(Path(sweep_dir).resolve())} if sweep_dir else None
         self.run_id = start_parent_run(config, run_name=name, tags=tags)
         atexit.register(self._end_if_running, "FAILED")
