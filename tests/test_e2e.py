@@ -324,9 +324,12 @@ def test_training_on_a_local_cluster_and_in_process_logs_the_same_metrics(traine
 
     local, sync = metrics(root / "mlruns" / "mlflow.db"), metrics(db)
     assert len(local) > 20 and "holdout.rmsle" in local
-    assert {k: v for k, v in local.items() if not k.endswith("rows_per_s")} == {
-        k: v for k, v in sync.items() if not k.endswith("rows_per_s")
-    }
+    local = {k: v for k, v in local.items() if not k.endswith("rows_per_s")}
+    sync = {k: v for k, v in sync.items() if not k.endswith("rows_per_s")}
+    assert local.keys() == sync.keys()
+    # the same to the last bits but one: two fits at once (train.concurrent_fits) may sum a BLAS
+    # reduction in another order, which moves a metric by an ulp or so, engine or not
+    assert local == pytest.approx(sync, rel=1e-12, abs=1e-15)
 
 
 def test_predict_names_a_model_that_cannot_load_and_writes_nothing(trained, tmp_path):
