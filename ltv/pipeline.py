@@ -33,6 +33,13 @@ def finite_revenue(pred) -> np.ndarray:
     return np.clip(np.nan_to_num(pred, nan=0.0, posinf=0.0, neginf=0.0), 0.0, None)
 
 
+def prediction_and_buyer(parts: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """(prediction, calibrated buyer probability or None) from the chain's ``predict_parts`` output:
+    its final column, made finite and >= 0, equals ``predict``'s."""
+    p_buyer = parts["p_buyer"].to_numpy() if "p_buyer" in parts else None
+    return finite_revenue(parts["final"].to_numpy()), p_buyer
+
+
 class LTVPipeline:
     """Feature builder + model chain, with fit / predict on raw contract rows.
 

@@ -96,16 +96,16 @@ def score_rows(pipeline, table: pa.Table, labelled: bool = False, parts: bool = 
     ids = table.column(ROW_ID)
     if not parts:
         return ids, pipeline.predict(table), None
-    from ltv.pipeline import finite_revenue
+    from ltv.pipeline import prediction_and_buyer
 
     label_cols = [c for c in LABEL_COLUMNS if c in table.column_names] if labelled else []
     extra = pd.DataFrame(
         {c: table.column(c).to_numpy().astype(np.float64) for c in label_cols}, index=pd.RangeIndex(len(ids))
     )
-    chain = pipeline.predict_parts(table.drop_columns(label_cols))  # its final column is predict's
-    if "p_buyer" in chain:
-        extra["p_buyer"] = chain["p_buyer"].to_numpy()
-    return ids, finite_revenue(chain["final"].to_numpy()), extra
+    pred, p_buyer = prediction_and_buyer(pipeline.predict_parts(table.drop_columns(label_cols)))
+    if p_buyer is not None:
+        extra["p_buyer"] = p_buyer
+    return ids, pred, extra
 
 
 def score_group(group: list, spec: Scoring) -> tuple:

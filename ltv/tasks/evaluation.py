@@ -16,11 +16,9 @@ log = logging.getLogger(__name__)
 def predict_with_buyer(pipeline, S: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
     """(``pipeline.predict_extracted(S)``, calibrated buyer probability or None) from one pass over the
     chain: the prediction is ``predict_parts``' final column, which equals ``predict``'s."""
-    from ltv.pipeline import finite_revenue
+    from ltv.pipeline import prediction_and_buyer
 
-    parts = pipeline.model.predict_parts(pipeline.transform_extracted(S))
-    p_buyer = parts["p_buyer"].to_numpy() if "p_buyer" in parts else None
-    return finite_revenue(parts["final"].to_numpy()), p_buyer
+    return prediction_and_buyer(pipeline.model.predict_parts(pipeline.transform_extracted(S)))
 
 
 def split_metrics(
