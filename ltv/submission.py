@@ -52,17 +52,19 @@ def csv_rows(ids: pa.Array | pa.ChunkedArray, pred: np.ndarray) -> bytes:
         return frame.to_csv(header=False, index=False, float_format="%.6g", lineterminator="\n").encode()
 
 
-def write_submission(items, output: str | os.PathLike, counts: dict) -> Path:
-    """Write ``(row_ids, predictions, ...)`` items (each row_id once: :func:`ltv.scoring.unique_rows`)
-    to ``output``; ``counts`` is the dict that iterator fills (rows, rows/s, duplicates).
+def write_submission(scored, output: str | os.PathLike) -> dict[str, float]:
+    """Write ``(row_ids, predictions, ...)`` items to ``output``, each row_id once (its first
+    prediction: :func:`ltv.scoring.unique_rows`); returns the counts (rows, rows/s, duplicates).
 
     The file is written to a temp name beside ``output`` and renamed at the end, so a failure or an
     interrupt leaves no submission behind (and an older one in place).
     """
-    out = Path(output)
+    from ltv.scoring import unique_rows
+
+    out, counts = Path(output), {}
     with atomic_write(out) as tmp, open(tmp, "wb") as fh:
         fh.write(f"{ROW_ID},{TARGET}\n".encode())
-        for ids, pred, *_ in items:
+        for ids, pred, *_ in unique_rows(scored, counts):
             fh.write(csv_rows(ids, pred))
         if counts.get("rows", 0) == 0:
             raise ValueError("no rows were scored: the input window is empty")
@@ -70,4 +72,4 @@ def write_submission(items, output: str | os.PathLike, counts: dict) -> Path:
         "wrote %s: %d rows in %.1fs (%.0f rows/s), %d duplicate row_ids skipped",
         out, counts["rows"], counts["seconds"], counts["rows_per_s"], counts["duplicates"],
     )  # fmt: skip
-    return out
+    return counts

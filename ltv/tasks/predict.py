@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ltv import cluster
-from ltv.scoring import Scoring, resolve_model_uri, scored_window, unique_rows
+from ltv.scoring import Scoring, resolve_model_uri, scored_window
 from ltv.submission import write_submission
 from ltv.tasks import data as data_task
 from ltv.tracking.store import setup as setup_tracking
@@ -45,8 +45,8 @@ def predict(cfg: DictConfig) -> Path:
     setup_tracking(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_root)
     root = data_task.ensure_data(cfg.data)
     spec = scoring_spec(cfg, cfg.split)
-    counts: dict[str, float] = {}
     with cluster.connect(cfg.get("cluster")) as engine:
-        out = write_submission(unique_rows(scored_window(engine, root, spec), counts), cfg.output, counts)
+        counts = write_submission(scored_window(engine, root, spec), cfg.output)
+    out = Path(cfg.output)
     print(f"submission: {out.resolve()} ({counts['rows']} rows, {counts['rows_per_s']:.0f} rows/s)")
     return out
