@@ -17,6 +17,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
+from ltv.serving.batching import SharedPredicts
 from ltv.serving.coerce import InputError, frame_to_table
 from ltv.serving.signature import OUTPUT_COLUMN, PARTS_PARAM
 
@@ -48,25 +49,20 @@ def _checked(pred, n: int) -> np.ndarray:
     return np.maximum(pred, 0.0)  # the metric clips at 0 too; a -1e-17 from float noise is not an error
 
 
-# One predict at a time per process. MLflow's scoring server runs each request's predict in a thread of
-# its own (asyncio.to_thread, up to cores + 4 at once), but a request's work is mostly Python under the GIL
-# (parsing, contract check, feature extraction), so concurrent predicts cannot use a second core; they only
-# convoy on the GIL: every pyarrow / numpy call releases it, and each release can wait a whole switch
-# interval (5 ms) behind another predict, the event loop answering the clients waits too, and 8 clients got
-# half the requests/s of one. Serialised, a process keeps one client's requests/s whatever the clients;
-# more cores are used by worker processes (``mlflow models serve --workers N``), not threads.
-_PREDICT_LOCK = threading.Lock()
+_MAKE_SHARED = threading.Lock()
 
 
 class LTVPyfuncModel(mlflow.pyfunc.PythonModel):
     """Pyfunc wrapper of the fitted pipeline (``predict(pa.Table)`` / ``predict_parts(pa.Table)``)."""
 
     pipeline = None
+    _shared: SharedPredicts | None = None
 
     def load_context(self, context) -> None:
         import joblib
 
         self.pipeline = joblib.load(context.artifacts["pipeline"])
+        self._shared = None
         # native tree code (ltv.models.compiled): same predictions up to float64 summation order, ~5x
         # faster trees; compiled once per model and CPU, then loaded from the disk cache
         if (getattr(context, "model_config", None) or {}).get("compile_trees", True):
@@ -74,6 +70,14 @@ class LTVPyfuncModel(mlflow.pyfunc.PythonModel):
 
             if compiled.enabled() and hasattr(self.pipeline, "compile_trees"):
                 self.pipeline.compile_trees()
+
+    def _shared_predicts(self) -> SharedPredicts:
+        # concurrent requests of this process share predicts (ltv/serving/batching.py); made on first
+        # use, so a model built without load_context (tests) gets one too
+        with _MAKE_SHARED:
+            if self._shared is None or self._shared.owner is not self.pipeline:
+                self._shared = SharedPredicts(self.pipeline.predict, owner=self.pipeline)
+            return self._shared
 
     # model_input is hinted pd.DataFrame, one of the hints MLflow derives no signature from (nor validates
     # against): a list type hint would become the signature and its scoring server would then accept only
@@ -90,15 +94,17 @@ class LTVPyfuncModel(mlflow.pyfunc.PythonModel):
         params : dict, optional
             ``{"parts": True}`` adds the pipeline's ``predict_parts`` columns after ``iap_revenue_d7``.
         """
-        with _PREDICT_LOCK:
-            try:
-                table = frame_to_table(_as_frame(model_input))
-            except InputError as e:
-                raise MlflowException(str(e), INVALID_PARAMETER_VALUE) from e
+        try:
+            table = frame_to_table(_as_frame(model_input))
+        except InputError as e:
+            raise MlflowException(str(e), INVALID_PARAMETER_VALUE) from e
+        shared = self._shared_predicts()
+        if not (params or {}).get(PARTS_PARAM):
+            return pd.DataFrame({OUTPUT_COLUMN: _checked(shared(table), table.num_rows)})
+        with shared.exclusive:  # a parts request is not shared: its columns are its own
             out = pd.DataFrame({OUTPUT_COLUMN: _checked(self.pipeline.predict(table), table.num_rows)})
-            if (params or {}).get(PARTS_PARAM):
-                parts = pd.DataFrame(self.pipeline.predict_parts(table)).reset_index(drop=True)
-                out = pd.concat([out, parts.drop(columns=[OUTPUT_COLUMN], errors="ignore")], axis=1)
+            parts = pd.DataFrame(self.pipeline.predict_parts(table)).reset_index(drop=True)
+        out = pd.concat([out, parts.drop(columns=[OUTPUT_COLUMN], errors="ignore")], axis=1)
         return out
 
 
