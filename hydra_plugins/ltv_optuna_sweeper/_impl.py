@@ -1,9 +1,10 @@
-"""The ``ltv_optuna`` sweep loop: Optuna ask/tell over Hydra launcher batches, one MLflow parent run."""
+"""The ``ltv_optuna`` sweep loop: Optuna ask/tell with n_jobs trials in flight on the launcher, one MLflow parent run."""
 
 from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +198,10 @@ class LtvOptunaSweeperImpl(Sweeper):
         tags = {"sweeper": "ltv_optuna", "optuna_study_name": name, "optuna_storage": storage}
         with parent_run(cfg, run_name=name, tags=tags) as parent_id:
             self._log_settings(parent_id, space, n_trials, n_before)
-            n_failed = self._run_trials(study, space, parent_id, n_trials, job_idx=n_before)
+            try:
+                n_failed = self._run_trials(study, space, parent_id, n_trials, job_idx=n_before)
+            finally:
+                getattr(self.launcher, "close", lambda: None)()  # a launcher's cluster (ltv_dask)
             summary = _report.results(study, n_failed)
             files = [_report.write_results(summary, sweep_dir)]
             files += _report.save_plots(study, sweep_dir) if self.plots and summary["n_complete"] else []
@@ -246,30 +250,50 @@ class LtvOptunaSweeperImpl(Sweeper):
     def _run_trials(
         self, study: optuna.Study, space: SearchSpace, parent_id: str, n_trials: int, job_idx: int
     ) -> int:
-        """Ask, launch and tell in batches of ``n_jobs``; return the number of failed trials."""
-        n_done = n_failed = 0
+        """Keep ``n_jobs`` trials running: ask one whenever one is told; return the number that failed.
+
+        A launcher with ``submit`` / ``first_done`` (``ltv_dask``) runs them side by side and the next
+        trial starts as soon as any one ends (a pruned trial frees its worker at once); any other launcher
+        runs each job when it is submitted.
+        """
+        running: dict = {}  # job future -> trial
+        n_asked = n_done = n_failed = 0
         while n_done < n_trials:
-            trials = [study.ask(space.distributions) for _ in range(min(self.n_jobs, n_trials - n_done))]
-            batch = [space.overrides(t.params) for t in trials]
-            try:
-                self.validate_batch_is_legal(batch)
-                batch = [job + self._trial_overrides(study, t) for job, t in zip(batch, trials, strict=True)]
-            except Exception:
-                # A config error is not the trials' fault, but they must not stay RUNNING in the study.
-                for trial in trials:
-                    tell(study, trial, None)
-                raise
-            returns = self.launcher.launch(batch, initial_job_idx=job_idx)
-            job_idx += len(returns)
-            for trial, ret in zip(trials, returns, strict=True):
-                n_failed += self._tell(study, trial, ret, parent_id)
-            n_done += len(trials)
+            while len(running) < self.n_jobs and n_asked < n_trials:
+                trial = study.ask(space.distributions)
+                try:
+                    overrides = space.overrides(trial.params)
+                    self.validate_batch_is_legal([overrides])
+                    overrides += self._trial_overrides(study, trial)
+                except Exception:
+                    # a config error is not the trials' fault, but none may stay RUNNING in the study
+                    for t in [trial, *running.values()]:
+                        tell(study, t, None)
+                    raise
+                running[self._submit(overrides, job_idx)] = trial
+                job_idx += 1
+                n_asked += 1
+            future = self._first_done(list(running))
+            n_failed += self._tell(study, running.pop(future), future.result(), parent_id)
+            n_done += 1
             if n_failed / n_trials > self.max_failure_rate:
                 raise SweepFailedError(
                     f"ltv_optuna: {n_failed} of {n_trials} planned trials failed (after {n_done}), more than "
                     f"max_failure_rate={self.max_failure_rate}; see the warnings above for each failure"
                 )
         return n_failed
+
+    def _submit(self, overrides: list[str], job_idx: int) -> Future:
+        submit = getattr(self.launcher, "submit", None)
+        if submit is not None:
+            return submit(overrides, job_idx)
+        done: Future = Future()  # Hydra's own launchers: the job runs now
+        done.set_result(self.launcher.launch([overrides], initial_job_idx=job_idx)[0])
+        return done
+
+    def _first_done(self, futures: list) -> Future:
+        first_done = getattr(self.launcher, "first_done", None)
+        return first_done(futures) if first_done is not None else futures[0]
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn, parent_id: str) -> int:
         import mlflow

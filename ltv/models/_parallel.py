@@ -22,6 +22,16 @@ def fit_threads() -> int | None:
     return _THREADS.get()
 
 
+def set_fit_threads(threads: int | None) -> contextvars.Token:
+    """Give the fits that follow in this context ``threads`` each, in order (a job that has a worker's
+    cores, e.g. a sweep's trial on a Dask worker); undo with :func:`reset_fit_threads`."""
+    return _THREADS.set(None if threads is None else max(1, int(threads)))
+
+
+def reset_fit_threads(token: contextvars.Token) -> None:
+    _THREADS.reset(token)
+
+
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 

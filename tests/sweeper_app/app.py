@@ -10,6 +10,8 @@ set, the job also fits a small LightGBM (stage ``boost``) through the chain's bo
 from __future__ import annotations
 
 import math
+import time
+import os
 
 import hydra
 import mlflow
@@ -25,6 +27,8 @@ def main(cfg: DictConfig) -> float:
     setup(*tracking_from_config(cfg))
     job_num = HydraConfig.get().job.get("num", 0)
     with start_job_run(run_name=f"job {job_num}"):
+        mlflow.set_tag("pid", str(os.getpid()))  # which process ran the job (the launcher tests)
+        time.sleep(float(cfg.sleep_s))
         if job_num in cfg.fail_jobs:
             raise RuntimeError(f"job {job_num} was told to fail")
         value = (float(cfg.x) - 2.0) ** 2 + float(cfg.penalty.value) + 0.01 * int(cfg.n)
