@@ -16,7 +16,7 @@ SWEEP = (
     "+cluster={kind: local, n_workers: 2, dashboard_address: null}",
     "hydra/sweeper/sampler=grid",
     "hydra.sweeper.study_name=par",
-    "hydra.sweeper.n_jobs=2",
+    "hydra.sweeper.n_jobs=null",  # one per worker
     "boost_lr=choice(0.001, 0.5)",
     "n=choice(1, 2)",
     "~hydra.sweeper.params.x",

@@ -112,6 +112,10 @@ class LtvDaskLauncher(Launcher):
             log.info("ltv_dask: %s engine, %d worker(s)", self._engine.kind, self._engine.n_workers)
         return self._engine
 
+    def slots(self) -> int:
+        """Jobs that can run at once: one per worker (1 for ``cluster=sync``)."""
+        return self._connect().n_workers
+
     def close(self) -> None:
         """Close the cluster this launcher started (the sweeper calls it when the sweep ends)."""
         stack, self._stack, self._engine = self._stack, None, None

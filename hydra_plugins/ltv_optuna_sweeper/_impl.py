@@ -1,4 +1,4 @@
-"""The ``ltv_optuna`` sweep loop: Optuna ask/tell with n_jobs trials in flight on the launcher, one MLflow parent run."""
+"""The ``ltv_optuna`` sweep loop: Optuna ask/tell, ``n_jobs`` trials in flight, one MLflow parent run."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ class LtvOptunaSweeperImpl(Sweeper):
         study_name: str | None = None,
         storage: str | None = None,
         n_trials: int = 20,
-        n_jobs: int = 1,
+        n_jobs: int | None = 1,
         max_failure_rate: float = 0.25,
         params: Any = None,
         plots: bool = True,
@@ -137,7 +137,7 @@ class LtvOptunaSweeperImpl(Sweeper):
     ) -> None:
         if direction not in DIRECTIONS:
             raise ValueError(f"hydra.sweeper.direction must be one of {DIRECTIONS}, got {direction!r}")
-        if int(n_trials) < 1 or int(n_jobs) < 1:
+        if int(n_trials) < 1 or (n_jobs is not None and int(n_jobs) < 1):
             raise ValueError(f"hydra.sweeper.n_trials and n_jobs must be >= 1, got {n_trials} and {n_jobs}")
         if not 0.0 <= float(max_failure_rate) <= 1.0:
             raise ValueError(f"hydra.sweeper.max_failure_rate must be in [0, 1], got {max_failure_rate}")
@@ -146,7 +146,7 @@ class LtvOptunaSweeperImpl(Sweeper):
         self.study_name = study_name
         self.storage = storage
         self.n_trials = int(n_trials)
-        self.n_jobs = int(n_jobs)
+        self.n_jobs = None if n_jobs is None else int(n_jobs)  # None: one per launcher slot (worker)
         self.max_failure_rate = float(max_failure_rate)
         self.params = params
         self.plots = plots
@@ -256,10 +256,11 @@ class LtvOptunaSweeperImpl(Sweeper):
         trial starts as soon as any one ends (a pruned trial frees its worker at once); any other launcher
         runs each job when it is submitted.
         """
+        n_jobs = self.n_jobs or getattr(self.launcher, "slots", lambda: 1)()
         running: dict = {}  # job future -> trial
         n_asked = n_done = n_failed = 0
         while n_done < n_trials:
-            while len(running) < self.n_jobs and n_asked < n_trials:
+            while len(running) < n_jobs and n_asked < n_trials:
                 trial = study.ask(space.distributions)
                 try:
                     overrides = space.overrides(trial.params)

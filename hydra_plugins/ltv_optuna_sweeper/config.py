@@ -68,7 +68,7 @@ class LtvOptunaSweeperConf:
     study_name: str | None = None
     storage: str | None = None
     n_trials: int = 20
-    n_jobs: int = 1
+    n_jobs: int | None = 1  # trials in flight; null: one per worker of the ltv_dask launcher
     max_failure_rate: float = 0.25
     params: dict[str, Any] | None = None
     plots: bool = True
