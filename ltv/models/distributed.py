@@ -129,16 +129,16 @@ class _Whale:
         return labels[TARGET].to_numpy(dtype=np.float64) >= self.value
 
 
+def _binary(part, frame, eval_set):
+    """(local model, rounds) of ``part``'s binary booster (buyer classifier, whale model) on ``frame``."""
+    params = {"objective": "binary", **booster_params(part)}
+    return fit_booster(lgb.DaskLGBMClassifier, params, frame, eval_set, part.early_stopping_rounds)
+
+
 def _classifier(clf, X, labels, sampler, es, cal) -> None:
     eval_set = None if es is None else (es[0], binary_label(es[1], "eval buyer label"))
     frame = _frame(X, labels, False, sampler, _buyer_label)
-    clf.booster_, clf.best_iteration_ = fit_booster(
-        lgb.DaskLGBMClassifier,
-        {"objective": "binary", **booster_params(clf)},
-        frame,
-        eval_set,
-        clf.early_stopping_rounds,
-    )
+    clf.booster_, clf.best_iteration_ = _binary(clf, frame, eval_set)
     clf.feature_names_in_ = list(X.columns)
     clf.calibrator_, clf.report_, clf.reliability_ = None, {}, None
     if cal is not None:
@@ -190,13 +190,7 @@ def _whale(gate, X, labels, revenue, es) -> None:
         es_label = (es[1][TARGET].to_numpy(dtype=np.float64) >= gate.whale_value_).astype(int)
         eval_set = (es[0], es_label) if 0 < es_label.sum() < es_label.size else None
     frame = _frame(X, labels, True, None, _Whale(gate.whale_value_))
-    gate.whale_model_, gate.whale_iteration_ = fit_booster(
-        lgb.DaskLGBMClassifier,
-        {"objective": "binary", **booster_params(gate)},
-        frame,
-        eval_set,
-        gate.early_stopping_rounds,
-    )
+    gate.whale_model_, gate.whale_iteration_ = _binary(gate, frame, eval_set)
 
 
 def fit_first_stage(chain, clf, reg, gate, X, labels, es, direct=None) -> None:
