@@ -133,3 +133,24 @@ def test_distributed_sampling_is_seeded_per_partition(data, limited_cluster):
     alone = [_rows(x, lab, True, HHISTUS(random_state=3 + i), target) for i, (x, lab) in enumerate(parts)]
     pd.testing.assert_frame_equal(rows[0].reset_index(drop=True), pd.concat(alone, ignore_index=True))
     assert len(rows[0]) < int((labels["buyer_d7"] == 1).sum())  # the sampler trimmed rows
+
+
+def test_feature_encodings_fitted_on_partitions_equal_the_in_memory_fit():
+    """A Dask train split (train.distributed) gives the fitted encodings of the same rows in memory, and
+    ``map_partitions`` of the transform gives the same matrix."""
+    from ltv.features import FeatureBuilder
+    from tests.test_features_extract import mixed_table
+
+    builder = FeatureBuilder(min_category_count=2, min_group_count=5)
+    S = builder.extract(mixed_table(600, seed=4))
+    local = FeatureBuilder(min_category_count=2, min_group_count=5).fit(S)
+    S_dd = dd.from_pandas(S, npartitions=3, sort=False)  # on the module's cluster when it is up
+    dist = FeatureBuilder(min_category_count=2, min_group_count=5).fit(S_dd)
+    X = S_dd.map_partitions(dist.transform, meta=dist.transform(S_dd._meta)).compute()
+    assert dist.feature_names_ == local.feature_names_
+    assert any(local.encoder_.vocab_.values()) and local.group_stats_.grids_  # something was fitted
+    assert dist.encoder_.vocab_ == local.encoder_.vocab_ and dist.encoder_.rare_ == local.encoder_.rare_
+    assert dist.group_stats_.groups_ == local.group_stats_.groups_
+    for key, grid in local.group_stats_.grids_.items():
+        np.testing.assert_array_equal(dist.group_stats_.grids_[key], grid)
+    pd.testing.assert_frame_equal(X.reset_index(drop=True), local.transform(S))
