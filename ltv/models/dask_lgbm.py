@@ -1,6 +1,6 @@
 """One LightGBM booster trained with ``lightgbm.dask`` on a Dask DataFrame, cut at its best round.
 
-``lightgbm.dask`` cannot early-stop (LightGBM #3712, #6351): :func:`fit_booster` trains the configured
+``lightgbm.dask`` cannot early-stop (LightGBM #3712, #6351): :func:`fit_dask_booster` trains the configured
 ``n_estimators`` against the valid rows (``eval_set``), reads the valid curve (``evals_result_``),
 keeps the round count the one-process early stopping would keep (:func:`best_round`: first metric,
 ``early_stopping_rounds`` patience) and returns the model cut there (:func:`truncate`) as a plain
@@ -97,7 +97,7 @@ def _first_copy(feval, n: int):
     return metric
 
 
-def fit_booster(factory, params: dict, frame, eval_set=None, patience=None, eval_metric=None):
+def fit_dask_booster(factory, params: dict, frame, eval_set=None, patience=None, eval_metric=None):
     """Fit ``factory(**params)`` (``lightgbm.DaskLGBMClassifier`` / ``DaskLGBMRegressor``) on ``frame``
     (features plus :data:`TARGET_COLUMN` and :data:`WEIGHT_COLUMN`, a Dask DataFrame on the default
     client's cluster) and return ``(local model cut at its best round, that round count)``.

@@ -31,7 +31,7 @@ from ltv.models._lgbm import binary_label
 from ltv.models._progress import stage
 from ltv.models.dask_lgbm import TARGET_COLUMN as _Y
 from ltv.models.dask_lgbm import WEIGHT_COLUMN as _W
-from ltv.models.dask_lgbm import fit_booster
+from ltv.models.dask_lgbm import fit_dask_booster
 from ltv.sampling import SamplingPlan
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class _Whale:
 def _binary(part, frame, eval_set):
     """(local model, rounds) of ``part``'s binary booster (buyer classifier, whale model) on ``frame``."""
     params = {"objective": "binary", **booster_params(part)}
-    return fit_booster(lgb.DaskLGBMClassifier, params, frame, eval_set, part.early_stopping_rounds)
+    return fit_dask_booster(lgb.DaskLGBMClassifier, params, frame, eval_set, part.early_stopping_rounds)
 
 
 def _classifier(clf, X, labels, sampler, es, cal) -> None:
@@ -163,7 +163,7 @@ def _regressor(reg, X, labels, buyers: bool, sampler, es) -> None:
             eval_set = (es[0], truth - (es_target[:, k - 1] if k else 0.0))
             metrics = [rmsle_feval(base, truth), mae_feval(base, truth)]
         frame = _frame(X, labels, buyers, sampler, _LogIncrement(horizons, k))
-        model, best = fit_booster(
+        model, best = fit_dask_booster(
             lgb.DaskLGBMRegressor, params, frame, eval_set, reg.early_stopping_rounds, metrics
         )
         reg.boosters_.append(model)
