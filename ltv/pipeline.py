@@ -66,14 +66,21 @@ class LTVPipeline:
         Parameters
         ----------
         S, S_valid : DataFrame
-            :meth:`extract` output of the train and valid windows.
+            :meth:`extract` output of the train and valid windows; ``S`` may be a Dask DataFrame (with
+            ``labels`` one of the same partitions): the model's boosters then train on the cluster
+            (``ltv.models.distributed``).
         labels, labels_valid : DataFrame
             Contract label columns aligned with ``S`` / ``S_valid``.
         time, time_valid : array of int, optional
             Request time (unix seconds) per row, for time-ordered folds.
         """
+        from dask import is_dask_collection
+
         self.features.fit(S)
-        X = self.features.transform(S)
+        if is_dask_collection(S):  # a train split on a cluster: encoded where its partitions are
+            X = S.map_partitions(self.features.transform, meta=self.features.transform(S._meta)).persist()
+        else:
+            X = self.features.transform(S)
         X_valid = self.features.transform(S_valid)
         self.model.fit(X, labels, X_valid, labels_valid, time=time, time_valid=time_valid)
         self.feature_names_ = list(X.columns)

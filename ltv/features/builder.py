@@ -147,6 +147,9 @@ class FeatureBuilder:
     def fit(self, S: pd.DataFrame, y=None) -> FeatureBuilder:
         """Learn vocabularies and segment statistics from ``S`` = ``extract`` of TRAIN rows only.
 
+        ``S`` may be a Dask DataFrame (``train.distributed``): value counts are computed on its partitions;
+        only the segment keys and ``GROUP_FEATURES`` columns are gathered here (exact quantiles).
+
         Label, ``row_id`` and ``datetime`` columns in ``S`` are ignored, as is any non-numeric column
         that is not a categorical feature. ``y`` is unused (sklearn signature).
         """
@@ -155,10 +158,14 @@ class FeatureBuilder:
             list(stateless.CATEGORICAL_COLUMNS) if self.groups_["categoricals"] else []
         )
         self.encoder_ = CategoryEncoder(self.max_categories, self.min_category_count)
-        self.encoder_.fit(S, self.categorical_features_)
+        self.encoder_.fit(S, self.categorical_features_)  # value counts (aggregated where S is)
         self.group_stats_ = None
         if self.groups_["group_stats"]:
-            self.group_stats_ = GroupStats(GROUP_FEATURES, self.min_group_count, self.n_quantiles).fit(S)
+            values = S
+            if _is_dask(S):  # exact quantiles need the values: gather these columns only
+                keys = [c for cols in GROUP_KEYS.values() for c in cols]
+                values = S[[c for c in dict.fromkeys(keys + GROUP_FEATURES) if c in S.columns]].compute()
+            self.group_stats_ = GroupStats(GROUP_FEATURES, self.min_group_count, self.n_quantiles).fit(values)
         # everything numeric that extract() produced; labels / ids a caller kept alongside never enter X
         skip = set(self.categorical_features_) | _NOT_FEATURES
         self.numeric_features_ = [
@@ -231,8 +238,14 @@ class FeatureBuilder:
 
     @staticmethod
     def _check_frame(S: pd.DataFrame) -> None:
-        if not isinstance(S, pd.DataFrame):
+        if not isinstance(S, pd.DataFrame) and not _is_dask(S):
             raise TypeError(f"expected the DataFrame returned by extract(), got {type(S).__name__}")
+
+
+def _is_dask(S) -> bool:
+    from dask import is_dask_collection  # not at import: serving never needs it
+
+    return is_dask_collection(S)
 
 
 # below this many rows transform builds one float32 block (see transform); the model chain's predict

@@ -42,10 +42,14 @@ class CategoryEncoder:
         self.min_category_count = min_category_count
 
     def fit(self, S: pd.DataFrame, columns: list[str]) -> CategoryEncoder:
+        """Vocabularies of ``columns`` of ``S``: a pandas frame, or a Dask one (a train split on a
+        cluster), whose value counts are computed where its partitions are."""
+        import dask
+
         self.vocab_: dict[str, list[str]] = {}
         self.rare_: dict[str, list[str]] = {}
-        for c in columns:
-            counts = S[c].value_counts(dropna=True)  # sorted by frequency, ties in first-seen order
+        all_counts = dask.compute(*[S[c].value_counts(dropna=True) for c in columns])
+        for c, counts in zip(columns, all_counts, strict=True):
             counts = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
             keep = counts[counts >= self.min_category_count].index[: self.max_categories]
             self.vocab_[c] = [str(v) for v in keep]

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ltv.contract import TARGET
+from ltv.models import distributed
 from ltv.models._lgbm import check_frame, prefetch_scores
 from ltv.models._parallel import run_concurrently
 from ltv.models._progress import FitClock, stage
@@ -108,7 +109,11 @@ class LTVModel(StackingFit):
     # ---- first stage -------------------------------------------------------------------------------
     def _fit_first_stage(self, clf, reg, gate, X, labels, es=None, direct=None):
         """Fit classifier, regressor, whale model (and ``direct``, the all-rows model, if given) on train
-        rows, as concurrent fits (early stopping on ``es`` = (X_es, L_es, calibration set) if given)."""
+        rows, as concurrent fits (early stopping on ``es`` = (X_es, L_es, calibration set) if given), or
+        one after another with ``lightgbm.dask`` when ``X`` is a Dask DataFrame (:mod:`.distributed`)."""
+        if distributed.is_dask(X):
+            distributed.fit_first_stage(self, clf, reg, gate, X, labels, es, direct)
+            return clf, reg, gate
         plan = self.sampling if self.sampling is not None else SamplingPlan()
         rev = labels[TARGET].to_numpy()
         c_idx, c_w = SamplingPlan.apply(copy.deepcopy(plan.classifier), X, rev)
@@ -199,8 +204,12 @@ class LTVModel(StackingFit):
             raise ValueError(
                 f"regressor horizons must start with {TARGET}, got {list(self.regressor.horizons)}"
             )
-        labels, labels_valid = self._check(X, labels, "X"), self._check(X_valid, labels_valid, "X_valid")
-        X = X.reset_index(drop=True)
+        labels_valid = self._check(X_valid, labels_valid, "X_valid")
+        if distributed.is_dask(X):  # a Dask train split: boosters train where its partitions are
+            distributed.check_supported(self)
+        else:
+            labels, X = self._check(X, labels, "X"), X.reset_index(drop=True)
+        self.n_train_ = len(X)
         X_valid = X_valid.reset_index(drop=True)
         es_idx, cal_idx = self._split_valid(len(X_valid), time_valid)
         X_es, L_es = X_valid.iloc[es_idx], labels_valid.iloc[es_idx]
@@ -216,7 +225,7 @@ class LTVModel(StackingFit):
         if stacking and not getattr(self.ensemble, "cross_fit", True):
             self._check_held_out()
         with FitClock(self.progress_every_s) as clock:
-            with stage("first_stage", len(X)):
+            with stage("first_stage", self.n_train_):
                 direct = self._direct_model() if stacking else None
                 self._fit_first_stage(self.classifier_, self.regressor_, self.gate_, X, labels,
                                       es=(X_es, L_es, (X_cal, L_cal[BUYER].to_numpy())), direct=direct)  # fmt: skip
@@ -230,8 +239,8 @@ class LTVModel(StackingFit):
                 self.ensemble_.fit(None, X, None, objective=objective)
         self._collect()
         self.fit_times_ = {**clock.times, "total": _time.perf_counter() - t0}
-        log.info("LTVModel fitted: %d train rows in %.1f s (%.0f rows/s)", len(X), self.fit_times_["total"],
-                 len(X) / self.fit_times_["total"])  # fmt: skip
+        log.info("LTVModel fitted: %d train rows in %.1f s (%.0f rows/s)", self.n_train_, self.fit_times_["total"],
+                 self.n_train_ / self.fit_times_["total"])  # fmt: skip
         return self
 
     def _collect(self):

@@ -42,7 +42,7 @@ def build_model(cfg: DictConfig):
         sampling=sampler,
         objective=cfg.objective,
         random_state=cfg.seed,
-        **dict(cfg.get("train") or {}),  # concurrent_fits, progress_every_s (conf/train)
+        **{k: v for k, v in (cfg.get("train") or {}).items() if k != "distributed"},  # conf/train
     )
 
 
@@ -73,6 +73,31 @@ def load_local_splits(cfg: DictConfig, extract):
     return root, {name: split_frame(frame.compute()) for name, frame in loaded.items()}, reports
 
 
+def distributed_training(cfg: DictConfig, engine) -> bool:
+    """``train.distributed``, checked against the cluster: a clear error without 2+ workers (the one-process
+    fit instead would hold the whole train split in this process, which the option says does not fit)."""
+    if not (cfg.get("train") or {}).get("distributed", False):
+        return False
+    if engine.client is None or engine.n_workers < 2:
+        raise ValueError(
+            f"train.distributed=true trains the boosters with lightgbm.dask on 2+ workers, but cluster={engine.kind} "
+            f"has {engine.n_workers} worker(s): use cluster=local with cluster.n_workers=2 or more (or "
+            "cluster=remote), or set train.distributed=false"
+        )
+    return True
+
+
+def load_cluster_splits(cfg: DictConfig, extract):
+    """:func:`load_splits` with the valid and holdout windows computed here (post-processors, metrics) and
+    the train split left on the cluster as (features, labels, None, None) Dask frames."""
+    root, loaded, reports = load_splits(cfg, extract)
+    out = {name: split_frame(frame.compute()) for name, frame in loaded.items() if name != "train"}
+    train = loaded["train"]
+    labels = [c for c in LABEL_COLUMNS if c in train.columns]
+    out["train"] = (train.drop(columns=[c for c in META if c in train.columns]), train[labels], None, None)
+    return root, out, reports
+
+
 def train(cfg: DictConfig) -> float:
     """Train the configured chain in one MLflow run; returns ``cfg.optimized_metric`` (what sweeps optimise)."""
     setup_tracking(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_root)
@@ -85,8 +110,10 @@ def train(cfg: DictConfig) -> float:
         mlflow.set_tag("git_commit", tlog.git_commit() or "unknown")
         cluster.tag_run(engine)
         builder = instantiate(cfg.features)
-        # a sweep's trials that change neither data, features nor seed reuse the previous job's frames
-        root, splits, reports = frames_cache.cached(cfg, lambda: load_local_splits(cfg, builder.extract))
+        if distributed_training(cfg, engine):  # the train split stays on this job's cluster: no cache
+            root, splits, reports = load_cluster_splits(cfg, builder.extract)
+        else:  # a sweep's trials that change neither data, features nor seed reuse the previous job's frames
+            root, splits, reports = frames_cache.cached(cfg, lambda: load_local_splits(cfg, builder.extract))
         for split, report in reports.items():
             mlflow.log_metrics(report.as_metrics(f"data.{split}"))
             digest = data_task.fingerprint(report.files, root)
@@ -100,7 +127,8 @@ def train(cfg: DictConfig) -> float:
         pipeline = LTVPipeline(builder, build_model(cfg))
         (S, labels, t_train, _), (S_v, labels_v, t_valid, _) = splits["train"], splits["valid"]
         windows = [data_task.window(cfg.data, split) for split in ("train", "valid")]
-        check_fit_buyers(labels, labels_v, *windows)  # a clear error, not one from deep inside LightGBM
+        buyers = labels[["buyer_d7"]].compute() if hasattr(labels, "compute") else labels
+        check_fit_buyers(buyers, labels_v, *windows)  # a clear error, not one from deep inside LightGBM
         t1 = time.perf_counter()
         with sweep_trial():  # in an Optuna sweep: boosters report to the trial; its pruner may stop it
             pipeline.fit_extracted(S, labels, S_v, labels_v, time=t_train, time_valid=t_valid)
