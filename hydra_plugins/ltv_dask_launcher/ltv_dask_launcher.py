@@ -128,6 +128,9 @@ class LtvDaskLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         engine = self._connect()
+        logging.getLogger("distributed").setLevel(
+            logging.WARNING
+        )  # configure_log reset it; its INFO drowns ours
         log.info("ltv_dask: job #%d : %s", idx, " ".join(filter_overrides(overrides)))
         if engine.client is None:  # sync: now, in this process
             done: Future = Future()

@@ -10,8 +10,8 @@ set, the job also fits a small LightGBM (stage ``boost``) through the chain's bo
 from __future__ import annotations
 
 import math
-import time
 import os
+import time
 
 import hydra
 import mlflow
