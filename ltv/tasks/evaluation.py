@@ -14,11 +14,11 @@ log = logging.getLogger(__name__)
 
 
 def predict_with_buyer(pipeline, S: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-    """(``pipeline.predict_extracted(S)``, calibrated buyer probability or None) from one pass over the
-    chain: the prediction is ``predict_parts``' final column, which equals ``predict``'s."""
+    """(prediction, calibrated buyer probability or None) of extracted features ``S`` from one pass over
+    the chain: the prediction is ``predict_parts``' final column, which equals ``predict``'s."""
     from ltv.pipeline import prediction_and_buyer
 
-    return prediction_and_buyer(pipeline.model.predict_parts(pipeline.transform_extracted(S)))
+    return prediction_and_buyer(pipeline.model.predict_parts(pipeline.features.transform(S)))
 
 
 def split_metrics(

@@ -16,6 +16,7 @@ from ltv.contract import LABEL_COLUMNS, PARTITION_COLUMN, ROW_ID
 from ltv.data.loader import load_split
 from ltv.data.sense import check_fit_buyers
 from ltv.models._progress import sweep_trial
+from ltv.models.rows import LabelledRows
 from ltv.pipeline import LTVPipeline, request_time
 from ltv.tasks import data as data_task
 from ltv.tasks import evaluation, frames_cache
@@ -39,6 +40,7 @@ def build_model(cfg: DictConfig):
         regressor=instantiate(cfg.regressor),
         gate=instantiate(cfg.gate),
         ensemble=instantiate(cfg.ensemble),
+        whale=instantiate(cfg.whale),
         sampling=sampler,
         objective=cfg.objective,
         random_state=cfg.seed,
@@ -103,7 +105,7 @@ def train(cfg: DictConfig) -> float:
         check_fit_buyers(labels, labels_v, *windows)  # a clear error, not one from deep inside LightGBM
         t1 = time.perf_counter()
         with sweep_trial():  # in an Optuna sweep: boosters report to the trial; its pruner may stop it
-            pipeline.fit_extracted(S, labels, S_v, labels_v, time=t_train, time_valid=t_valid)
+            pipeline.fit(LabelledRows(S, labels, t_train), LabelledRows(S_v, labels_v, t_valid))
         mlflow.log_metric("time.fit_s", time.perf_counter() - t1)
         mlflow.log_metrics(
             {f"time.fit.{k}_s": v for k, v in getattr(pipeline.model, "fit_times_", {}).items()}

@@ -88,21 +88,22 @@ def small_chain(
     ensemble: str = "hurdle", objective: str = "rmsle", sampling=None, gate: bool = True, seed: int = 0
 ):
     """An unfitted ``LTVModel`` with few trees and one thread, for fast tests."""
-    from ltv.models import BuyerClassifier, Gate, HurdleEnsemble, LTVModel, RevenueRegressor, StackingEnsemble
+    from ltv.models import HurdleEnsemble, LTVModel
+    from tests.helpers import estimators
 
-    fast = {"learning_rate": 0.1, "n_estimators": 200, "early_stopping_rounds": 20, "n_jobs": 1}
+    fast = {"learning_rate": 0.1, "n_estimators": 200, "early_stopping_rounds": 20, "n_jobs": 1, "random_state": seed}
     ens = (
-        StackingEnsemble(
-            rf_n_estimators=30, xgb_n_estimators=50, meta_n_estimators=200, n_jobs=1, random_state=seed
-        )
+        estimators.stacking(rf={"n_estimators": 30}, xgb={"n_estimators": 50}, meta={"n_estimators": 200},
+                            n_jobs=1, random_state=seed)
         if ensemble == "stacking"
         else HurdleEnsemble()
-    )
+    )  # fmt: skip
     return LTVModel(
-        BuyerClassifier(random_state=seed, **fast),
-        RevenueRegressor(random_state=seed, **fast),
-        Gate(enabled=gate, whale=gate, n_jobs=1, random_state=seed),
+        estimators.classifier(**fast),
+        estimators.regressor(**fast),
+        estimators.gate(enabled=gate),
         ens,
+        whale=estimators.whale(n_jobs=1, random_state=seed) if gate else None,
         sampling=sampling,
         objective=objective,
         random_state=seed,
