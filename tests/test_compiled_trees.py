@@ -12,7 +12,7 @@ import pytest
 
 from ltv.models import compiled
 from ltv.models._lgbm import booster_predict
-from tests.helpers.chain_data import small_chain, split_data
+from tests.helpers.chain_data import fit_chain, small_chain, split_data
 from tests.test_predict_speed_invariance import reference_predict
 
 
@@ -20,7 +20,7 @@ from tests.test_predict_speed_invariance import reference_predict
 def chain():
     d = split_data(n_train=3000, n_valid=1500, n_holdout=2500, seed=5)
     model = small_chain("stacking", objective="rmsle", seed=5)
-    model.fit(d["train"][0], d["train"][1], d["valid"][0], d["valid"][1], d["train"][2], d["valid"][2])
+    fit_chain(model, d)
     return model, d["holdout"][0]
 
 
@@ -177,7 +177,7 @@ def test_one_pass_over_the_batch_gives_each_boosters_own_scores(chain, tmp_path)
     model.compile_trees(tmp_path)
     X = pd.concat([X] * 2, ignore_index=True)  # > CHUNK_ROWS rows: several chunks on the pool
     assert len(X) > compiled.CHUNK_ROWS
-    requests = _score_requests(model.classifier_, model.regressor_, model.gate_, model.direct_)
+    requests = _score_requests(model.classifier_, model.regressor_, model.whale_, model.direct_)
     assert len(requests) == 9  # every first-stage booster: all but the meta learner
     cache = []
     prefetch_scores(X, requests, cache)

@@ -30,18 +30,21 @@ META = [ROW_ID, PARTITION_COLUMN, *LABEL_COLUMNS]
 
 
 def build_model(cfg: DictConfig):
-    """The model chain from its config groups (each part gets its own parameters only)."""
+    """The model chain from its config groups (each part gets its own parameters only, as plain dicts and
+    lists: the pickled model must not need omegaconf)."""
     from ltv.models.chain import LTVModel
 
+    def build(node):
+        return instantiate(node, _convert_="all")
+
     sampling = cfg.get("sampling")
-    sampler = instantiate(sampling) if sampling is not None and sampling.get("_target_") else None
     return LTVModel(
-        classifier=instantiate(cfg.classifier),
-        regressor=instantiate(cfg.regressor),
-        gate=instantiate(cfg.gate),
-        ensemble=instantiate(cfg.ensemble),
-        whale=instantiate(cfg.whale),
-        sampling=sampler,
+        classifier=build(cfg.classifier),
+        regressor=build(cfg.regressor),
+        gate=build(cfg.gate),
+        ensemble=build(cfg.ensemble),
+        whale=build(cfg.whale),
+        sampling=build(sampling) if sampling is not None and sampling.get("_target_") else None,
         objective=cfg.objective,
         random_state=cfg.seed,
         **dict(cfg.get("train") or {}),  # concurrent_fits, progress_every_s (conf/train)

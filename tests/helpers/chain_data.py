@@ -91,7 +91,13 @@ def small_chain(
     from ltv.models import HurdleEnsemble, LTVModel
     from tests.helpers import estimators
 
-    fast = {"learning_rate": 0.1, "n_estimators": 200, "early_stopping_rounds": 20, "n_jobs": 1, "random_state": seed}
+    fast = {
+        "learning_rate": 0.1,
+        "n_estimators": 200,
+        "early_stopping_rounds": 20,
+        "n_jobs": 1,
+        "random_state": seed,
+    }
     ens = (
         estimators.stacking(rf={"n_estimators": 30}, xgb={"n_estimators": 50}, meta={"n_estimators": 200},
                             n_jobs=1, random_state=seed)
@@ -120,3 +126,10 @@ def split_data(n_train: int = 6000, n_valid: int = 3000, n_holdout: int = 8000, 
                oracle.iloc[s].reset_index(drop=True))
         for name, s in cuts.items()
     }  # fmt: skip
+
+
+def fit_chain(model, data: dict):
+    """``model.fit`` on ``split_data``'s train and valid splits (with their request times)."""
+    from ltv.models import LabelledRows
+
+    return model.fit(LabelledRows(*data["train"][:3]), LabelledRows(*data["valid"][:3]))

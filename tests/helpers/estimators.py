@@ -11,7 +11,13 @@ from ltv.models import BuyerClassifier, Gate, RevenueRegressor, StackingEnsemble
 _GBM = {"subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.5, "reg_lambda": 1.0, "n_jobs": 2,
         "random_state": 0}  # fmt: skip
 CLASSIFIER = {
-    "booster": {"n_estimators": 1000, "learning_rate": 0.05, "num_leaves": 31, "min_child_samples": 50, **_GBM},
+    "booster": {
+        "n_estimators": 1000,
+        "learning_rate": 0.05,
+        "num_leaves": 31,
+        "min_child_samples": 50,
+        **_GBM,
+    },
     "early_stopping_rounds": 50,
     "calibration": "isotonic",
 }
