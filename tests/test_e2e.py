@@ -47,7 +47,7 @@ def test_train_logs_one_finished_run_and_registers(trained):
     assert len(log_y) == 800 and best_constant_rmsle < zeros_rmsle
     assert metrics["holdout.rmsle"] < best_constant_rmsle
     assert metrics["holdout.oracle.rmsle"] <= metrics["holdout.rmsle"] + 1e-9
-    assert params["classifier.n_estimators"] == "60"
+    assert params["classifier.booster.n_estimators"] == "60"
     assert params["data.splits.valid.start"] == "2025-10-01-08"
     assert aliases == {"candidate": 1, "champion": 1}
     assert "run:" in proc.stdout and "models:/ltv-pipeline/1" in proc.stdout
