@@ -109,11 +109,3 @@ def check_frame(X, name: str = "X"):
     if len(X) == 0:
         raise ValueError(f"{name} has no rows")
     return X
-
-
-def binary_label(y, name: str = "y") -> np.ndarray:
-    """``y`` as a float 0/1 array, or a ValueError naming it (the one 0/1 label check)."""
-    y = np.asarray(y, dtype=np.float64).ravel()
-    if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError(f"{name} must be a 0/1 label")
-    return y

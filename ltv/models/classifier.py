@@ -8,7 +8,7 @@ import numpy as np
 from ltv import metrics
 from ltv.models._lgbm import booster_predict
 from ltv.models._progress import stage
-from ltv.models.booster import BoosterParams, append_eval_rows, binary_label, check_frame, fit_booster
+from ltv.models.booster import BoosterParams, append_eval_rows, check_frame, fit_booster
 from ltv.models.calibration import Calibrator
 
 
@@ -57,12 +57,12 @@ class BuyerClassifier(BoosterParams):
             which the chain uses for cross-fitted copies that share the full model's calibrator.
         """
         check_frame(X)
-        y = binary_label(y, "buyer label")
+        y = metrics.binary_label(y, "buyer label")
         if y.min() == y.max():
             raise ValueError("buyer label has a single class in the train rows")
         self.booster_ = lgb.LGBMClassifier(objective="binary", **self.lgbm_kwargs())
         if eval_set is not None:
-            eval_set = (eval_set[0], binary_label(eval_set[1], "eval buyer label"))
+            eval_set = (eval_set[0], metrics.binary_label(eval_set[1], "eval buyer label"))
         self.best_iteration_ = fit_booster(
             self.booster_, X, y, sample_weight, eval_set, self.early_stopping_rounds
         )
@@ -78,7 +78,7 @@ class BuyerClassifier(BoosterParams):
         return self
 
     def _calibrate(self, X_cal, y_cal) -> None:
-        y_cal = binary_label(y_cal, "calibration buyer label")
+        y_cal = metrics.binary_label(y_cal, "calibration buyer label")
         raw = self.predict_raw(X_cal)
         self.calibrator_ = Calibrator(self.calibration).fit(raw, y_cal)
         p = self.calibrator_.transform(raw)

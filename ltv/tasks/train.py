@@ -152,7 +152,7 @@ def _evaluate(cfg, pipeline, split, S, labels, _time, row_ids) -> dict[str, dict
     oracle = evaluation.load_oracle(cfg.data.get("oracle_root"), "train", row_ids)
     oracle_pred = None
     if oracle is not None:
-        oracle_pred = evaluation.oracle_prediction(oracle, cfg.objective)
+        oracle_pred = evaluation.oracle_prediction(oracle, pipeline.model.objective)
         res[f"{split}_oracle"] = evaluation.split_metrics(labels, oracle_pred, oracle["p_buyer"].to_numpy())
         mlflow.log_metrics({f"{split}.oracle.{k}": v for k, v in res[f"{split}_oracle"].items()})
     if cfg.tracking.get("log_plots", True):
