@@ -175,7 +175,7 @@ def stage_table(root: Path, model_uri: str, tracking_uri: str | None, batch_rows
     """
     import mlflow
 
-    from ltv.data.loader import file_groups, read_group
+    from ltv.data.groups import file_groups, read_group
     from ltv.data.window import Window
     from ltv.memory import keep_freed_memory
     from ltv.tracking.pyfunc import load_pipeline

@@ -27,7 +27,8 @@ from hydra.utils import instantiate  # noqa: E402
 from ltv.config import CONFIG_DIR  # noqa: E402
 from ltv.models import LabelledRows  # noqa: E402
 from ltv.tasks import evaluation  # noqa: E402
-from ltv.tasks.train import build_model, load_splits, split_frame  # noqa: E402
+from ltv.tasks.data import load_splits, split_frame  # noqa: E402
+from ltv.tasks.train import build_model  # noqa: E402
 
 KEYS = ("rmsle", "gain", "rmse", "gini", "buyer_auc", "total_ratio", "fit_s")
 

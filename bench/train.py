@@ -35,7 +35,8 @@ from quality import single_lgbm  # noqa: E402  (bench/ is the script's folder)
 from ltv.config import CONFIG_DIR  # noqa: E402
 from ltv.models import LabelledRows  # noqa: E402
 from ltv.tasks import evaluation  # noqa: E402
-from ltv.tasks.train import build_model, load_local_splits  # noqa: E402
+from ltv.tasks.data import load_local_splits  # noqa: E402
+from ltv.tasks.train import build_model  # noqa: E402
 
 TRAIN_HOURS = 96  # the default train window: Oct 1-4
 

@@ -278,7 +278,8 @@ def test_scoring_survives_a_worker_killed_mid_run(trained, local_cluster):
     import mlflow
 
     from ltv import cluster
-    from ltv.data.loader import Window, file_groups, read_group
+    from ltv.data.groups import file_groups, read_group
+    from ltv.data.loader import Window
     from ltv.scoring import Scoring, scored_window
     from ltv.tracking.pyfunc import load_pipeline
 

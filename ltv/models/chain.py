@@ -222,9 +222,9 @@ class LTVModel(FirstStageFit, StackingFit):
     def compile_trees(self, directory=None) -> dict:
         """Compile every booster to native code for faster prediction (:mod:`ltv.models.compiled`):
         the same predictions up to float64 summation order; once per model and CPU (disk cache)."""
-        from ltv.models import compiled
+        from ltv.models import tree_compiler
 
-        return compiled.compile_boosters(self.boosters(), directory)
+        return tree_compiler.compile_boosters(self.boosters(), directory)
 
     def predict_parts(self, X) -> pd.DataFrame:
         """Per row: p_buyer_raw, p_buyer (calibrated), whale_score, p_gated, log_rev_<h> (E[log1p y |
