@@ -68,7 +68,7 @@ def test_kwargs_pass_through_to_lightgbm(data):
     params = clf.booster_.get_params()
     assert params["max_bin"] == 31 and params["verbose"] == -1
     assert clf.get_params()["booster"]["max_bin"] == 31 and clf.lgbm_kwargs()["max_bin"] == 31
-    with pytest.raises(ValueError, match="booster"):  # LightGBM's keys have one home: the mapping
+    with pytest.raises(ValueError, match="Invalid parameter 'max_bin'"):  # LightGBM's keys: in the mapping
         clf.set_params(max_bin=63)
 
 

@@ -22,7 +22,7 @@ class StackingFit:
         over the regressor's): it trains on every row (~30x the buyer rows), so it can afford the
         capacity a buyer-only regressor cannot."""
         base, own = self.regressor.get_params(), dict(self.ensemble.direct or {})
-        booster = {**base["booster"], **(own.pop("booster", None) or {})}
+        booster = {**(base["booster"] or {}), **(own.pop("booster", None) or {})}
         return type(self.regressor)(**{**base, **own, "booster": booster, "horizons": (TARGET,)})
 
     def _oof_frame(self, train: LabelledRows, folds) -> pd.DataFrame:

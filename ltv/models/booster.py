@@ -15,6 +15,7 @@ import inspect
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 
 from ltv.models import _parallel, _progress
 
@@ -22,24 +23,9 @@ from ltv.models import _parallel, _progress
 _EVAL_XY = "eval_X" in inspect.signature(lgb.LGBMModel.fit).parameters
 
 
-class BoosterParams:
-    """sklearn-style ``get_params`` / ``set_params`` over the ``__init__`` keywords, one of them the
-    ``booster`` mapping of LightGBM parameters (:meth:`lgbm_kwargs`)."""
-
-    def get_params(self, deep: bool = False) -> dict:
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        params = {n: getattr(self, n) for n in names}
-        params["booster"] = dict(params.get("booster") or {})
-        return params
-
-    def set_params(self, **params):
-        names = set(self.get_params())
-        unknown = sorted(set(params) - names)
-        if unknown:
-            raise ValueError(f"{type(self).__name__} has no parameter(s) {unknown}; LightGBM's go in booster")
-        for key, value in params.items():
-            setattr(self, key, value)
-        return self
+class BoosterParams(BaseEstimator):
+    """An sklearn estimator (``get_params`` / ``set_params`` over the ``__init__`` keywords) one of whose
+    parameters is the ``booster`` mapping of LightGBM parameters (:meth:`lgbm_kwargs`)."""
 
     def lgbm_kwargs(self, exclude=()) -> dict:
         """The LightGBM parameters of this estimator's booster(s): the ``booster`` mapping (verbose quiet
@@ -53,10 +39,9 @@ class BoosterParams:
         Used for cross-fitted (out-of-fold) copies: the round count was chosen on the valid window.
         """
         params = self.get_params()
-        rounds = getattr(self, "best_iteration_", params["booster"].get("n_estimators", 100))
-        params["booster"]["n_estimators"] = int(rounds)
-        params["early_stopping_rounds"] = None
-        return type(self)(**params)
+        booster = dict(params["booster"] or {})
+        booster["n_estimators"] = int(getattr(self, "best_iteration_", booster.get("n_estimators", 100)))
+        return type(self)(**{**params, "booster": booster, "early_stopping_rounds": None})
 
 
 def append_eval_rows(X, X_eval, sample_weight=None):

@@ -4,11 +4,11 @@ the hurdle product and the objectives: :mod:`ltv.models.hurdle`)."""
 from __future__ import annotations
 
 import copy
-import inspect
 import weakref
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import ElasticNet
 from sklearn.preprocessing import StandardScaler
@@ -102,7 +102,7 @@ def _enet_predict(model, X64: np.ndarray) -> np.ndarray:
     return Z @ enet.coef_ + enet.intercept_
 
 
-class StackingEnsemble(StackingEnsembleFit):
+class StackingEnsemble(StackingEnsembleFit, BaseEstimator):
     """ElasticNet, RandomForest and XGBoost on out-of-fold meta-features, combined by a LightGBM meta
     learner trained on their out-of-fold predictions (time blocks of the train window).
 
@@ -174,9 +174,6 @@ class StackingEnsemble(StackingEnsembleFit):
         self.smearing_oof = smearing_oof
         self.total_match = total_match
         self.cross_fit = cross_fit
-
-    def get_params(self, deep: bool = False) -> dict:
-        return {k: getattr(self, k) for k in inspect.signature(type(self).__init__).parameters if k != "self"}
 
     def _meta_inputs(self, frame: pd.DataFrame, X: pd.DataFrame) -> pd.DataFrame:
         M = pd.concat([stack_features(frame), self.risk_.transform(X).set_index(frame.index)], axis=1)

@@ -7,10 +7,10 @@
 
 from __future__ import annotations
 
-import inspect
 import itertools
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
 from ltv import metrics
 
@@ -42,7 +42,7 @@ def _span(space, low, high, n, name: str) -> list:
     return space(low, high, int(n)).tolist()
 
 
-class Gate:
+class Gate(BaseEstimator):
     """The buyer-probability gate, tuned by grid search on held-out rows (the whale score it may let
     bypass comes from ``ltv.models.whale.WhaleClassifier``).
 
@@ -84,10 +84,6 @@ class Gate:
         self.cutoff_min, self.cutoff_max, self.n_cutoff = cutoff_min, cutoff_max, n_cutoff
         self.exponent_min, self.exponent_max, self.n_exponent = exponent_min, exponent_max, n_exponent
         self.whale_grid = whale_grid
-
-    def get_params(self, deep: bool = False) -> dict:
-        names = inspect.signature(type(self).__init__).parameters
-        return {n: getattr(self, n) for n in names if n != "self"}
 
     # ---- gate tuning --------------------------------------------------------------------------------
     def _grid(self, p, y) -> tuple[list, list, list]:
