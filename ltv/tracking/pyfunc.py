@@ -76,6 +76,7 @@ _NOT_SHIPPED = (
     "plots.py",
     "serving/server.py",  # starts `mlflow models serve`
     "tracking/datasets.py",
+    "tracking/fitted.py",
     "tracking/logging.py",
     "tracking/names.py",
     "tracking/pyfunc.py",
