@@ -124,3 +124,11 @@ def test_searched_estimator_keys_reach_the_built_objects(name):
         assert got == value, f"{name}.yaml: {key}={value} reached the {group} as {got!r}"
         checked += 1
     assert checked >= 2
+    # a trial may pick any option of a swept group together with values for that group's keys
+    for key, dist in space.distributions.items():
+        if "." in key:
+            continue
+        together = [f"{k}={d.choices[0] if isinstance(d, CategoricalDistribution) else d.low}"
+                    for k, d in space.distributions.items() if k.startswith(key + ".")]  # fmt: skip
+        for option in dist.choices:
+            assert OmegaConf.select(composed(f"{key}={option}", *together), key) is not None, (key, option)
