@@ -175,7 +175,7 @@ def stage_table(root: Path, model_uri: str, tracking_uri: str | None, batch_rows
     """
     import mlflow
 
-    from ltv.data.loader import file_groups, read_group
+    from ltv.data.groups import file_groups, read_group
     from ltv.data.window import Window
     from ltv.memory import keep_freed_memory
     from ltv.tracking.pyfunc import load_pipeline
@@ -199,7 +199,9 @@ def stage_table(root: Path, model_uri: str, tracking_uri: str | None, batch_rows
     groups, _ = file_groups(root, "test", window, batch_rows)
     tables = timed("read + validate (loader)", lambda: [read_group(g, "test", window)[0] for g in groups])
     n = sum(t.num_rows for t in tables)
-    prepared = [timed("features (extract + transform)", pipeline.prepare, t) for t in tables if t is not None]
+    prepared = [
+        timed("features (extract + transform)", pipeline._prepare, t) for t in tables if t is not None
+    ]
     model = pipeline.model
     for X in prepared:
         cols = timed("model: first stage (boosters)", model._columns, X)

@@ -25,8 +25,10 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 from ltv.config import CONFIG_DIR  # noqa: E402
+from ltv.models import LabelledRows  # noqa: E402
 from ltv.tasks import evaluation  # noqa: E402
-from ltv.tasks.train import build_model, load_splits, split_frame  # noqa: E402
+from ltv.tasks.data import load_splits, split_frame  # noqa: E402
+from ltv.tasks.train import build_model  # noqa: E402
 
 KEYS = ("rmsle", "gain", "rmse", "gini", "buyer_auc", "total_ratio", "fit_s")
 
@@ -105,7 +107,7 @@ def main(argv=None) -> None:
     }
     for name, cfg in chains.items():
         t0 = time.perf_counter()
-        model = build_model(cfg).fit(X, lab, X_v, lab_v, time=t, time_valid=t_v)
+        model = build_model(cfg).fit(LabelledRows(X, lab, t), LabelledRows(X_v, lab_v, t_v))
         parts = model.predict_parts(X_h)
         p_buyer = parts["p_buyer"].to_numpy() if "p_buyer" in parts else None
         rows[name] = {

@@ -261,7 +261,7 @@ def stage_rows(
     mlflow.set_registry_uri(tracking_uri)
     model = mlflow.pyfunc.load_model(model_uri)
     pipeline = model.unwrap_python_model().pipeline
-    if not all(hasattr(pipeline, a) for a in ("extract", "transform_extracted", "model")):
+    if not all(hasattr(pipeline, a) for a in ("features", "model")):
         return [("stages", f"not an LTVPipeline ({type(pipeline).__name__}): skipped")]
     schema = model.metadata.get_input_schema()
     chain = pipeline.model
@@ -281,8 +281,8 @@ def stage_rows(
             frame = timed("MLflow: JSON -> DataFrame (schema)", scoring_server._parse_json_data, body,
                           model.metadata, schema).data  # fmt: skip
             table = timed("contract check (frame_to_table)", frame_to_table, frame)
-            S = timed("features (extract)", pipeline.extract, table)
-            X = timed("encodings (transform)", pipeline.transform_extracted, S)
+            S = timed("features (extract)", pipeline.features.extract, table)
+            X = timed("encodings (transform)", pipeline.features.transform, S)
             cols = timed("first stage (boosters)", chain._columns, X)
             timed("head (stacking / hurdle)", chain._final, cols, X)
             timed(last, model.predict, frame)

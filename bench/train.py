@@ -33,8 +33,10 @@ from hydra.utils import instantiate  # noqa: E402
 from quality import single_lgbm  # noqa: E402  (bench/ is the script's folder)
 
 from ltv.config import CONFIG_DIR  # noqa: E402
+from ltv.models import LabelledRows  # noqa: E402
 from ltv.tasks import evaluation  # noqa: E402
-from ltv.tasks.train import build_model, load_local_splits  # noqa: E402
+from ltv.tasks.data import load_local_splits  # noqa: E402
+from ltv.tasks.train import build_model  # noqa: E402
 
 TRAIN_HOURS = 96  # the default train window: Oct 1-4
 
@@ -129,7 +131,7 @@ def bench_size(
     for name, extra in variants.items():
         cfg = config(size, seed, [*overrides, *extra])
         rows[name] = measure(
-            name, lambda cfg=cfg: build_model(cfg).fit(X, lab, X_v, lab_v, time=t, time_valid=t_v),
+            name, lambda cfg=cfg: build_model(cfg).fit(LabelledRows(X, lab, t), LabelledRows(X_v, lab_v, t_v)),
             lambda m, Z: m.predict(Z), X_h, lab_h, len(X), zero, best,
         )  # fmt: skip
     return {"n_train": len(X), "n_features": X.shape[1], "rows": rows}

@@ -53,11 +53,17 @@ def r2(y, pred) -> float:
     return 1.0 - float(np.sum((y - pred) ** 2)) / ss_tot
 
 
+def binary_label(y, name: str = "y_bin") -> np.ndarray:
+    """``y`` as a float 0/1 array, or a ValueError naming it (the one 0/1 label check)."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError(f"{name} must contain only 0 and 1")
+    return y
+
+
 def _binary(y_bin, score) -> tuple[np.ndarray, np.ndarray]:
     y, s = _pair(y_bin, score)
-    if not np.isin(y, (0.0, 1.0)).all():
-        raise ValueError("y_bin must contain only 0 and 1")
-    return y, s
+    return binary_label(y), s
 
 
 def auc(y_bin, score) -> float:

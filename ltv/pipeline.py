@@ -1,13 +1,15 @@
 """One fitted object that holds every part: raw contract rows in, revenue out.
 
-``LTVPipeline`` = the feature builder (stateless extraction + fitted encodings) and the model chain.
-Training extracts features per parquet file in parallel (the loader calls :meth:`extract`), then calls
-:meth:`fit_extracted`; inference, batch or served, calls :meth:`predict` on an Arrow table of raw rows.
-Both go through the same two functions, so chunked, one-row and one-shot predictions are identical.
+``LTVPipeline`` = the feature builder (stateless extraction + fitted encodings) and the model chain, with
+``fit`` / ``predict`` / ``predict_parts``. Training extracts features per parquet file in parallel (the
+loader calls the builder's ``extract``) and passes them to :meth:`LTVPipeline.fit` as ``LabelledRows``;
+inference, batch or served, calls :meth:`LTVPipeline.predict` on an Arrow table of raw rows. Both go
+through the same two steps, so chunked, one-row and one-shot predictions are identical.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 
 import numpy as np
@@ -15,6 +17,8 @@ import pandas as pd
 import pyarrow as pa
 
 from ltv.contract import PARTITION_FORMAT
+from ltv.daskframe import is_dask
+from ltv.models.rows import LabelledRows
 
 
 def request_time(datetime_values) -> np.ndarray:
@@ -27,17 +31,11 @@ def request_time(datetime_values) -> np.ndarray:
     return values.map(lookup).to_numpy(dtype=np.int64)
 
 
-def finite_revenue(pred) -> np.ndarray:
-    """The chain's final column as a prediction: float64, NaN / inf -> 0, clipped at 0."""
-    pred = np.asarray(pred, dtype=np.float64)
-    return np.clip(np.nan_to_num(pred, nan=0.0, posinf=0.0, neginf=0.0), 0.0, None)
-
-
 def prediction_and_buyer(parts: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-    """(prediction, calibrated buyer probability or None) from the chain's ``predict_parts`` output:
-    its final column, made finite and >= 0, equals ``predict``'s."""
+    """(prediction, calibrated buyer probability or None) from the chain's ``predict_parts`` output: its
+    final column equals ``predict``'s."""
     p_buyer = parts["p_buyer"].to_numpy() if "p_buyer" in parts else None
-    return finite_revenue(parts["final"].to_numpy()), p_buyer
+    return parts["final"].to_numpy(dtype=np.float64), p_buyer
 
 
 class LTVPipeline:
@@ -55,88 +53,59 @@ class LTVPipeline:
         self.features = features
         self.model = model
 
-    # -- training -------------------------------------------------------------------------------------
-    def extract(self, table: pa.Table) -> pd.DataFrame:
-        """Stateless features of raw rows (safe per file, per chunk, in parallel)."""
-        return self.features.extract(table)
-
-    def fit_extracted(self, S, labels, S_valid, labels_valid, time=None, time_valid=None) -> LTVPipeline:
+    def fit(self, train: pa.Table | LabelledRows, valid: pa.Table | LabelledRows) -> LTVPipeline:
         """Fit the feature encodings on train rows only, then the model chain.
 
         Parameters
         ----------
-        S, S_valid : DataFrame
-            :meth:`extract` output of the train and valid windows; ``S`` may be a Dask DataFrame (with
-            ``labels`` one of the same partitions): the model's boosters then train on the cluster
-            (``ltv.models.distributed``).
-        labels, labels_valid : DataFrame
-            Contract label columns aligned with ``S`` / ``S_valid``.
-        time, time_valid : array of int, optional
-            Request time (unix seconds) per row, for time-ordered folds.
+        train, valid : pa.Table or LabelledRows
+            Raw labelled contract rows (an Arrow table: small data, tests), or their extracted features
+            (the builder's ``extract`` output, as the training loader produces it per file) with labels
+            and request time in ``LabelledRows``. The train rows' ``X`` may be a Dask DataFrame (labels of
+            the same partitions): they are encoded where their partitions are and the model's boosters
+            train on the cluster (``ltv.models.distributed``).
         """
-        from dask import is_dask_collection
-
-        self.features.fit(S)
-        if is_dask_collection(S):  # a train split on a cluster: encoded where its partitions are
-            X = S.map_partitions(self.features.transform, meta=self.features.transform(S._meta)).persist()
-        else:
-            X = self.features.transform(S)
-        X_valid = self.features.transform(S_valid)
-        self.model.fit(X, labels, X_valid, labels_valid, time=time, time_valid=time_valid)
-        self.feature_names_ = list(X.columns)
+        train, valid = self._extracted(train), self._extracted(valid)
+        self.features.fit(train.X)
+        train, valid = (dataclasses.replace(rows, X=self._encoded(rows.X)) for rows in (train, valid))
+        self.model.fit(train, valid)
+        self.feature_names_ = list(train.X.columns)
         return self
 
-    def fit(self, table: pa.Table, table_valid: pa.Table) -> LTVPipeline:
-        """Fit on raw labelled Arrow tables (convenience for small data; training uses the loader)."""
-        labels = _labels(table)
-        labels_valid = _labels(table_valid)
-        time = (
-            request_time(table.column("datetime").to_pylist()) if "datetime" in table.column_names else None
-        )
-        time_valid = (
-            request_time(table_valid.column("datetime").to_pylist())
-            if "datetime" in table_valid.column_names
-            else None
-        )
-        return self.fit_extracted(
-            self.extract(table), labels, self.extract(table_valid), labels_valid, time, time_valid
-        )
+    def _encoded(self, X):
+        if not is_dask(X):
+            return self.features.transform(X)
+        # a train split on a cluster: encoded where its partitions are, kept there
+        return X.map_partitions(self.features.transform, meta=self.features.transform(X._meta)).persist()
+
+    def _extracted(self, rows: pa.Table | LabelledRows) -> LabelledRows:
+        if isinstance(rows, LabelledRows):
+            return rows
+        time = request_time(rows.column("datetime").to_pylist()) if "datetime" in rows.column_names else None
+        return LabelledRows(self.features.extract(rows), _labels(rows), time)
 
     # -- inference ------------------------------------------------------------------------------------
     def _check_fitted(self):
         if not hasattr(self, "feature_names_"):
-            raise ValueError("LTVPipeline is not fitted: call fit / fit_extracted first")
+            raise ValueError("LTVPipeline is not fitted: call fit first")
 
-    def transform_extracted(self, S: pd.DataFrame) -> pd.DataFrame:
+    def _prepare(self, table: pa.Table) -> pd.DataFrame:
+        """The model matrix of raw rows."""
         self._check_fitted()
-        return self.features.transform(S)
-
-    def predict_extracted(self, S: pd.DataFrame) -> np.ndarray:
-        """Predicted ``iap_revenue_d7`` (finite, >= 0) from :meth:`extract` output."""
-        return self.predict_prepared(self.transform_extracted(S))
+        return self.features.transform(self.features.extract(table))
 
     def predict(self, table: pa.Table) -> np.ndarray:
-        """Predicted ``iap_revenue_d7`` for raw contract rows (an Arrow table)."""
-        return self.predict_extracted(self.extract(table))
+        """Predicted ``iap_revenue_d7`` for raw contract rows (an Arrow table): finite, >= 0."""
+        return self.model.predict(self._prepare(table))
 
-    def prepare(self, table: pa.Table) -> pd.DataFrame:
-        """The model matrix of raw rows: ``predict(t) == predict_prepared(prepare(t))``. Batch scoring
-        runs this step in a prefetch thread, overlapping it with the model on the previous batch."""
-        return self.transform_extracted(self.extract(table))
-
-    def predict_prepared(self, X: pd.DataFrame) -> np.ndarray:
-        """Predicted ``iap_revenue_d7`` from :meth:`prepare` output (finite, >= 0)."""
-        return finite_revenue(self.model.predict(X))
+    def predict_parts(self, table: pa.Table) -> pd.DataFrame:
+        """The chain's intermediate outputs (buyer probability, per-horizon revenue, ...) and the final one."""
+        return self.model.predict_parts(self._prepare(table)).reset_index(drop=True)
 
     def compile_trees(self, directory=None) -> dict:
         """Compile the model chain's boosters to native code (see ``LTVModel.compile_trees``)."""
         self._check_fitted()
         return self.model.compile_trees(directory)
-
-    def predict_parts(self, table: pa.Table) -> pd.DataFrame:
-        """The chain's intermediate outputs (buyer probability, per-horizon revenue, ...) and the final one."""
-        parts = self.model.predict_parts(self.transform_extracted(self.extract(table)))
-        return parts.reset_index(drop=True)
 
 
 def _labels(table: pa.Table) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """Score a window with the registered pipeline, on the engine of :mod:`ltv.cluster`.
 
-The window's files are cut into groups of at most ``batch_rows`` rows (:func:`ltv.data.loader.file_groups`:
+The window's files are cut into groups of at most ``batch_rows`` rows (:func:`ltv.data.groups.file_groups`:
 whole files, or runs of row groups of a larger file); each group is one task that reads, validates,
 featurises and scores its rows where it runs, and returns only row ids, predictions and (for metrics) the
 labels and buyer probability. The model is loaded once per process (:func:`pipeline_for`), not per task.
@@ -20,7 +20,8 @@ import pandas as pd
 import pyarrow as pa
 
 from ltv.contract import LABEL_COLUMNS, ROW_ID
-from ltv.data.loader import DataError, Window, emit_warnings, file_groups, read_group
+from ltv.data.groups import file_groups, read_group
+from ltv.data.loader import DataError, Window, emit_warnings
 from ltv.data.schema import SeenRowIds
 
 log = logging.getLogger(__name__)

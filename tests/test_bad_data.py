@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ltv.data.loader import DataError, SchemaError, Window, file_groups, read_group, read_table
+from ltv.data.groups import file_groups, read_group
+from ltv.data.loader import DataError, SchemaError, Window, read_table
 from ltv.data.loader import load_split as _load_split
 from tests.test_loader import hour, make_table, put, write_part
 

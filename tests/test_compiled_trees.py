@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ltv.models import compiled
+from ltv.models import compiled, tree_compiler
 from ltv.models._lgbm import booster_predict
-from tests.helpers.chain_data import small_chain, split_data
+from tests.helpers.chain_data import fit_chain, small_chain, split_data
 from tests.test_predict_speed_invariance import reference_predict
 
 
@@ -20,7 +20,7 @@ from tests.test_predict_speed_invariance import reference_predict
 def chain():
     d = split_data(n_train=3000, n_valid=1500, n_holdout=2500, seed=5)
     model = small_chain("stacking", objective="rmsle", seed=5)
-    model.fit(d["train"][0], d["train"][1], d["valid"][0], d["valid"][1], d["train"][2], d["valid"][2])
+    fit_chain(model, d)
     return model, d["holdout"][0]
 
 
@@ -75,7 +75,7 @@ def test_edge_values_match_lightgbm(tmp_path):
     """|x| <= 1e-35 (LightGBM reads it as 0), NaN everywhere, unseen and negative category codes."""
     model, X = _categorical_booster()
     booster = model.booster_
-    compiled.compile_booster(booster, None, tmp_path)
+    tree_compiler.compile_booster(booster, None, tmp_path)
     tiny = float(np.float32(1e-35))
     probe = np.array(
         [
@@ -109,7 +109,7 @@ def test_a_disagreeing_compile_keeps_lightgbm(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(
         lleaves.Model, "predict", lambda self, data, n_jobs=None: real(self, data, n_jobs) + 1e-3
     )
-    summary = compiled.compile_boosters([(booster, None)], tmp_path)
+    summary = tree_compiler.compile_boosters([(booster, None)], tmp_path)
     assert summary == {**summary, "boosters": 1, "failed": 1, "compiled": 0}
     assert compiled.lookup(booster, None) is None
     assert "stays on LightGBM" in caplog.text and "disagrees" in caplog.text
@@ -123,7 +123,7 @@ def test_switch_off(monkeypatch, tmp_path):
     monkeypatch.setenv(compiled.ENV_SWITCH, "0")
     assert not compiled.enabled()
     model, _ = _categorical_booster(seed=2)
-    summary = compiled.compile_boosters([(model.booster_, None)], tmp_path)
+    summary = tree_compiler.compile_boosters([(model.booster_, None)], tmp_path)
     assert summary["compiled"] == 0 and summary["boosters"] == 0
     assert compiled.lookup(model.booster_, None) is None and not list(tmp_path.iterdir())
 
@@ -140,7 +140,7 @@ def test_an_unwritable_cache_falls_back_to_a_temp_folder(tmp_path, caplog):
         folder.mkdir()
         folder.chmod(0o500)
     model, X = _categorical_booster(seed=3)
-    summary = compiled.compile_boosters([(model.booster_, None)], folder)
+    summary = tree_compiler.compile_boosters([(model.booster_, None)], folder)
     assert summary["compiled"] == 1 and summary["failed"] == 0
     assert "not writable" in caplog.text
     np.testing.assert_allclose(
@@ -157,7 +157,7 @@ def test_round_count_follows_lightgbm(tmp_path):
     booster.best_iteration = 20
     assert compiled.rounds_of(booster, None) == 20
     assert compiled.rounds_of(booster, 0) == compiled.rounds_of(booster, 10_000) == 60
-    compiled.compile_booster(booster, None, tmp_path)
+    tree_compiler.compile_booster(booster, None, tmp_path)
     frame = X.iloc[:200]
     data = frame.assign(c=frame["c"].cat.codes).to_numpy(float)
     np.testing.assert_allclose(
@@ -177,7 +177,7 @@ def test_one_pass_over_the_batch_gives_each_boosters_own_scores(chain, tmp_path)
     model.compile_trees(tmp_path)
     X = pd.concat([X] * 2, ignore_index=True)  # > CHUNK_ROWS rows: several chunks on the pool
     assert len(X) > compiled.CHUNK_ROWS
-    requests = _score_requests(model.classifier_, model.regressor_, model.gate_, model.direct_)
+    requests = _score_requests(model.classifier_, model.regressor_, model.whale_, model.direct_)
     assert len(requests) == 9  # every first-stage booster: all but the meta learner
     cache = []
     prefetch_scores(X, requests, cache)
@@ -212,7 +212,7 @@ def test_one_pass_over_the_batch_gives_each_boosters_own_scores(chain, tmp_path)
 def test_chunks_snap_tiny_values_like_lightgbm(tmp_path):
     model, X = _categorical_booster()
     booster = model.booster_
-    compiled.compile_booster(booster, None, tmp_path)
+    tree_compiler.compile_booster(booster, None, tmp_path)
     native = compiled.lookup(booster, None)
     tiny = float(np.float32(1e-35))
     rows = np.tile(np.array([[tiny, 0.5, 1.0], [-tiny, np.nan, 3.0], [1e-40, 0.0, 11.0]]), (3000, 1))
@@ -229,14 +229,14 @@ def test_processes_loading_one_model_share_the_compile(tmp_path):
 
     first, _ = _categorical_booster(seed=3)
     second, _ = _categorical_booster(seed=4)
-    key, _ = compiled.cache_key(first.booster_, compiled.rounds_of(first.booster_, None))
-    with compiled._compile_lock(tmp_path, key, wait=True):  # "another process" compiles the first one
-        with pytest.raises(compiled.Busy):
-            compiled.compile_booster(first.booster_, None, tmp_path, wait=False)
+    key, _ = tree_compiler.cache_key(first.booster_, compiled.rounds_of(first.booster_, None))
+    with tree_compiler._compile_lock(tmp_path, key, wait=True):  # "another process" compiles the first one
+        with pytest.raises(tree_compiler.Busy):
+            tree_compiler.compile_booster(first.booster_, None, tmp_path, wait=False)
         result = {}
         worker = threading.Thread(
             target=lambda: result.update(
-                compiled.compile_boosters([(first.booster_, None), (second.booster_, None)], tmp_path)
+                tree_compiler.compile_boosters([(first.booster_, None), (second.booster_, None)], tmp_path)
             )
         )
         worker.start()

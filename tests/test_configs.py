@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from ltv.config import CONFIG_DIR, flatten
 
 CONF = Path(CONFIG_DIR)
-COMPONENTS = ["features", "sampling", "classifier", "gate", "regressor", "ensemble"]
+COMPONENTS = ["features", "sampling", "classifier", "gate", "whale", "regressor", "ensemble"]
 
 
 def _options(group: str) -> list[str]:
@@ -111,9 +112,20 @@ def test_hparams_search_composes_with_params(option):
 
 
 def test_options_and_overrides_reach_the_built_objects():
-    clf = instantiate(_compose("classifier=lgbm_deep", "classifier.num_leaves=31").classifier)
-    assert (clf.num_leaves, clf.learning_rate, clf.calibration) == (31, 0.03, "platt")
-    assert instantiate(_compose().classifier).num_leaves == 7
+    clf = instantiate(_compose("classifier=lgbm_deep", "classifier.booster.num_leaves=31").classifier)
+    assert (clf.lgbm_kwargs()["num_leaves"], clf.lgbm_kwargs()["learning_rate"], clf.calibration) == (
+        31,
+        0.03,
+        "platt",
+    )
+    assert instantiate(_compose().classifier).lgbm_kwargs()["num_leaves"] == 7
+    whale = instantiate(_compose("whale.booster.num_leaves=5", "whale.quantile=0.8", "seed=3").whale)
+    assert (whale.quantile, whale.lgbm_kwargs()["num_leaves"], whale.lgbm_kwargs()["random_state"]) == (
+        0.8,
+        5,
+        3,
+    )
+    assert instantiate(_compose("whale=none").whale).enabled is False
     cfg = _compose("sampling=histos_aggressive", "seed=7")
     plan = instantiate(cfg.sampling)
     assert plan.regressor is None and (plan.classifier.n_bins, plan.classifier.target_fraction) == (12, 1.0)
@@ -143,4 +155,34 @@ def test_optimized_metric_is_read_from_results_and_never_the_holdout():
 def test_fast_experiment_is_the_hurdle_head_with_a_faster_classifier():
     cfg = _compose("experiment=fast")
     assert cfg.ensemble._target_.endswith("HurdleEnsemble")
-    assert cfg.classifier.learning_rate == 0.1 and _compose().classifier.learning_rate == 0.02
+    assert cfg.classifier.booster.learning_rate == 0.1 and _compose().classifier.booster.learning_rate == 0.02
+
+
+# a code default may only be neutral: off, none, LightGBM's own (an empty booster), no grid
+_NEUTRAL = (None, False, 0, (), "none")
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in COMPONENTS[1:] for o in _options(g)])
+def test_every_chosen_value_has_one_home(group, option):
+    """A value an option file sets is not also the code's default (two homes drift apart, as
+    early_stopping_rounds did: 50 in code, 30 in the YAML), unless that default is neutral. The model
+    side only: FeatureBuilder still repeats max_categories / min_category_count (issue 14, open)."""
+    node = _compose(f"{group}={option}")[group]
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(get_class(node._target_).__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    for key, value in OmegaConf.to_container(node, resolve=True).items():
+        if key in defaults and defaults[key] not in _NEUTRAL:
+            assert value != (list(defaults[key]) if isinstance(defaults[key], tuple) else defaults[key]), (
+                f"{group}/{option}.yaml: {key}={value!r} is also the code default of {node._target_}"
+            )
+
+
+def test_lightgbm_knobs_live_only_in_the_booster_mapping():
+    cfg = _compose()
+    for group in ("classifier", "regressor", "whale"):
+        top = set(cfg[group]) - {"_target_"}
+        assert not top & {"n_estimators", "learning_rate", "num_leaves", "n_jobs", "random_state"}, group
+        assert cfg[group].booster.random_state == cfg.seed and cfg[group].booster.n_jobs == 2

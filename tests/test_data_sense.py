@@ -10,7 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from ltv.data.loader import DataError, Window, file_groups, read_group, read_table
+from ltv.data.groups import file_groups, read_group
+from ltv.data.loader import DataError, Window, read_table
 from ltv.data.loader import load_split as _load_split
 from ltv.data.sense import MIN_TRAIN_BUYERS, DataSenseError, check_buyers, check_fit_buyers
 from tests.test_loader import hour, make_table, put, write_part

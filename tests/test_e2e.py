@@ -47,7 +47,7 @@ def test_train_logs_one_finished_run_and_registers(trained):
     assert len(log_y) == 800 and best_constant_rmsle < zeros_rmsle
     assert metrics["holdout.rmsle"] < best_constant_rmsle
     assert metrics["holdout.oracle.rmsle"] <= metrics["holdout.rmsle"] + 1e-9
-    assert params["classifier.n_estimators"] == "60"
+    assert params["classifier.booster.n_estimators"] == "60"
     assert params["data.splits.valid.start"] == "2025-10-01-08"
     assert aliases == {"candidate": 1, "champion": 1}
     assert "run:" in proc.stdout and "models:/ltv-pipeline/1" in proc.stdout
@@ -278,7 +278,8 @@ def test_scoring_survives_a_worker_killed_mid_run(trained, local_cluster):
     import mlflow
 
     from ltv import cluster
-    from ltv.data.loader import Window, file_groups, read_group
+    from ltv.data.groups import file_groups, read_group
+    from ltv.data.loader import Window
     from ltv.scoring import Scoring, scored_window
     from ltv.tracking.pyfunc import load_pipeline
 

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ltv import contract
-from ltv.data.loader import DataError, LoadReport, Window, file_groups, list_files, read_group, read_table
+from ltv.data.groups import file_groups, read_group
+from ltv.data.loader import DataError, LoadReport, Window, list_files, read_table
 from ltv.data.loader import load_split as _load_split
 
 DAY = "2025-10-01"

@@ -10,17 +10,27 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ltv import metrics
-from ltv.models import BuyerClassifier, Gate, HurdleEnsemble, LTVModel, RevenueRegressor, StackingEnsemble
+from ltv.models import (
+    BuyerClassifier,
+    Gate,
+    HurdleEnsemble,
+    LabelledRows,
+    LTVModel,
+    RevenueRegressor,
+    StackingEnsemble,
+    WhaleClassifier,
+)
 from ltv.sampling import HHISTUS, HistOS, SamplingPlan
 from tests.helpers.chain_data import split_data
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ("sampling", "classifier", "gate", "regressor", "ensemble")
+GROUPS = ("sampling", "classifier", "gate", "whale", "regressor", "ensemble")
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 REQUIRED = {
     "sampling": {"none", "histos", "histos_aggressive", "hhistus", "histos_hhistus"},
     "classifier": {"lgbm", "lgbm_deep"},
     "gate": {"default", "off", "none"},
+    "whale": {"lgbm", "none"},
     "regressor": {"lgbm"},
     "ensemble": {"stacking", "hurdle"},
 }
@@ -28,6 +38,7 @@ TYPES = {
     "sampling": SamplingPlan,
     "classifier": BuyerClassifier,
     "gate": Gate,
+    "whale": WhaleClassifier,
     "regressor": RevenueRegressor,
     "ensemble": (StackingEnsemble, HurdleEnsemble),
 }
@@ -36,6 +47,7 @@ TYPES = {
 def _compose(group: str, option: str, **overrides):
     """The group's node under a root with the top-level ``seed`` the lead's config provides."""
     node = OmegaConf.load(CONF / group / f"{option}.yaml")
+    node.pop("defaults", None)  # whale/none.yaml extends lgbm.yaml: its keys are lgbm's
     root = OmegaConf.create({"seed": 123, group: node})
     for key, value in overrides.items():
         OmegaConf.update(root, f"{group}.{key}", value)
@@ -56,12 +68,16 @@ def test_every_option_instantiates(group, option):
     obj = _compose(group, option)
     assert isinstance(obj, TYPES[group])
     raw = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{option}.yaml"), resolve=False)
-    if group in ("classifier", "regressor", "gate"):
+    if group in ("classifier", "regressor", "gate", "whale"):
         params = obj.get_params()
         for key, value in raw.items():
-            if key != "_target_" and value != "${seed}":
+            if key not in ("_target_", "booster", "defaults"):
                 assert params[key] == value, f"{group}={option}: {key}"
-        assert obj.random_state == 123 or raw.get("random_state") is None
+        booster = raw.get("booster", {})
+        for key, value in booster.items():  # the mapping reaches LightGBM unchanged
+            assert obj.lgbm_kwargs()[key] == (123 if value == "${seed}" else value), (
+                f"{group}={option}: {key}"
+            )
 
 
 def test_sampling_options_build_the_right_samplers():
@@ -83,18 +99,21 @@ def test_gate_search_ranges_are_plain_keys():
 
 def test_default_configuration_fits_end_to_end():
     """Every default option (plus both samplers) shrunk to few trees and one thread."""
-    fast = {"n_estimators": 60, "n_jobs": 1}
+    fast = {"booster.n_estimators": 60, "booster.n_jobs": 1}
     model = LTVModel(
         classifier=_compose("classifier", "lgbm", **fast),
         regressor=_compose("regressor", "lgbm", **fast),
-        gate=_compose("gate", "default", **fast),
-        ensemble=_compose("ensemble", "stacking", rf_n_estimators=20, xgb_n_estimators=30, n_jobs=1),
+        gate=_compose("gate", "default"),
+        whale=_compose("whale", "lgbm", **fast),
+        ensemble=_compose(
+            "ensemble", "stacking", **{"rf.n_estimators": 20, "xgb.n_estimators": 30, "n_jobs": 1}
+        ),
         sampling=_compose("sampling", "histos_hhistus"),
         objective="rmsle",
         random_state=123,
     )
     data = split_data(n_train=5000, n_valid=3000, n_holdout=5000, seed=13)
-    model.fit(*data["train"][:2], *data["valid"][:2], data["train"][2], data["valid"][2])
+    model.fit(LabelledRows(*data["train"][:3]), LabelledRows(*data["valid"][:3]))
     X_h, L_h, _, oracle = data["holdout"]
     y = L_h["iap_revenue_d7"].to_numpy()
     pred = model.predict(X_h)

@@ -8,6 +8,7 @@ import pytest
 from ltv import metrics
 from ltv.models import BuyerClassifier
 from tests.helpers.chain_data import split_data
+from tests.helpers.estimators import classifier
 
 FAST = {"learning_rate": 0.1, "n_estimators": 300, "early_stopping_rounds": 20, "n_jobs": 1}
 
@@ -21,7 +22,7 @@ def _fit(data, **params):
     X, L = data["train"][:2]
     Xv, Lv = data["valid"][:2]
     es, cal = slice(0, 3000), slice(3000, None)
-    clf = BuyerClassifier(**{**FAST, **params})
+    clf = classifier(**{**FAST, **params})
     return clf.fit(X, L["buyer_d7"], eval_set=(Xv.iloc[es], Lv["buyer_d7"].iloc[es]),
                    calibration_set=(Xv.iloc[cal], Lv["buyer_d7"].iloc[cal]))  # fmt: skip
 
@@ -66,19 +67,21 @@ def test_kwargs_pass_through_to_lightgbm(data):
     clf = _fit(data, max_bin=31, min_split_gain=0.0)
     params = clf.booster_.get_params()
     assert params["max_bin"] == 31 and params["verbose"] == -1
-    assert clf.get_params()["max_bin"] == 31
+    assert clf.get_params()["booster"]["max_bin"] == 31 and clf.lgbm_kwargs()["max_bin"] == 31
+    with pytest.raises(ValueError, match="Invalid parameter 'max_bin'"):  # LightGBM's keys: in the mapping
+        clf.set_params(max_bin=63)
 
 
 def test_classifier_input_errors(data):
     X, L = data["train"][:2]
     with pytest.raises(ValueError, match="single class"):
-        BuyerClassifier(**FAST).fit(X, np.zeros(len(X)))
+        classifier(**FAST).fit(X, np.zeros(len(X)))
     with pytest.raises(ValueError, match="not fitted"):
         BuyerClassifier().predict_p(X)
     with pytest.raises(ValueError, match="calibration must be one of"):
         _fit(data, calibration="balanced")
     with pytest.raises(TypeError, match="DataFrame"):
-        BuyerClassifier(**FAST).fit(X.to_numpy(), L["buyer_d7"])
+        classifier(**FAST).fit(X.to_numpy(), L["buyer_d7"])
 
 
 def test_refit_on_eval_uses_the_early_stopping_rows_with_the_stopped_round_count(data):

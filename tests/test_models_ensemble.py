@@ -14,9 +14,10 @@ import pytest
 from sklearn.base import clone
 
 from ltv import metrics
-from ltv.models import BuyerClassifier, RevenueRegressor
-from ltv.models.ensemble import head_target
-from tests.helpers.chain_data import small_chain, split_data
+from ltv.models import BuyerClassifier, LabelledRows, RevenueRegressor
+from ltv.models.ensemble_fit import head_target
+from tests.helpers.chain_data import fit_chain, small_chain, split_data
+from tests.helpers.estimators import stacking
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +26,7 @@ def data():
 
 
 def _fit(model, data):
-    X, L, t, _ = data["train"]
-    Xv, Lv, tv, _ = data["valid"]
-    return model.fit(X, L, Xv, Lv, t, tv)
+    return fit_chain(model, data)
 
 
 @pytest.fixture(scope="module")
@@ -220,16 +219,17 @@ def test_meta_inputs_are_capped_to_the_fitted_ranges(models, data):
 def test_chain_input_errors(data):
     X, L, _, _ = data["train"]
     Xv, Lv, _, _ = data["valid"]
-    with pytest.raises(ValueError, match="buyer_d7"):
-        small_chain().fit(X, L.drop(columns="buyer_d7"), Xv, Lv)
-    with pytest.raises(ValueError, match="rows"):
-        small_chain().fit(X, L.iloc[:10], Xv, Lv)
+    valid = LabelledRows(Xv, Lv)
+    with pytest.raises(ValueError, match=r"labels of train lack column\(s\) \['buyer_d7'\]"):
+        small_chain().fit(LabelledRows(X, L.drop(columns="buyer_d7")), valid)
+    with pytest.raises(ValueError, match="labels of train have 10 rows, train.X has"):
+        small_chain().fit(LabelledRows(X, L.iloc[:10]), valid)
     with pytest.raises(ValueError, match="objective"):
-        small_chain(objective="quantile").fit(X, L, Xv, Lv)
+        small_chain(objective="quantile").fit(LabelledRows(X, L), valid)
     bad = small_chain()
     bad.regressor.horizons = ["iap_revenue_d14"]
     with pytest.raises(ValueError, match="start with iap_revenue_d7"):
-        bad.fit(X, L, Xv, Lv)
+        bad.fit(LabelledRows(X, L), valid)
     with pytest.raises(ValueError, match="not fitted"):
         small_chain().predict(X)
 
@@ -237,7 +237,7 @@ def test_chain_input_errors(data):
 def test_meta_learner_base_is_the_better_held_out_log_prediction():
     import pandas as pd
 
-    from ltv.models.ensemble import select_init_column
+    from ltv.models.ensemble_fit import select_init_column
 
     Z = pd.DataFrame({"p_x_log_rev": [0.0, 1.0], "log_direct": [0.5, 0.5], "log_rev_d7": [2.0, 2.0]})
     # RMSE vs [0.5, 0.5]: hurdle 0.5, direct 0 -> direct; vs [0, 1]: hurdle 0, direct 0.5 -> hurdle
@@ -249,27 +249,28 @@ def test_meta_learner_base_is_the_better_held_out_log_prediction():
 
 def test_direct_model_takes_the_ensembles_overrides():
     from ltv.contract import TARGET
-    from ltv.models import StackingEnsemble
 
     model = small_chain("stacking")
-    model.ensemble = StackingEnsemble(direct_params={"num_leaves": 7, "min_child_samples": 40})
+    model.ensemble = stacking(
+        direct={"booster": {"num_leaves": 7, "min_child_samples": 40}, "refit_on_eval": True}
+    )
     direct = model._direct_model()
-    assert (direct.num_leaves, direct.min_child_samples) == (7, 40)
-    assert tuple(direct.horizons) == (TARGET,)
-    assert direct.learning_rate == model.regressor.learning_rate  # the rest from the buyer regressor
-    assert model.regressor.num_leaves != 7
+    assert (direct.booster["num_leaves"], direct.booster["min_child_samples"]) == (7, 40)
+    assert tuple(direct.horizons) == (TARGET,) and direct.refit_on_eval is True
+    # the rest from the buyer regressor
+    assert direct.booster["learning_rate"] == model.regressor.booster["learning_rate"]
+    assert direct.early_stopping_rounds == model.regressor.early_stopping_rounds
+    assert model.regressor.booster["num_leaves"] != 7 and model.regressor.refit_on_eval is False
 
 
 def test_oof_meta_scores_for_the_smearing_sample_are_out_of_sample():
     import pandas as pd
 
-    from ltv.models import StackingEnsemble
-
     rng = np.random.default_rng(3)
     n = 1500
     Z = pd.DataFrame({"log_rev_d7": rng.uniform(0, 3, n), "x": rng.normal(size=n)})
     target = Z["log_rev_d7"].to_numpy() + 0.5 * Z["x"].to_numpy() ** 2 + rng.normal(0, 0.3, n)
-    ens = StackingEnsemble(n_jobs=1, smearing_oof=True)
+    ens = stacking(n_jobs=1, smearing_oof=True)
     ens.init_column_, ens.meta_iteration_ = "log_rev_d7", 100
     ens.meta_ = lgb.LGBMRegressor(n_estimators=100, learning_rate=0.1, num_leaves=7, n_jobs=1, verbose=-1)
     ens.meta_.fit(Z, target, init_score=Z["log_rev_d7"].to_numpy())

@@ -1,4 +1,5 @@
-"""Gate: one gating function (exponent applied once), fitted values as attributes, whale bypass."""
+"""Gate: one gating function (exponent applied once), fitted values as attributes, whale bypass; the
+whale model (WhaleClassifier)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import pytest
 
 import ltv.models.gate as gate_module
 from ltv import metrics
-from ltv.models import Gate, apply_gate
-from ltv.models.ensemble import hurdle_prediction
+from ltv.models import Gate, WhaleClassifier, apply_gate
+from ltv.models.hurdle import hurdle_prediction
 from tests.helpers.chain_data import make_chain_data
+from tests.helpers.estimators import gate as make_gate
+from tests.helpers.estimators import whale as make_whale
 
 
 def test_apply_gate_applies_the_exponent_exactly_once():
@@ -49,7 +52,7 @@ def test_fit_scores_through_apply_gate_and_transform_reproduces_it(monkeypatch):
     monkeypatch.setattr(gate_module, "apply_gate", spy)
     p, m, y = _tuning_rows(inflate=2.0)
     predict = lambda q: hurdle_prediction(q, m, None, "rmsle")  # noqa: E731
-    gate = Gate(metric="rmsle", whale=False).fit(p, y, predict)
+    gate = make_gate(metric="rmsle").fit(p, y, predict)
     n_fit = len(calls)
     assert n_fit > 100  # every grid point went through the one gating function
     q = gate.transform(p)
@@ -61,7 +64,7 @@ def test_fit_scores_through_apply_gate_and_transform_reproduces_it(monkeypatch):
 
 def test_gate_corrects_overconfident_probabilities_on_fresh_rows():
     p, m, y = _tuning_rows(seed=3, inflate=2.0)
-    gate = Gate(metric="rmsle", whale=False).fit(p, y, lambda q: hurdle_prediction(q, m, None, "rmsle"))
+    gate = make_gate(metric="rmsle").fit(p, y, lambda q: hurdle_prediction(q, m, None, "rmsle"))
     assert gate.best_score_ < gate.identity_score_ - 0.01
     assert gate.params_["exponent"] > 1.0 or gate.params_["cap"] < 1.0
     p2, m2, y2 = _tuning_rows(seed=4, inflate=2.0)
@@ -72,16 +75,19 @@ def test_gate_corrects_overconfident_probabilities_on_fresh_rows():
 def test_identity_options():
     p, m, y = _tuning_rows()
     predict = lambda q: hurdle_prediction(q, m, None, "rmsle")  # noqa: E731
-    assert Gate(enabled=False).fit(p, y, predict).params_ == gate_module.IDENTITY
-    assert Gate(metric="none").fit(p, y, predict).params_ == gate_module.IDENTITY
+    assert Gate().fit(p, y, predict).params_ == gate_module.IDENTITY  # the code default: no gate
+    assert make_gate(enabled=False).fit(p, y, predict).params_ == gate_module.IDENTITY
+    assert make_gate(metric="none").fit(p, y, predict).params_ == gate_module.IDENTITY
+    # no grid given: only the identity is searched
+    assert Gate(enabled=True, metric="rmsle").fit(p, y, predict).params_ == gate_module.IDENTITY
     # objective=revenue: 'auto' leaves the expectation untouched (no cap / cutoff bias on the total)
     rev = lambda q: hurdle_prediction(q, None, np.expm1(m), "revenue")  # noqa: E731
-    assert Gate(metric="auto").fit(p, y, rev, objective="revenue").params_ == gate_module.IDENTITY
+    assert make_gate(metric="auto").fit(p, y, rev, objective="revenue").params_ == gate_module.IDENTITY
 
 
 def test_zero_rate_target_sets_the_share_of_zeroed_rows():
     p, m, y = _tuning_rows()
-    gate = Gate(metric="zero_rate", zero_rate_target=0.6, whale=False)
+    gate = make_gate(metric="zero_rate", zero_rate_target=0.6)
     gate.fit(p, y, lambda q: hurdle_prediction(q, m, None, "rmsle"))
     assert np.mean(gate.transform(p) == 0) == pytest.approx(0.6, abs=0.01)
 
@@ -91,18 +97,42 @@ def test_whale_model_ranks_whales_and_params_are_json():
     buyers = labels["buyer_d7"].to_numpy() == 1
     Xb, yb = X[buyers], labels["iap_revenue_d7"].to_numpy()[buyers]
     half = len(Xb) // 2
-    gate = Gate(n_jobs=1, n_estimators=100).fit_whale(Xb.iloc[:half], yb[:half])
-    score = gate.whale_score(Xb.iloc[half:])
-    is_whale = (yb[half:] >= gate.whale_value_).astype(int)
+    whale = make_whale(n_jobs=1, n_estimators=100).fit(Xb.iloc[:half], yb[:half])
+    assert whale.whale_value_ == np.quantile(yb[:half][yb[:half] > 0], 0.9)
+    score = whale.predict_p(Xb.iloc[half:])
+    is_whale = (yb[half:] >= whale.whale_value_).astype(int)
     assert metrics.auc(is_whale, score) > 0.65  # whales depend on f3 in the generator
-    assert Gate(whale=False).fit_whale(Xb, yb).whale_score(Xb).tolist() == [0.0] * len(Xb)
+    off = make_whale(enabled=False).fit(Xb, yb)
+    assert not off.fitted and off.predict_p(Xb).tolist() == [0.0] * len(Xb)
     p = np.full(len(score), 0.3)
-    gate.fit(p, yb[half:], lambda q: q * 10, whale_score=score)
+    gate = make_gate().fit(p, yb[half:], lambda q: q * 10, whale_score=score)
     json.dumps(gate.fitted_params())  # logged as buyer_gating.json
+
+
+def test_whale_fixed_clone_trains_the_stopped_round_count_without_early_stopping():
+    X, labels, _, _ = make_chain_data(8000, seed=8)
+    buyers = labels["buyer_d7"].to_numpy() == 1
+    Xb, yb = X[buyers], labels["iap_revenue_d7"].to_numpy()[buyers]
+    half = len(Xb) // 2
+    whale = make_whale(n_jobs=1).fit(Xb.iloc[:half], yb[:half], eval_set=(Xb.iloc[half:], yb[half:]))
+    assert whale.best_iteration_ < 300  # stopped early on the held-out buyers
+    clone = whale.fixed_clone()
+    assert clone.early_stopping_rounds is None and clone.booster["n_estimators"] == whale.best_iteration_
+    assert clone.fit(Xb, yb).booster_.booster_.num_trees() == whale.best_iteration_
+
+
+def test_whale_input_errors():
+    X, labels, _, _ = make_chain_data(500, seed=1)
+    with pytest.raises(ValueError, match="quantile"):
+        WhaleClassifier().fit(X, labels["iap_revenue_d7"])
+    with pytest.raises(ValueError, match="not fitted"):
+        WhaleClassifier(quantile=0.9).predict_p(X)
 
 
 def test_gate_input_errors():
     with pytest.raises(ValueError, match="metric"):
         Gate(metric="auc").fit([0.1], [0.0], lambda q: q)
+    with pytest.raises(ValueError, match="cap_min and cap_max"):
+        Gate(enabled=True, metric="rmsle", n_cap=3).fit([0.1], [0.0], lambda q: q)
     with pytest.raises(ValueError, match="not fitted"):
         Gate().transform([0.1])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ltv import metrics
+from ltv.models import LabelledRows
 from tests.helpers.chain_data import small_chain, split_data
 
 
@@ -19,7 +20,7 @@ def _fit(data, cross_fit: bool):
     (X, L, t, _), (Xv, Lv, tv, _) = data["train"], data["valid"]
     model = small_chain("stacking", seed=21)
     model.ensemble.cross_fit = cross_fit
-    return model.fit(X, L, Xv, Lv, time=t, time_valid=tv)
+    return model.fit(LabelledRows(X, L, t), LabelledRows(Xv, Lv, tv))
 
 
 def test_held_out_stacking_skips_the_out_of_fold_fits_and_scores_alike(data):
@@ -45,4 +46,4 @@ def test_held_out_stacking_refuses_a_refit_on_its_rows(data):
     model.ensemble.cross_fit = False
     model.classifier.refit_on_eval = True
     with pytest.raises(ValueError, match=r"cross_fit=false .* \['classifier'\]"):
-        model.fit(X, L, Xv, Lv, time=t, time_valid=tv)
+        model.fit(LabelledRows(X, L, t), LabelledRows(Xv, Lv, tv))

@@ -10,8 +10,8 @@ import numpy as np
 import optuna
 import pytest
 
-from ltv.models import _progress
-from ltv.models._lgbm import fit_booster
+from ltv.models import LabelledRows, _progress
+from ltv.models.booster import fit_booster
 from tests.helpers.chain_data import small_chain, split_data
 
 
@@ -19,7 +19,7 @@ from tests.helpers.chain_data import small_chain, split_data
 def fitted_stacking():
     data = split_data(n_train=4000, n_valid=2000, n_holdout=500, seed=3)
     (X, L, t, _), (Xv, Lv, tv, _) = data["train"], data["valid"]
-    return small_chain("stacking", seed=3).fit(X, L, Xv, Lv, time=t, time_valid=tv)
+    return small_chain("stacking", seed=3).fit(LabelledRows(X, L, t), LabelledRows(Xv, Lv, tv))
 
 
 def test_fit_times_name_every_stage(fitted_stacking):
@@ -108,7 +108,7 @@ def test_concurrent_fits_change_no_prediction(fitted_stacking):
     (X, L, t, _), (Xv, Lv, tv, _), (Xh, *_) = data["train"], data["valid"], data["holdout"]
     one_at_a_time = small_chain("stacking", seed=3)
     one_at_a_time.concurrent_fits = 1
-    one_at_a_time.fit(X, L, Xv, Lv, time=t, time_valid=tv)
+    one_at_a_time.fit(LabelledRows(X, L, t), LabelledRows(Xv, Lv, tv))
     np.testing.assert_array_equal(one_at_a_time.predict(Xh), fitted_stacking.predict(Xh))
 
 

@@ -9,8 +9,10 @@ import pytest
 
 from ltv import metrics
 from ltv.models import RevenueRegressor
-from ltv.models.regressor import cumulative_log_targets, mae_feval, rmsle_feval
+from ltv.models.regressor import mae_feval, rmsle_feval
+from ltv.models.retransform import cumulative_log_targets
 from tests.helpers.chain_data import make_chain_data
+from tests.helpers.estimators import regressor
 
 FAST = {"learning_rate": 0.1, "n_estimators": 200, "early_stopping_rounds": 20, "n_jobs": 1}
 HORIZONS = ["iap_revenue_d7", "iap_revenue_d14", "iap_revenue_d28"]
@@ -21,7 +23,7 @@ def fitted():
     X, labels, _, oracle = make_chain_data(16000, seed=21)
     b = np.flatnonzero(labels["buyer_d7"].to_numpy() == 1)
     tr, es, ho = b[: len(b) // 2], b[len(b) // 2 : 3 * len(b) // 4], b[3 * len(b) // 4 :]
-    reg = RevenueRegressor(**FAST, retransform="smearing")
+    reg = regressor(**FAST, retransform="smearing")
     reg.fit(X.iloc[tr], labels.iloc[tr], eval_set=(X.iloc[es], labels.iloc[es]))
     reg.fit_smearing(X.iloc[es], labels.iloc[es])
     return reg, X.iloc[ho], labels.iloc[ho], oracle.iloc[ho]
@@ -33,7 +35,7 @@ def fitted_variance():
     b = np.flatnonzero(labels["buyer_d7"].to_numpy() == 1)
     tr, es, ho = b[: len(b) // 2], b[len(b) // 2 : 3 * len(b) // 4], b[3 * len(b) // 4 :]
     es_set = (X.iloc[es], labels.iloc[es])
-    reg = RevenueRegressor(**FAST).fit(X.iloc[tr], labels.iloc[tr], eval_set=es_set)
+    reg = regressor(**FAST).fit(X.iloc[tr], labels.iloc[tr], eval_set=es_set)
     reg.fit_variance(X.iloc[tr], labels.iloc[tr], eval_set=es_set)
     reg.fit_smearing(X.iloc[es], labels.iloc[es])  # a no-op under retransform='variance'
     return reg, X.iloc[ho], labels.iloc[ho], oracle.iloc[ho]
@@ -67,7 +69,7 @@ def test_variance_model_uses_out_of_fold_residuals():
     b = np.flatnonzero(labels["buyer_d7"].to_numpy() == 1)
     tr, ho = b[: 2 * len(b) // 3], b[2 * len(b) // 3 :]
     params = {**FAST, "num_leaves": 63, "min_child_samples": 5, "early_stopping_rounds": None}
-    reg = RevenueRegressor(**params).fit(X.iloc[tr], labels.iloc[tr])
+    reg = regressor(**params).fit(X.iloc[tr], labels.iloc[tr])
     reg.fit_variance(X.iloc[tr], labels.iloc[tr])
     pi = reg.spend_share_[0]
     assert pi == pytest.approx(0.9, abs=0.03)  # 10% of the test generator's buyers spend nothing
@@ -153,7 +155,7 @@ def test_cumulative_targets_clip_refunds_and_enforce_order():
 def test_horizons_are_config():
     X, labels, _, _ = make_chain_data(3000, seed=2)
     b = labels["buyer_d7"].to_numpy() == 1
-    reg = RevenueRegressor(horizons=["iap_revenue_d7", "iap_revenue_d28"], **FAST).fit(X[b], labels[b])
+    reg = regressor(horizons=["iap_revenue_d7", "iap_revenue_d28"], **FAST).fit(X[b], labels[b])
     assert list(reg.predict_log(X).columns) == ["iap_revenue_d7", "iap_revenue_d28"]
     with pytest.raises(ValueError, match="not fitted"):
         RevenueRegressor().predict_log(X)
@@ -164,8 +166,8 @@ def test_refit_on_eval_keeps_each_horizons_rounds_and_learns_from_the_eval_rows(
     b = np.flatnonzero(labels["buyer_d7"].to_numpy() == 1)
     tr, es, ho = b[: len(b) // 2], b[len(b) // 2 : 3 * len(b) // 4], b[3 * len(b) // 4 :]
     fit = dict(eval_set=(X.iloc[es], labels.iloc[es]))
-    base = RevenueRegressor(**FAST).fit(X.iloc[tr], labels.iloc[tr], **fit)
-    refit = RevenueRegressor(**FAST, refit_on_eval=True).fit(X.iloc[tr], labels.iloc[tr], **fit)
+    base = regressor(**FAST).fit(X.iloc[tr], labels.iloc[tr], **fit)
+    refit = regressor(**FAST, refit_on_eval=True).fit(X.iloc[tr], labels.iloc[tr], **fit)
     assert refit.best_iterations_ == base.best_iterations_
     assert [m.booster_.num_trees() for m in refit.boosters_] == base.best_iterations_
     logs = refit.predict_log(X.iloc[ho]).to_numpy()
@@ -179,7 +181,7 @@ def test_refit_on_eval_keeps_each_horizons_rounds_and_learns_from_the_eval_rows(
 def test_refit_drops_the_previous_variance_model():
     X, labels, _, _ = make_chain_data(4000, seed=8)
     b = np.flatnonzero(labels["buyer_d7"].to_numpy() == 1)
-    reg = RevenueRegressor(**{**FAST, "early_stopping_rounds": None, "n_estimators": 30})
+    reg = regressor(**{**FAST, "early_stopping_rounds": None, "n_estimators": 30})
     reg.fit(X.iloc[b], labels.iloc[b]).fit_variance(X.iloc[b], labels.iloc[b])
     assert reg.predict_variance(X.iloc[b]).max() > 0
     reg.fit(X.iloc[b], labels.iloc[b])  # stale s2(x) must not survive a refit

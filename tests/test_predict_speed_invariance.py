@@ -10,9 +10,9 @@ import pytest
 from ltv.contract import TARGET
 from ltv.models import StackingEnsemble
 from ltv.models._lgbm import SMALL_BATCH_ROWS, lgbm_matrix, predict_threads
-from ltv.models.ensemble import hurdle_prediction
+from ltv.models.hurdle import hurdle_prediction
 from ltv.models.meta import first_stage_frame, stack_features
-from tests.helpers.chain_data import small_chain, split_data
+from tests.helpers.chain_data import fit_chain, small_chain, split_data
 
 
 def _log_reference(reg, X) -> pd.DataFrame:
@@ -39,13 +39,13 @@ def _stacking_reference(ens, frame, X) -> np.ndarray:
 
 def reference_predict(model, X) -> np.ndarray:
     """The chain's prediction through the public sklearn / LightGBM APIs on DataFrames (the old path)."""
-    clf, reg, gate = model.classifier_, model.regressor_, model.gate_
+    clf, reg, gate, whale_model = model.classifier_, model.regressor_, model.gate_, model.whale_
     raw = clf.booster_.predict_proba(X[clf.feature_names_in_], num_iteration=clf.best_iteration_)[:, 1]
     p = raw if clf.calibrator_ is None else clf.calibrator_.transform(raw)
     whale = np.zeros(len(X))
-    if gate.whale_model_ is not None:
-        whale = gate.whale_model_.predict_proba(X[gate.whale_features_], num_iteration=gate.whale_iteration_)
-        whale = whale[:, 1]
+    if whale_model is not None and whale_model.fitted:
+        features, rounds = whale_model.feature_names_in_, whale_model.best_iteration_
+        whale = whale_model.booster_.predict_proba(X[features], num_iteration=rounds)[:, 1]
     log_rev = _log_reference(reg, X)
     s2 = np.column_stack(
         [
@@ -70,10 +70,10 @@ def reference_predict(model, X) -> np.ndarray:
 def _fit(ensemble: str, objective: str):
     d = split_data(n_train=3000, n_valid=1500, n_holdout=2500, seed=3)
     model = small_chain(ensemble, objective=objective, seed=3)
-    model.fit(d["train"][0], d["train"][1], d["valid"][0], d["valid"][1], d["train"][2], d["valid"][2])
+    fit_chain(model, d)
     # exercise the multi-thread settings at predict time (fitted single-threaded for speed)
-    for part in (model.classifier_, model.regressor_, model.gate_):
-        part.n_jobs = 2
+    for part in (model.classifier_, model.regressor_, model.whale_):
+        part.booster = {**part.booster, "n_jobs": 2}
     if isinstance(model.ensemble_, StackingEnsemble):
         model.ensemble_.n_jobs = 2
         model.ensemble_.base_["rf"].n_jobs = 2

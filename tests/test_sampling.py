@@ -8,7 +8,7 @@ import pytest
 
 from ltv import metrics
 from ltv.sampling import HHISTUS, HistOS, SamplingPlan
-from tests.helpers.chain_data import small_chain, split_data
+from tests.helpers.chain_data import fit_chain, small_chain, split_data
 
 
 def _revenue(n=20000, seed=0):
@@ -125,7 +125,7 @@ def test_resampling_keeps_total_revenue_within_10_percent(plan):
     fits = {}
     for name, sampling in (("plain", None), ("resampled", plan)):
         model = small_chain("hurdle", "revenue", sampling=sampling)
-        model.fit(*data["train"][:2], *data["valid"][:2], data["train"][2], data["valid"][2])
+        fit_chain(model, data)
         fits[name] = model.predict(data["holdout"][0])
     ratio = fits["resampled"].sum() / fits["plain"].sum()
     assert 0.9 <= ratio <= 1.1
@@ -145,7 +145,7 @@ def test_hhistus_weights_keep_the_log_revenue_level_unbiased():
     for correction in ("weights", "calibration"):
         plan = SamplingPlan(regressor=HHISTUS(max_bin_ratio=0.5, correction=correction))
         model = small_chain("hurdle", "rmsle", sampling=plan)
-        model.fit(*data["train"][:2], *data["valid"][:2], data["train"][2], data["valid"][2])
+        fit_chain(model, data)
         bias[correction] = model.predict_parts(X_h)["log_rev_d7"].to_numpy()[buyers].mean() - truth
     assert abs(bias["weights"]) < 0.04
     assert bias["calibration"] > 0.05  # the check would catch a sampler without weights

@@ -100,3 +100,35 @@ def test_space_composes_and_every_key_exists_with_a_matching_type(name):
             assert dist.low < dist.high
         elif isinstance(dist, CategoricalDistribution):
             assert {type(c) for c in dist.choices} == {type(current)}, key
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_searched_estimator_keys_reach_the_built_objects(name):
+    """A value the sweeper samples for ``classifier.booster.num_leaves`` (or ``gate.cap_min``) is what the
+    instantiated estimator hands LightGBM (or keeps as its own parameter)."""
+    from hydra.utils import instantiate
+
+    params = composed(f"hparams_search={name}").hydra.sweeper.params
+    space = parse_search_space(f"{k}={v}" for k, v in params.items())
+    checked = 0
+    for key, dist in space.distributions.items():
+        group, _, rest = key.partition(".")
+        if not rest:
+            continue
+        value = dist.choices[-1] if isinstance(dist, CategoricalDistribution) else dist.high
+        obj = instantiate(composed(f"{key}={value}")[group])
+        if rest.startswith("booster."):
+            got = obj.lgbm_kwargs()[rest.removeprefix("booster.")]
+        else:
+            got = getattr(obj, rest)
+        assert got == value, f"{name}.yaml: {key}={value} reached the {group} as {got!r}"
+        checked += 1
+    assert checked >= 2
+    # a trial may pick any option of a swept group together with values for that group's keys
+    for key, dist in space.distributions.items():
+        if "." in key:
+            continue
+        together = [f"{k}={d.choices[0] if isinstance(d, CategoricalDistribution) else d.low}"
+                    for k, d in space.distributions.items() if k.startswith(key + ".")]  # fmt: skip
+        for option in dist.choices:
+            assert OmegaConf.select(composed(f"{key}={option}", *together), key) is not None, (key, option)

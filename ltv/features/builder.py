@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ltv import contract
+from ltv.daskframe import is_dask
 from ltv.features import registry, stateless
 from ltv.features.fitted import GROUP_FEATURES, GROUP_KEYS, CategoryEncoder, GroupStats
 
@@ -162,7 +163,7 @@ class FeatureBuilder:
         self.group_stats_ = None
         if self.groups_["group_stats"]:
             values = S
-            if _is_dask(S):  # exact quantiles need the values: gather these columns only
+            if is_dask(S):  # exact quantiles need the values: gather these columns only
                 keys = [c for cols in GROUP_KEYS.values() for c in cols]
                 values = S[[c for c in dict.fromkeys(keys + GROUP_FEATURES) if c in S.columns]].compute()
             self.group_stats_ = GroupStats(GROUP_FEATURES, self.min_group_count, self.n_quantiles).fit(values)
@@ -238,14 +239,8 @@ class FeatureBuilder:
 
     @staticmethod
     def _check_frame(S: pd.DataFrame) -> None:
-        if not isinstance(S, pd.DataFrame) and not _is_dask(S):
+        if not isinstance(S, pd.DataFrame) and not is_dask(S):
             raise TypeError(f"expected the DataFrame returned by extract(), got {type(S).__name__}")
-
-
-def _is_dask(S) -> bool:
-    from dask import is_dask_collection  # not at import: serving never needs it
-
-    return is_dask_collection(S)
 
 
 # below this many rows transform builds one float32 block (see transform); the model chain's predict

@@ -6,19 +6,13 @@ import lightgbm as lgb
 import numpy as np
 
 from ltv import metrics
-from ltv.models._lgbm import (
-    LGBMParamsMixin,
-    append_eval_rows,
-    binary_label,
-    booster_predict,
-    check_frame,
-    fit_booster,
-)
+from ltv.models._lgbm import booster_predict
 from ltv.models._progress import stage
+from ltv.models.booster import BoosterParams, append_eval_rows, check_frame, fit_booster
 from ltv.models.calibration import Calibrator
 
 
-class BuyerClassifier(LGBMParamsMixin):
+class BuyerClassifier(BoosterParams):
     """LightGBM buyer probability, calibrated on rows the booster never trained on.
 
     The caller passes two disjoint held-out sets: ``eval_set`` (early stopping) and ``calibration_set``
@@ -29,48 +23,27 @@ class BuyerClassifier(LGBMParamsMixin):
 
     Parameters
     ----------
-    n_estimators, learning_rate, num_leaves, min_child_samples, subsample, subsample_freq,
-    colsample_bytree, reg_lambda, n_jobs, random_state : LightGBM parameters.
+    booster : LightGBM parameters (n_estimators, learning_rate, num_leaves, n_jobs, random_state, any
+        other), passed to ``lightgbm.LGBMClassifier`` unchanged; None: LightGBM's defaults.
     early_stopping_rounds : rounds without log-loss improvement on ``eval_set``; None disables.
     calibration : 'isotonic', 'platt' or 'none'.
     refit_on_eval : after early stopping, refit the booster on train + ``eval_set`` rows with the
         early-stopped round count: the early-stopping rows are the most recent labelled rows before the
         calibration rows, and buyers are rare, so the final booster should not waste them. The
         calibration rows stay untouched, so calibration still sees out-of-sample scores.
-    **kwargs : any other LightGBM parameter, passed through unchanged.
     """
 
     def __init__(
         self,
-        n_estimators: int = 1000,
-        learning_rate: float = 0.05,
-        num_leaves: int = 31,
-        min_child_samples: int = 50,
-        subsample: float = 0.8,
-        subsample_freq: int = 1,
-        colsample_bytree: float = 0.5,
-        reg_lambda: float = 1.0,
-        early_stopping_rounds: int | None = 50,
-        calibration: str = "isotonic",
-        n_jobs: int = 2,
-        random_state: int | None = 0,
+        booster: dict | None = None,
+        early_stopping_rounds: int | None = None,
+        calibration: str = "none",
         refit_on_eval: bool = False,
-        **kwargs,
     ):
-        self.refit_on_eval = refit_on_eval
-        self.n_estimators = n_estimators
-        self.learning_rate = learning_rate
-        self.num_leaves = num_leaves
-        self.min_child_samples = min_child_samples
-        self.subsample = subsample
-        self.subsample_freq = subsample_freq
-        self.colsample_bytree = colsample_bytree
-        self.reg_lambda = reg_lambda
+        self.booster = booster
         self.early_stopping_rounds = early_stopping_rounds
         self.calibration = calibration
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.kwargs = kwargs
+        self.refit_on_eval = refit_on_eval
 
     def fit(self, X, y, sample_weight=None, eval_set=None, calibration_set=None) -> BuyerClassifier:
         """Fit the booster on ``(X, y)`` and the calibrator on ``calibration_set``.
@@ -84,12 +57,12 @@ class BuyerClassifier(LGBMParamsMixin):
             which the chain uses for cross-fitted copies that share the full model's calibrator.
         """
         check_frame(X)
-        y = binary_label(y, "buyer label")
+        y = metrics.binary_label(y, "buyer label")
         if y.min() == y.max():
             raise ValueError("buyer label has a single class in the train rows")
-        self.booster_ = lgb.LGBMClassifier(objective="binary", **self.lgbm_kwargs(("refit_on_eval",)))
+        self.booster_ = lgb.LGBMClassifier(objective="binary", **self.lgbm_kwargs())
         if eval_set is not None:
-            eval_set = (eval_set[0], binary_label(eval_set[1], "eval buyer label"))
+            eval_set = (eval_set[0], metrics.binary_label(eval_set[1], "eval buyer label"))
         self.best_iteration_ = fit_booster(
             self.booster_, X, y, sample_weight, eval_set, self.early_stopping_rounds
         )
@@ -105,7 +78,7 @@ class BuyerClassifier(LGBMParamsMixin):
         return self
 
     def _calibrate(self, X_cal, y_cal) -> None:
-        y_cal = binary_label(y_cal, "calibration buyer label")
+        y_cal = metrics.binary_label(y_cal, "calibration buyer label")
         raw = self.predict_raw(X_cal)
         self.calibrator_ = Calibrator(self.calibration).fit(raw, y_cal)
         p = self.calibrator_.transform(raw)
@@ -119,7 +92,7 @@ class BuyerClassifier(LGBMParamsMixin):
         """Replace the booster by one trained ``best_iteration_`` rounds on train + eval rows."""
         X_all, w_all = append_eval_rows(X, eval_set[0], sample_weight)
         y_all = np.concatenate([y, eval_set[1]])
-        params = {**self.lgbm_kwargs(("refit_on_eval",)), "n_estimators": self.best_iteration_}
+        params = {**self.lgbm_kwargs(), "n_estimators": self.best_iteration_}
         self.booster_ = lgb.LGBMClassifier(objective="binary", **params)
         fit_booster(self.booster_, X_all, y_all, w_all)
 

@@ -27,21 +27,16 @@ import numpy as np
 import pandas as pd
 
 from ltv.contract import TARGET
-from ltv.models._lgbm import binary_label
+from ltv.metrics import binary_label
 from ltv.models._progress import stage
 from ltv.models.dask_lgbm import TARGET_COLUMN as _Y
 from ltv.models.dask_lgbm import WEIGHT_COLUMN as _W
 from ltv.models.dask_lgbm import fit_dask_booster
+from ltv.models.whale import MIN_WHALES
 from ltv.sampling import SamplingPlan
 
 log = logging.getLogger(__name__)
 BUYER = "buyer_d7"
-
-
-def is_dask(obj) -> bool:
-    """True for a Dask collection (the distributed path), False for in-memory frames. Dask's collection
-    protocol, checked without importing dask (a served model never needs it)."""
-    return callable(getattr(obj, "__dask_graph__", None))
 
 
 def check_supported(model) -> None:
@@ -54,22 +49,17 @@ def check_supported(model) -> None:
     refit = [
         n for n, p in (("classifier", model.classifier), ("regressor", model.regressor)) if p.refit_on_eval
     ]
-    if (getattr(model.ensemble, "direct_params", None) or {}).get("refit_on_eval"):
-        refit.append("ensemble.direct_params")
+    if (getattr(model.ensemble, "direct", None) or {}).get("refit_on_eval"):
+        refit.append("ensemble.direct")
     if refit:
         raise ValueError(f"train.distributed=true does not refit on the early-stopping rows: set {refit[0]}"
                          ".refit_on_eval=false")  # fmt: skip
 
 
 def booster_params(part) -> dict:
-    """The LightGBM parameters of a chain part's booster: its ``lgbm_kwargs``, the accessor the
-    one-process fit reads too (without our own keys)."""
-    from ltv.models.gate import Gate
-    from ltv.models.regressor import _OWN
-
-    if isinstance(part, Gate):
-        return part.lgbm_kwargs(Gate._GATE_KEYS)
-    return part.lgbm_kwargs(_OWN if hasattr(part, "horizons") else ("refit_on_eval",))
+    """The LightGBM parameters of a chain part's booster (its ``booster`` mapping, through the accessor
+    the one-process fit reads too)."""
+    return part.lgbm_kwargs()
 
 
 # ---- the chain's first stage ----------------------------------------------------------------------
@@ -115,7 +105,7 @@ class _LogIncrement:
         self.horizons, self.k = list(horizons), k
 
     def __call__(self, labels):
-        from ltv.models.regressor import cumulative_log_targets
+        from ltv.models.retransform import cumulative_log_targets
 
         logs = cumulative_log_targets(labels, self.horizons)
         return logs[:, self.k] - (logs[:, self.k - 1] if self.k else 0.0)
@@ -148,7 +138,8 @@ def _classifier(clf, X, labels, sampler, es, cal) -> None:
 
 def _regressor(reg, X, labels, buyers: bool, sampler, es) -> None:
     """Per-horizon boosters of a ``RevenueRegressor`` (buyer rows, or all rows for the direct model)."""
-    from ltv.models.regressor import cumulative_log_targets, mae_feval, rmsle_feval
+    from ltv.models.regressor import mae_feval, rmsle_feval
+    from ltv.models.retransform import cumulative_log_targets
 
     horizons = list(reg.horizons)
     es = None if es is None or len(es[0]) < 10 else es  # too few held-out rows: the configured rounds
@@ -176,32 +167,36 @@ def _regressor(reg, X, labels, buyers: bool, sampler, es) -> None:
     reg.variance_ = reg.spend_share_ = None
 
 
-def _whale(gate, X, labels, revenue, es) -> None:
-    """The gate's whale model on the train buyers; ``revenue``: their d7 revenue (gathered)."""
+def _whale(whale, X, labels, revenue, es) -> None:
+    """The whale model on the train buyers; ``revenue``: their d7 revenue (gathered: the whale value is its
+    exact quantile); ``es``: held-out buyers (LabelledRows) or None."""
     positive = revenue[revenue > 0]
-    gate.whale_value_ = float(np.quantile(positive, gate.whale_quantile)) if positive.size else np.inf
-    n_whales = int(np.sum(revenue >= gate.whale_value_))
-    gate.whale_model_ = None
-    if not (gate.enabled and gate.whale) or n_whales < 5 or n_whales == revenue.size:
+    top = positive.size and whale.quantile is not None
+    whale.whale_value_ = float(np.quantile(positive, whale.quantile)) if top else np.inf
+    n_whales = int(np.sum(revenue >= whale.whale_value_))
+    whale.booster_ = None
+    if not whale.enabled or n_whales < MIN_WHALES or n_whales == revenue.size:
         return
-    gate.whale_features_ = list(X.columns)
+    whale.feature_names_in_ = list(X.columns)
     eval_set = None
     if es is not None:
-        es_label = (es[1][TARGET].to_numpy(dtype=np.float64) >= gate.whale_value_).astype(int)
-        eval_set = (es[0], es_label) if 0 < es_label.sum() < es_label.size else None
-    frame = _frame(X, labels, True, None, _Whale(gate.whale_value_))
-    gate.whale_model_, gate.whale_iteration_ = _binary(gate, frame, eval_set)
+        es_label = (es.y >= whale.whale_value_).astype(int)
+        eval_set = (es.X, es_label) if 0 < es_label.sum() < es_label.size else None
+    frame = _frame(X, labels, True, None, _Whale(whale.whale_value_))
+    whale.booster_, whale.best_iteration_ = _binary(whale, frame, eval_set)
 
 
-def fit_first_stage(chain, clf, reg, gate, X, labels, es, direct=None) -> None:
-    """``LTVModel._fit_first_stage`` on a Dask train split: ``X`` features and ``labels`` (Dask
-    DataFrames with the same partitions), ``es`` = (X_es, L_es, calibration set) in memory."""
+def fit_first_stage(chain, parts, train, es, cal) -> None:
+    """``FirstStageFit._fit_first_stage`` on a Dask train split: ``train.X`` and ``train.labels`` are Dask
+    DataFrames of the same partitions; ``es`` / ``cal`` (``LabelledRows``) are in memory."""
+    clf, reg, whale, direct = parts
+    X, labels = train.X, train.labels
     plan = chain.sampling if chain.sampling is not None else SamplingPlan()
-    X_es, L_es, cal = es
-    b_es = np.flatnonzero(L_es[BUYER].to_numpy() == 1)
-    buyers_es = (X_es.iloc[b_es], L_es.iloc[b_es])
+    es_buyers = None if es is None else es.buyers()
+    buyers_es = None if es_buyers is None else (es_buyers.X, es_buyers.labels)
     with stage("classifier", chain.n_train_):
-        _classifier(clf, X, labels, plan.classifier, (X_es, L_es[BUYER].to_numpy()), cal)
+        _classifier(clf, X, labels, plan.classifier, None if es is None else (es.X, es.buyer),
+                    None if cal is None else (cal.X, cal.buyer))  # fmt: skip
     revenue = labels[TARGET][labels[BUYER] == 1].compute().to_numpy(dtype=np.float64)
     with stage("regressors", revenue.size):
         _regressor(reg, X, labels, True, plan.regressor, buyers_es)
@@ -213,8 +208,9 @@ def fit_first_stage(chain, clf, reg, gate, X, labels, es, direct=None) -> None:
             reg.fit_variance(
                 rows[list(X.columns)], rows[list(labels.columns)], rows[_W].to_numpy(), buyers_es
             )
-    with stage("whale", revenue.size):
-        _whale(gate, X, labels, revenue, buyers_es)
+    if whale is not None:
+        with stage("whale", revenue.size):
+            _whale(whale, X, labels, revenue, es_buyers)
     if direct is not None:
         with stage("direct", chain.n_train_):
-            _regressor(direct, X, labels, False, None, (X_es, L_es))
+            _regressor(direct, X, labels, False, None, None if es is None else (es.X, es.labels))

@@ -1,4 +1,5 @@
-"""Data set-up for the tasks: generate on first use, windows from config, fingerprint for MLflow."""
+"""Data set-up for the tasks: generate on first use, windows from config, fingerprint for MLflow, the
+labelled splits training fits on."""
 
 from __future__ import annotations
 
@@ -6,9 +7,14 @@ import hashlib
 import logging
 from pathlib import Path
 
+import mlflow
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ltv.data.loader import Window
+from ltv.contract import LABEL_COLUMNS, PARTITION_COLUMN, ROW_ID
+from ltv.data.loader import Window, load_split
+from ltv.pipeline import request_time
+from ltv.tracking.datasets import log_split_input
 
 log = logging.getLogger(__name__)
 
@@ -62,3 +68,67 @@ def fingerprint(paths: list[Path], root: Path) -> str:
         h.update(str(Path(p).relative_to(root)).encode())
         h.update(str(Path(p).stat().st_size).encode())
     return h.hexdigest()[:16]
+
+
+META = [ROW_ID, PARTITION_COLUMN, *LABEL_COLUMNS]
+
+
+def split_frame(frame: pd.DataFrame):
+    """(stateless features, labels, request time, row ids) of a loaded split."""
+    frame = frame.reset_index(drop=True)
+    S = frame.drop(columns=[c for c in META if c in frame.columns])
+    labels = frame[[c for c in LABEL_COLUMNS if c in frame.columns]].reset_index(drop=True)
+    return S, labels, request_time(frame[PARTITION_COLUMN]), frame[ROW_ID].reset_index(drop=True)
+
+
+def load_splits(cfg: DictConfig, extract, splits=("train", "valid", "holdout")):
+    """(root, {split: dask frame persisted on the cluster}, {split: LoadReport}) of the labelled windows."""
+    root = ensure_data(cfg.data)
+    out, reports = {}, {}
+    for split in splits:
+        out[split], reports[split] = load_split(
+            root, SUBSET[split], window(cfg.data, split), extract, seed=cfg.seed, labelled=True
+        )
+    return root, out, reports
+
+
+def load_local_splits(cfg: DictConfig, extract):
+    """:func:`load_splits` with each split computed here as (features, labels, time, row ids): the chain
+    fits in this process, so the persisted partitions come here."""
+    root, loaded, reports = load_splits(cfg, extract)
+    return root, {name: split_frame(frame.compute()) for name, frame in loaded.items()}, reports
+
+
+def log_loaded(cfg: DictConfig, root: Path, reports: dict) -> None:
+    """The loaded splits in the active run: load reports as metrics, each split as a dataset input, the
+    data root and the fingerprint of every file read."""
+    for split, report in reports.items():
+        mlflow.log_metrics(report.as_metrics(f"data.{split}"))
+        log_split_input(split, root, window(cfg.data, split), report, fingerprint(report.files, root))
+    mlflow.set_tag("data_root", str(root))
+    mlflow.set_tag("data_fingerprint", fingerprint([p for r in reports.values() for p in r.files], root))
+
+
+def distributed_training(cfg: DictConfig, engine) -> bool:
+    """``train.distributed``, checked against the cluster: a clear error without 2+ workers (the one-process
+    fit instead would hold the whole train split in this process, which the option says does not fit)."""
+    if not (cfg.get("train") or {}).get("distributed", False):
+        return False
+    if engine.client is None or engine.n_workers < 2:
+        raise ValueError(
+            f"train.distributed=true trains the boosters with lightgbm.dask on 2+ workers, but cluster={engine.kind} "
+            f"has {engine.n_workers} worker(s): use cluster=local with cluster.n_workers=2 or more (or "
+            "cluster=remote), or set train.distributed=false"
+        )
+    return True
+
+
+def load_cluster_splits(cfg: DictConfig, extract):
+    """:func:`load_splits` with the valid and holdout windows computed here (post-processors, metrics) and
+    the train split left on the cluster as (features, labels, None, None) Dask frames."""
+    root, loaded, reports = load_splits(cfg, extract)
+    out = {name: split_frame(frame.compute()) for name, frame in loaded.items() if name != "train"}
+    train = loaded["train"]
+    labels = [c for c in LABEL_COLUMNS if c in train.columns]
+    out["train"] = (train.drop(columns=[c for c in META if c in train.columns]), train[labels], None, None)
+    return root, out, reports

@@ -17,6 +17,7 @@ from ltv.tasks import data as data_task
 from ltv.tasks import evaluation
 from ltv.tasks.predict import scoring_spec
 from ltv.tracking import logging as tlog
+from ltv.tracking.pyfunc import logged_objective
 from ltv.tracking.store import setup as setup_tracking
 from ltv.tracking.sweep import start_job_run
 
@@ -35,16 +36,7 @@ def _oracle_root(cfg: DictConfig) -> str:
 
 def _oracle_labels(cfg: DictConfig, row_ids: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Test labels + oracle from the generator's oracle folder (synthetic data only)."""
-    root = _oracle_root(cfg)
-    import pyarrow.dataset as ds
-
-    table = ds.dataset(f"{root}/test", format="parquet", partitioning="hive").to_table()
-    frame = table.to_pandas().drop_duplicates(ROW_ID).set_index(ROW_ID).reindex(pd.Index(row_ids))
-    if frame[TARGET].isna().any():
-        raise ValueError(
-            f"{int(frame[TARGET].isna().sum())} row_ids have no oracle test label in {root}/test"
-        )
-    frame = frame.reset_index()
+    frame = evaluation.load_oracle(_oracle_root(cfg), "test", row_ids, labels=True)
     return frame[[c for c in LABEL_COLUMNS if c in frame]], frame
 
 
@@ -88,8 +80,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         name = cfg.split
     results = {name: evaluation.split_metrics(labels, pred, p_buyer)}
     oracle_pred = None
-    if oracle is not None:
-        oracle_pred = evaluation.oracle_prediction(oracle, cfg.objective)
+    if oracle is not None:  # the oracle of what the model predicts
+        oracle_pred = evaluation.oracle_prediction(oracle, logged_objective(str(cfg.model_uri)))
         results["oracle"] = evaluation.split_metrics(labels, oracle_pred, oracle["p_buyer"].to_numpy())
     results["all_zeros"] = evaluation.split_metrics(labels, np.zeros(len(labels)))
     print(evaluation.format_table(results))

@@ -9,16 +9,17 @@ import numpy as np
 import pandas as pd
 
 from ltv import metrics, plots
+from ltv.synthetic.hour import ORACLE_COLUMNS
 
 log = logging.getLogger(__name__)
 
 
 def predict_with_buyer(pipeline, S: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-    """(``pipeline.predict_extracted(S)``, calibrated buyer probability or None) from one pass over the
-    chain: the prediction is ``predict_parts``' final column, which equals ``predict``'s."""
+    """(prediction, calibrated buyer probability or None) of extracted features ``S`` from one pass over
+    the chain: the prediction is ``predict_parts``' final column, which equals ``predict``'s."""
     from ltv.pipeline import prediction_and_buyer
 
-    return prediction_and_buyer(pipeline.model.predict_parts(pipeline.transform_extracted(S)))
+    return prediction_and_buyer(pipeline.model.predict_parts(pipeline.features.transform(S)))
 
 
 def split_metrics(
@@ -44,30 +45,37 @@ def split_metrics(
     return {k: float(v) for k, v in out.items()}
 
 
-def load_oracle(oracle_root: str | Path | None, subset: str, row_ids: pd.Series) -> pd.DataFrame | None:
-    """The generator's per-row oracle for ``row_ids`` (aligned, same order), or None when there is none."""
-    if not oracle_root:
-        return None
-    folder = Path(oracle_root) / subset
-    if not folder.is_dir():
+def load_oracle(
+    oracle_root: str | Path | None, subset: str, row_ids: pd.Series, labels: bool = False
+) -> pd.DataFrame | None:
+    """The generator's per-row oracle for ``row_ids`` (aligned, same order), or None when there is none.
+
+    ``labels=True`` also reads the label columns the oracle folder holds for windows without labels of
+    their own (the test window) and raises a ValueError, instead of returning None, when any row lacks one.
+    """
+    folder = Path(oracle_root) / subset if oracle_root else None
+    if folder is None or not folder.is_dir():
+        if labels:
+            raise ValueError(f"no oracle labels: {folder} is not a folder (data.oracle_root, synthetic data)")
         return None
     import pyarrow.dataset as ds
 
+    from ltv.contract import LABEL_COLUMNS, ROW_ID
+
+    dataset = ds.dataset(str(folder), format="parquet", partitioning="hive")
+    label_cols = [c for c in LABEL_COLUMNS if labels and c in dataset.schema.names]
     wanted = set(row_ids)
     frames = []
-    for batch in ds.dataset(str(folder), format="parquet", partitioning="hive").to_batches(
-        columns=["row_id", "p_buyer", "e_log1p", "e_revenue"]
-    ):
+    for batch in dataset.to_batches(columns=[ROW_ID, *ORACLE_COLUMNS, *label_cols]):
         df = batch.to_pandas()
-        frames.append(df[df["row_id"].isin(wanted)])
-    if not frames:
-        return None
-    oracle = pd.concat(frames).drop_duplicates("row_id").set_index("row_id")
-    aligned = oracle.reindex(pd.Index(row_ids))
-    if aligned["e_log1p"].isna().any():
-        log.warning(
-            "oracle misses %d of %d rows; not reported", int(aligned["e_log1p"].isna().sum()), len(aligned)
-        )
+        frames.append(df[df[ROW_ID].isin(wanted)])
+    found = pd.concat(frames) if frames else pd.DataFrame(columns=[ROW_ID, *ORACLE_COLUMNS, *label_cols])
+    aligned = found.drop_duplicates(ROW_ID).set_index(ROW_ID).reindex(pd.Index(row_ids))
+    missing = int(aligned["e_log1p"].isna().sum())
+    if labels and (missing or "iap_revenue_d7" not in label_cols):
+        raise ValueError(f"{missing} of {len(aligned)} row_ids have no oracle label in {folder}")
+    if missing:
+        log.warning("oracle misses %d of %d rows; not reported", missing, len(aligned))
         return None
     return aligned.reset_index()
 

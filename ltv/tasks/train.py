@@ -6,96 +6,44 @@ import logging
 import time
 
 import mlflow
-import numpy as np
-import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from ltv import cluster
-from ltv.contract import LABEL_COLUMNS, PARTITION_COLUMN, ROW_ID
-from ltv.data.loader import load_split
 from ltv.data.sense import check_fit_buyers
 from ltv.models._progress import sweep_trial
-from ltv.pipeline import LTVPipeline, request_time
+from ltv.models.rows import LabelledRows
+from ltv.pipeline import LTVPipeline
 from ltv.tasks import data as data_task
 from ltv.tasks import evaluation, frames_cache
 from ltv.tracking import logging as tlog
-from ltv.tracking.datasets import log_split_input
+from ltv.tracking.fitted import log_fitted, log_importance
 from ltv.tracking.store import setup as setup_tracking
 from ltv.tracking.sweep import start_job_run
 
 log = logging.getLogger(__name__)
-META = [ROW_ID, PARTITION_COLUMN, *LABEL_COLUMNS]
 
 
 def build_model(cfg: DictConfig):
-    """The model chain from its config groups (each part gets its own parameters only)."""
+    """The model chain from its config groups (each part gets its own parameters only, as plain dicts and
+    lists: the pickled model must not need omegaconf)."""
     from ltv.models.chain import LTVModel
 
+    def build(node):
+        return instantiate(node, _convert_="all")
+
     sampling = cfg.get("sampling")
-    sampler = instantiate(sampling) if sampling is not None and sampling.get("_target_") else None
     return LTVModel(
-        classifier=instantiate(cfg.classifier),
-        regressor=instantiate(cfg.regressor),
-        gate=instantiate(cfg.gate),
-        ensemble=instantiate(cfg.ensemble),
-        sampling=sampler,
+        classifier=build(cfg.classifier),
+        regressor=build(cfg.regressor),
+        gate=build(cfg.gate),
+        ensemble=build(cfg.ensemble),
+        whale=build(cfg.whale),
+        sampling=build(sampling) if sampling is not None and sampling.get("_target_") else None,
         objective=cfg.objective,
         random_state=cfg.seed,
         **{k: v for k, v in (cfg.get("train") or {}).items() if k != "distributed"},  # conf/train
     )
-
-
-def split_frame(frame: pd.DataFrame):
-    """(stateless features, labels, request time, row ids) of a loaded split."""
-    frame = frame.reset_index(drop=True)
-    S = frame.drop(columns=[c for c in META if c in frame.columns])
-    labels = frame[[c for c in LABEL_COLUMNS if c in frame.columns]].reset_index(drop=True)
-    return S, labels, request_time(frame[PARTITION_COLUMN]), frame[ROW_ID].reset_index(drop=True)
-
-
-def load_splits(cfg: DictConfig, extract, splits=("train", "valid", "holdout")):
-    """(root, {split: dask frame persisted on the cluster}, {split: LoadReport}) of the labelled windows."""
-    root = data_task.ensure_data(cfg.data)
-    out, reports = {}, {}
-    for split in splits:
-        window = data_task.window(cfg.data, split)
-        out[split], reports[split] = load_split(
-            root, data_task.SUBSET[split], window, extract, seed=cfg.seed, labelled=True
-        )
-    return root, out, reports
-
-
-def load_local_splits(cfg: DictConfig, extract):
-    """:func:`load_splits` with each split computed here as (features, labels, time, row ids): the chain
-    fits in this process, so the persisted partitions come here."""
-    root, loaded, reports = load_splits(cfg, extract)
-    return root, {name: split_frame(frame.compute()) for name, frame in loaded.items()}, reports
-
-
-def distributed_training(cfg: DictConfig, engine) -> bool:
-    """``train.distributed``, checked against the cluster: a clear error without 2+ workers (the one-process
-    fit instead would hold the whole train split in this process, which the option says does not fit)."""
-    if not (cfg.get("train") or {}).get("distributed", False):
-        return False
-    if engine.client is None or engine.n_workers < 2:
-        raise ValueError(
-            f"train.distributed=true trains the boosters with lightgbm.dask on 2+ workers, but cluster={engine.kind} "
-            f"has {engine.n_workers} worker(s): use cluster=local with cluster.n_workers=2 or more (or "
-            "cluster=remote), or set train.distributed=false"
-        )
-    return True
-
-
-def load_cluster_splits(cfg: DictConfig, extract):
-    """:func:`load_splits` with the valid and holdout windows computed here (post-processors, metrics) and
-    the train split left on the cluster as (features, labels, None, None) Dask frames."""
-    root, loaded, reports = load_splits(cfg, extract)
-    out = {name: split_frame(frame.compute()) for name, frame in loaded.items() if name != "train"}
-    train = loaded["train"]
-    labels = [c for c in LABEL_COLUMNS if c in train.columns]
-    out["train"] = (train.drop(columns=[c for c in META if c in train.columns]), train[labels], None, None)
-    return root, out, reports
 
 
 def train(cfg: DictConfig) -> float:
@@ -110,18 +58,12 @@ def train(cfg: DictConfig) -> float:
         mlflow.set_tag("git_commit", tlog.git_commit() or "unknown")
         cluster.tag_run(engine)
         builder = instantiate(cfg.features)
-        if distributed_training(cfg, engine):  # the train split stays on this job's cluster: no cache
-            root, splits, reports = load_cluster_splits(cfg, builder.extract)
+        if data_task.distributed_training(cfg, engine):  # the train split stays on the cluster: no cache
+            loaded = data_task.load_cluster_splits(cfg, builder.extract)
         else:  # a sweep's trials that change neither data, features nor seed reuse the previous job's frames
-            root, splits, reports = frames_cache.cached(cfg, lambda: load_local_splits(cfg, builder.extract))
-        for split, report in reports.items():
-            mlflow.log_metrics(report.as_metrics(f"data.{split}"))
-            digest = data_task.fingerprint(report.files, root)
-            log_split_input(split, root, data_task.window(cfg.data, split), report, digest)
-        mlflow.set_tag("data_root", str(root))
-        mlflow.set_tag(
-            "data_fingerprint", data_task.fingerprint([p for r in reports.values() for p in r.files], root)
-        )
+            loaded = frames_cache.cached(cfg, lambda: data_task.load_local_splits(cfg, builder.extract))
+        root, splits, reports = loaded
+        data_task.log_loaded(cfg, root, reports)
         mlflow.log_metric("time.load_s", time.perf_counter() - t0)
 
         pipeline = LTVPipeline(builder, build_model(cfg))
@@ -131,13 +73,8 @@ def train(cfg: DictConfig) -> float:
         check_fit_buyers(buyers, labels_v, *windows)  # a clear error, not one from deep inside LightGBM
         t1 = time.perf_counter()
         with sweep_trial():  # in an Optuna sweep: boosters report to the trial; its pruner may stop it
-            pipeline.fit_extracted(S, labels, S_v, labels_v, time=t_train, time_valid=t_valid)
-        mlflow.log_metric("time.fit_s", time.perf_counter() - t1)
-        mlflow.log_metrics(
-            {f"time.fit.{k}_s": v for k, v in getattr(pipeline.model, "fit_times_", {}).items()}
-        )
-        tlog.log_json(pipeline.feature_names_, "features/feature_names.json")
-        _log_fitted(pipeline)
+            pipeline.fit(LabelledRows(S, labels, t_train), LabelledRows(S_v, labels_v, t_valid))
+        log_fitted(pipeline, time.perf_counter() - t1)
 
         results = {}
         for split in ("valid", "holdout"):
@@ -146,11 +83,7 @@ def train(cfg: DictConfig) -> float:
         if cfg.tracking.get("log_model", True):
             from ltv.tracking.pyfunc import log_pipeline
 
-            info = log_pipeline(
-                pipeline,
-                registered_model_name=cfg.tracking.registered_model,
-                input_example=_input_example(root),
-            )
+            info = log_pipeline(pipeline, registered_model_name=cfg.tracking.registered_model)
             log.info("registered %s version %s", cfg.tracking.registered_model, info.registered_model_version)
             print(f"model: models:/{cfg.tracking.registered_model}/{info.registered_model_version}")
         mlflow.log_metric("time.total_s", time.perf_counter() - t0)
@@ -175,62 +108,12 @@ def _evaluate(cfg, pipeline, split, S, labels, _time, row_ids) -> dict[str, dict
     oracle = evaluation.load_oracle(cfg.data.get("oracle_root"), "train", row_ids)
     oracle_pred = None
     if oracle is not None:
-        oracle_pred = evaluation.oracle_prediction(oracle, cfg.objective)
+        oracle_pred = evaluation.oracle_prediction(oracle, pipeline.model.objective)
         res[f"{split}_oracle"] = evaluation.split_metrics(labels, oracle_pred, oracle["p_buyer"].to_numpy())
         mlflow.log_metrics({f"{split}.oracle.{k}": v for k, v in res[f"{split}_oracle"].items()})
     if cfg.tracking.get("log_plots", True):
         for name, fig in evaluation.split_figures(labels, pred, p_buyer, oracle_pred).items():
             tlog.log_figure(fig, f"plots/{split}/{name}")
         if split == "valid":
-            _log_importance(pipeline)
+            log_importance(pipeline)
     return res
-
-
-def _log_fitted(pipeline) -> None:
-    fitted = getattr(pipeline.model, "fitted_params_", {}) or {}
-    gate = fitted.get("gate", fitted)
-    tlog.log_json(fitted.get("buyer_threshold", gate), "buyer_threshold.json")
-    tlog.log_json(gate, "buyer_gating.json")
-    tlog.log_json(fitted, "fitted_params.json")
-    flat = {f"fitted.{k}": float(v) for k, v in _flat_numbers(fitted).items()}
-    if flat:
-        mlflow.log_metrics(flat)
-
-
-def _flat_numbers(d, prefix=""):
-    out = {}
-    for k, v in (d or {}).items():
-        name = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat_numbers(v, name + "."))
-        elif (
-            isinstance(v, (int, float, np.integer, np.floating))
-            and not isinstance(v, bool)
-            and np.isfinite(v)
-        ):
-            out[name] = v
-    return out
-
-
-def _log_importance(pipeline) -> None:
-    imp = getattr(pipeline.model, "feature_importance_", None)
-    if imp is None:
-        clf = getattr(pipeline.model, "classifier_", None) or getattr(pipeline.model, "classifier", None)
-        imp = getattr(clf, "feature_importance_", None)
-    if imp is None:
-        return
-    imp = imp if isinstance(imp, pd.Series) else pd.Series(imp)
-    from ltv import plots
-
-    tlog.log_figure(plots.importance_plot(imp), "plots/feature_importance.png")
-    tlog.log_frame(imp.rename("importance").rename_axis("feature").reset_index(), "features/importance.csv")
-
-
-def _input_example(root):
-    try:
-        from ltv.serving.signature import input_example
-
-        return input_example(2)
-    except Exception:  # noqa: BLE001 - an example is a nicety; never fail a run on it
-        log.warning("no input example for the logged model", exc_info=True)
-        return None

@@ -58,6 +58,8 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
+OBJECTIVE_KEY = "ltv_objective"  # MLmodel metadata: what the model predicts (evaluate.py reads it)
+
 # Package paths that loading and scoring the model never import, so the model does not ship them. What it
 # does import: pyfunc_model.py -> ltv.serving (coercion, signature) and ltv.models.compiled; the pickled
 # pipeline -> ltv.pipeline, ltv.features, ltv.models, ltv.sampling, ltv.metrics, ltv.contract, ltv.io.
@@ -73,7 +75,10 @@ _NOT_SHIPPED = (
     "memory.py",
     "plots.py",
     "serving/server.py",  # starts `mlflow models serve`
+    "models/distributed.py",  # training on a cluster (lightgbm.dask)
+    "models/dask_lgbm.py",
     "tracking/datasets.py",
+    "tracking/fitted.py",
     "tracking/logging.py",
     "tracking/names.py",
     "tracking/pyfunc.py",
@@ -168,7 +173,10 @@ def log_pipeline(
             # only lets a load override keys the logged model_config has)
             model_config={"compile_trees": True},
             # one JSON string: as a YAML tree the 68 columns cost ~50 ms on every MLmodel parse
-            metadata={"ltv_input_schema": sig.input_schema().to_json()},
+            metadata={
+                "ltv_input_schema": sig.input_schema().to_json(),
+                OBJECTIVE_KEY: getattr(getattr(pipeline, "model", None), "objective", None),
+            },
         )
     if registered_model_name is not None:
         set_aliases(registered_model_name, info.registered_model_version, aliases, set_champion_if_missing)
@@ -188,6 +196,15 @@ def _env(name: str, value: str):
             os.environ.pop(name, None)
         else:
             os.environ[name] = old
+
+
+def logged_objective(model_uri: str) -> str:
+    """The objective (rmsle | revenue) the model at ``model_uri`` was trained for, from its MLmodel file
+    (no model load)."""
+    objective = (mlflow.models.get_model_info(model_uri).metadata or {}).get(OBJECTIVE_KEY)
+    if objective is None:
+        raise ValueError(f"model {model_uri} records no objective (metadata {OBJECTIVE_KEY}): log it again")
+    return objective
 
 
 def load_pipeline(model_uri: str, compile_trees: bool = True):

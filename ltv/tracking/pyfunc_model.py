@@ -17,6 +17,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
+from ltv.models.hurdle import finite_revenue
 from ltv.serving.batching import SharedPredicts
 from ltv.serving.coerce import InputError, frame_to_table
 from ltv.serving.signature import OUTPUT_COLUMN, PARTS_PARAM
@@ -39,14 +40,11 @@ def _as_frame(model_input) -> pd.DataFrame:
 
 
 def _checked(pred, n: int) -> np.ndarray:
-    """The pipeline's predictions as float64; finite and one per row, or an internal (5xx) error."""
+    """The pipeline's predictions, one per row (or an internal, 5xx, error), as the contract wants them."""
     pred = np.asarray(pred, dtype=np.float64).reshape(-1)
     if pred.shape[0] != n:
         raise MlflowException(f"pipeline returned {pred.shape[0]} predictions for {n} rows", INTERNAL_ERROR)
-    bad = np.flatnonzero(~np.isfinite(pred))
-    if bad.size:
-        raise MlflowException(f"pipeline returned a non-finite prediction for row {bad[0]}", INTERNAL_ERROR)
-    return np.maximum(pred, 0.0)  # the metric clips at 0 too; a -1e-17 from float noise is not an error
+    return finite_revenue(pred)
 
 
 _MAKE_SHARED = threading.Lock()

@@ -88,21 +88,28 @@ def small_chain(
     ensemble: str = "hurdle", objective: str = "rmsle", sampling=None, gate: bool = True, seed: int = 0
 ):
     """An unfitted ``LTVModel`` with few trees and one thread, for fast tests."""
-    from ltv.models import BuyerClassifier, Gate, HurdleEnsemble, LTVModel, RevenueRegressor, StackingEnsemble
+    from ltv.models import HurdleEnsemble, LTVModel
+    from tests.helpers import estimators
 
-    fast = {"learning_rate": 0.1, "n_estimators": 200, "early_stopping_rounds": 20, "n_jobs": 1}
+    fast = {
+        "learning_rate": 0.1,
+        "n_estimators": 200,
+        "early_stopping_rounds": 20,
+        "n_jobs": 1,
+        "random_state": seed,
+    }
     ens = (
-        StackingEnsemble(
-            rf_n_estimators=30, xgb_n_estimators=50, meta_n_estimators=200, n_jobs=1, random_state=seed
-        )
+        estimators.stacking(rf={"n_estimators": 30}, xgb={"n_estimators": 50}, meta={"n_estimators": 200},
+                            n_jobs=1, random_state=seed)
         if ensemble == "stacking"
         else HurdleEnsemble()
-    )
+    )  # fmt: skip
     return LTVModel(
-        BuyerClassifier(random_state=seed, **fast),
-        RevenueRegressor(random_state=seed, **fast),
-        Gate(enabled=gate, whale=gate, n_jobs=1, random_state=seed),
+        estimators.classifier(**fast),
+        estimators.regressor(**fast),
+        estimators.gate(enabled=gate),
         ens,
+        whale=estimators.whale(n_jobs=1, random_state=seed) if gate else None,
         sampling=sampling,
         objective=objective,
         random_state=seed,
@@ -119,3 +126,10 @@ def split_data(n_train: int = 6000, n_valid: int = 3000, n_holdout: int = 8000, 
                oracle.iloc[s].reset_index(drop=True))
         for name, s in cuts.items()
     }  # fmt: skip
+
+
+def fit_chain(model, data: dict):
+    """``model.fit`` on ``split_data``'s train and valid splits (with their request times)."""
+    from ltv.models import LabelledRows
+
+    return model.fit(LabelledRows(*data["train"][:3]), LabelledRows(*data["valid"][:3]))

@@ -46,7 +46,7 @@ def _boost(learning_rate: float) -> float:
     import numpy as np
 
     from ltv.models import _progress
-    from ltv.models._lgbm import fit_booster
+    from ltv.models.booster import fit_booster
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(4000, 4))
