@@ -15,7 +15,8 @@ from ltv import metrics
 from ltv.cluster import Engine
 from ltv.models.dask_lgbm import best_round, truncate
 from ltv.sampling import HHISTUS
-from ltv.tasks.train import distributed_training
+from ltv.models.rows import LabelledRows
+from ltv.tasks.data import distributed_training
 from tests.helpers.chain_data import small_chain, split_data
 
 
@@ -101,9 +102,10 @@ def _on_cluster(client, X, labels, npartitions=8):
 
 def test_distributed_chain_matches_the_one_process_fit(data, limited_cluster):
     (X, labels, time, _), (Xv, Lv, tv, _), (Xh, Lh, _, _) = data["train"], data["valid"], data["holdout"]
-    local = _chain().fit(X, labels, Xv, Lv, time=time, time_valid=tv)
+    valid = LabelledRows(Xv, Lv, tv)
+    local = _chain().fit(LabelledRows(X, labels, time), valid)
     Xd, Ld = _on_cluster(limited_cluster, X, labels)
-    dist = _chain().fit(Xd, Ld, Xv, Lv, time_valid=tv)
+    dist = _chain().fit(LabelledRows(Xd, Ld), valid)
     rmsle = {
         name: metrics.rmsle(Lh["iap_revenue_d7"], m.predict(Xh))
         for name, m in (("local", local), ("dist", dist))
@@ -115,7 +117,7 @@ def test_distributed_chain_matches_the_one_process_fit(data, limited_cluster):
         if booster is not dist.ensemble_.meta_.booster_:
             assert booster.current_iteration() <= rounds or rounds is None
     assert dist.classifier_.booster_.booster_.current_iteration() == dist.classifier_.best_iteration_
-    assert 1 <= dist.classifier_.best_iteration_ < dist.classifier.n_estimators  # the curve stopped it
+    assert 1 <= dist.classifier_.best_iteration_ < dist.classifier.booster["n_estimators"]  # the curve stopped it
 
 
 def test_distributed_sampling_is_seeded_per_partition(data, limited_cluster):
