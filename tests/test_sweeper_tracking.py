@@ -96,7 +96,7 @@ def sweeper_with(launcher, **settings):
     return sweeper
 
 
-def test_trials_go_to_the_launcher_in_batches_of_n_jobs(cfg):
+def test_a_batch_launcher_runs_each_trial_when_it_is_asked(cfg):
     import optuna
 
     from hydra_plugins.ltv_optuna_sweeper._search_space import parse_search_space
@@ -107,8 +107,47 @@ def test_trials_go_to_the_launcher_in_batches_of_n_jobs(cfg):
     space = parse_search_space(["x=interval(0, 4)", "data=tiny"])
     n_failed = sweeper._run_trials(study, space, start_parent_run(cfg), n_trials=5, job_idx=0)
     assert n_failed == 0
-    assert [(idx, len(batch)) for idx, batch in launcher.batches] == [(0, 2), (2, 2), (4, 1)]
+    assert [(idx, len(batch)) for idx, batch in launcher.batches] == [(i, 1) for i in range(5)]
     assert all(batch[-1] == "data=tiny" for _, batches in launcher.batches for batch in batches)
+    assert [t.value for t in study.trials] == pytest.approx([(t.params["x"] - 2) ** 2 for t in study.trials])
+
+
+class FakeAsyncLauncher(FakeLauncher):
+    """``submit`` / ``first_done`` as the ltv_dask launcher has them; jobs end newest first."""
+
+    def __init__(self):
+        super().__init__()
+        self.pending, self.most_in_flight = [], 0
+
+    def submit(self, overrides, idx):
+        from concurrent.futures import Future
+
+        future = Future()
+        self.pending.append((future, overrides, idx))
+        self.most_in_flight = max(self.most_in_flight, len(self.pending))
+        return future
+
+    def first_done(self, futures):
+        future, overrides, idx = self.pending.pop()  # the newest job ends first
+        assert future in futures
+        future.set_result(self.launch([overrides], idx)[0])
+        return future
+
+
+def test_an_async_launcher_keeps_n_jobs_trials_in_flight_and_tells_each_as_it_ends(cfg):
+    import optuna
+
+    from hydra_plugins.ltv_optuna_sweeper._search_space import parse_search_space
+
+    launcher = FakeAsyncLauncher()
+    sweeper = sweeper_with(launcher, n_trials=5, n_jobs=3)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = parse_search_space(["x=interval(0, 4)"])
+    assert sweeper._run_trials(study, space, start_parent_run(cfg), n_trials=5, job_idx=0) == 0
+    assert launcher.most_in_flight == 3
+    # jobs 0-2 start together, job 2 ends first and job 3 takes its place, and so on
+    assert [idx for idx, _ in launcher.batches] == [2, 3, 4, 1, 0]
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 5
     assert [t.value for t in study.trials] == pytest.approx([(t.params["x"] - 2) ** 2 for t in study.trials])
 
 

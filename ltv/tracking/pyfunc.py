@@ -75,8 +75,6 @@ _NOT_SHIPPED = (
     "memory.py",
     "plots.py",
     "serving/server.py",  # starts `mlflow models serve`
-    "models/distributed.py",  # training on a cluster (lightgbm.dask)
-    "models/dask_lgbm.py",
     "tracking/datasets.py",
     "tracking/fitted.py",
     "tracking/logging.py",
