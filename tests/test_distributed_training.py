@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 from ltv import metrics
 from ltv.cluster import Engine
 from ltv.models.dask_lgbm import best_round, truncate
-from ltv.sampling import HHISTUS
 from ltv.models.rows import LabelledRows
+from ltv.sampling import HHISTUS
 from ltv.tasks.data import distributed_training
 from tests.helpers.chain_data import small_chain, split_data
 
@@ -117,7 +117,9 @@ def test_distributed_chain_matches_the_one_process_fit(data, limited_cluster):
         if booster is not dist.ensemble_.meta_.booster_:
             assert booster.current_iteration() <= rounds or rounds is None
     assert dist.classifier_.booster_.booster_.current_iteration() == dist.classifier_.best_iteration_
-    assert 1 <= dist.classifier_.best_iteration_ < dist.classifier.booster["n_estimators"]  # the curve stopped it
+    assert (
+        1 <= dist.classifier_.best_iteration_ < dist.classifier.booster["n_estimators"]
+    )  # the curve stopped it
 
 
 def test_distributed_sampling_is_seeded_per_partition(data, limited_cluster):
