@@ -87,17 +87,8 @@ def _factorize(values: pd.Series | np.ndarray) -> tuple[np.ndarray, list[str]]:
         )
     else:
         arr = values
-    if len(arr) <= _FEW and all(v is None or type(v) is str for v in arr):
-        # a few strings (serving): pd.factorize's hash-table set-up costs more than a dict; same codes
-        # (first-seen order, -1 for None) and the same uniques
-        seen: dict[str, int] = {}
-        codes = np.array([-1 if v is None else seen.setdefault(v, len(seen)) for v in arr], np.int64)
-        return codes, list(seen)
     codes, uniques = pd.factorize(arr, use_na_sentinel=True)
     return codes.astype(np.int64, copy=False), [str(u) for u in uniques]
-
-
-_FEW = 8  # at most this many values: _factorize in plain Python
 
 
 def segment_codes(S: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, list[str]]:

@@ -29,10 +29,6 @@ SCALAR_COLUMNS = [c for c in contract.NUMBER_COLUMNS if c not in contract.TIMEST
 CATEGORICAL_COLUMNS = [c for c in contract.STRING_COLUMNS if c != "hour"]
 
 
-# at most this many rows: per-value Python beats Arrow's dictionary encoding (~20 us a kernel call)
-_FEW = 8
-
-
 def map_unique(col: pa.Array | pa.ChunkedArray, fn: Callable[[str], float]) -> np.ndarray:
     """Apply ``fn`` to each distinct string once and broadcast the result (float64, NaN for null).
 
@@ -41,8 +37,6 @@ def map_unique(col: pa.Array | pa.ChunkedArray, fn: Callable[[str], float]) -> n
     arr = nested.as_array(col)
     if pa.types.is_null(arr.type) or arr.null_count == len(arr):
         return np.full(len(arr), np.nan)
-    if len(arr) <= _FEW:  # a few rows: no encoding kernels, fn per value (the same values)
-        return np.array([np.nan if s is None else fn(s) for s in arr.to_pylist()], dtype=np.float64)
     enc = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
     table = np.array([fn(s) for s in enc.dictionary.to_pylist()] + [np.nan], dtype=np.float64)
     idx = pc.fill_null(enc.indices, len(enc.dictionary)).to_numpy(zero_copy_only=False)
@@ -50,17 +44,11 @@ def map_unique(col: pa.Array | pa.ChunkedArray, fn: Callable[[str], float]) -> n
 
 
 def strings(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """String column -> numpy object array of str with None for null (decoded once per distinct value)."""
+    """String column -> numpy object array of str with None for null (Arrow's own conversion)."""
     arr = nested.as_array(col)
     if pa.types.is_null(arr.type) or arr.null_count == len(arr):
         return np.full(len(arr), None, dtype=object)
-    if len(arr) <= _FEW:  # a few rows: the Python strings directly, no encoding kernels
-        out = np.empty(len(arr), dtype=object)
-        out[:] = arr.to_pylist()
-        return out
-    enc = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
-    table = np.array(enc.dictionary.to_pylist() + [None], dtype=object)
-    return table[pc.fill_null(enc.indices, len(enc.dictionary)).to_numpy(zero_copy_only=False)]
+    return arr.to_numpy(zero_copy_only=False)
 
 
 def _parse_partition(s: str) -> float:
