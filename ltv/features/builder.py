@@ -79,6 +79,14 @@ class FeatureBuilder:
         self.min_group_count = min_group_count
         self.n_quantiles = n_quantiles
         self.groups_ = registry.resolve_groups(self.groups)  # validated at construction: fail early
+        self._derive_plan()
+
+    def _derive_plan(self) -> None:
+        """(flagged raw columns, extract functions of the enabled groups), resolved once per instance
+        (at construction and unpickling): the registry look-ups cost ~0.1 ms, which a one-row request
+        would pay every time."""
+        fns = [registry.GROUPS[g].extract for g in self._enabled()]
+        self._plan = (self.flagged_columns(), [fn for fn in fns if fn is not None])
 
     def _enabled(self) -> list[str]:
         return [g for g, on in self.groups_.items() if on]
@@ -93,17 +101,6 @@ class FeatureBuilder:
             for c in contract.FEATURE_COLUMNS
             if c in cols and contract.KIND[c] in _FLAGGED_KINDS and c not in _NEVER_NULL
         ]
-
-    def _plan(self) -> tuple[list[str], list]:
-        """(flagged raw columns, extract functions of the enabled groups), resolved once per instance:
-        the registry look-ups cost ~0.1 ms per call, which a one-row request pays every time."""
-        key = tuple(self.groups_.items())
-        plan = self.__dict__.get("_plan_cache")
-        if plan is None or plan[0] != key:
-            fns = [registry.GROUPS[g].extract for g in self._enabled()]
-            plan = (key, (self.flagged_columns(), [fn for fn in fns if fn is not None]))
-            self.__dict__["_plan_cache"] = plan
-        return plan[1]
 
     def extract(self, table: pa.Table) -> pd.DataFrame:
         """Stateless per-row features of contract rows.
@@ -123,7 +120,7 @@ class FeatureBuilder:
         t0 = time.perf_counter()
         ctx = stateless.ExtractContext(table, self.reference_time, self.top_k)
         n = table.num_rows
-        flagged, extractors = self._plan()
+        flagged, extractors = self._plan
         # each group's numbers become one float32 block right away: ~300 float64 columns held until the
         # end would double the peak memory of a big batch; strings stay object arrays
         groups = (stateless.missing_flags(ctx, flagged), *(fn(ctx) for fn in extractors))  # flags: raw cells
@@ -211,12 +208,13 @@ class FeatureBuilder:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        for derived in ("_plan_cache", "_needed", "_output"):  # rebuilt on unpickling / first use
+        for derived in ("_plan", "_needed", "_output"):  # rebuilt on unpickling
             state.pop(derived, None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self._derive_plan()
         if "feature_names_" in state:
             self._derive()
 
