@@ -77,14 +77,18 @@ def test_flatten_of_all_null_cells_backed_by_values_has_no_elements():
         assert np.isnan(nested.seg_sum(flat, flat.values())).all()
 
 
-def test_string_and_parse_helpers_on_plain_and_dictionary_columns():
+def test_string_and_parse_helpers_on_plain_dictionary_chunked_and_null_columns():
     col = pa.array(["2023_october", None, "2023_october", "junk", "2025_january"])
-    for c in (col, col.dictionary_encode(), pa.chunked_array([col.slice(0, 2), col.slice(2)])):
+    forms = (col, col.dictionary_encode(), pa.chunked_array([col.slice(0, 2), col.slice(2)]))
+    for c in forms:
         months = stateless.map_unique(c, stateless._parse_release)
         np.testing.assert_array_equal(months, [645.0, np.nan, 645.0, np.nan, 660.0])
-        strings = stateless.strings(c)
+    *decoded, nulls, large = stateless.strings(*forms, pa.nulls(5), col.cast(pa.large_string()))
+    for strings in (*decoded, large):
         assert strings.dtype == object
         assert strings.tolist() == ["2023_october", None, "2023_october", "junk", "2025_january"]
+    assert nulls.tolist() == [None] * 5 and stateless.strings() == []
+    assert decoded[0][0] is decoded[1][2]  # one str object per distinct value, across the columns
 
 
 def test_one_row_request_time_from_datetime_and_reference():

@@ -43,12 +43,26 @@ def map_unique(col: pa.Array | pa.ChunkedArray, fn: Callable[[str], float]) -> n
     return table[idx]
 
 
-def strings(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """String column -> numpy object array of str with None for null (Arrow's own conversion)."""
-    arr = nested.as_array(col)
-    if pa.types.is_null(arr.type) or arr.null_count == len(arr):
-        return np.full(len(arr), None, dtype=object)
-    return arr.to_numpy(zero_copy_only=False)
+def strings(*cols: pa.Array | pa.ChunkedArray) -> list[np.ndarray]:
+    """String columns -> numpy object arrays of str with None for null, one per column.
+
+    All the columns are decoded together, once per distinct value (one dictionary encoding whatever the
+    number of columns or rows): rows share their str objects, whose hashes later stages reuse.
+    """
+    arrays = [_as_string(nested.as_array(c)) for c in cols]
+    if not arrays:
+        return []
+    enc = pc.dictionary_encode(pa.concat_arrays(arrays))
+    table = np.array(enc.dictionary.to_pylist() + [None], dtype=object)
+    values = table[pc.fill_null(enc.indices, len(enc.dictionary)).to_numpy(zero_copy_only=False)]
+    return np.split(values, np.cumsum([len(a) for a in arrays])[:-1])
+
+
+def _as_string(arr: pa.Array) -> pa.Array:
+    """A string-kind array (plain, large, dictionary-encoded or all-null) as ``pa.string()``."""
+    if pa.types.is_null(arr.type):
+        return pa.nulls(len(arr), pa.string())
+    return arr if arr.type == pa.string() else arr.cast(pa.string())
 
 
 def _parse_partition(s: str) -> float:
@@ -153,7 +167,7 @@ def scalars(ctx: ExtractContext) -> dict[str, np.ndarray]:
 
 def categoricals(ctx: ExtractContext) -> dict[str, np.ndarray]:
     """Raw string columns (object arrays, None for null); encoded by the fitted stage."""
-    return {c: strings(ctx.column(c)) for c in CATEGORICAL_COLUMNS}
+    return dict(zip(CATEGORICAL_COLUMNS, strings(*map(ctx.column, CATEGORICAL_COLUMNS)), strict=True))
 
 
 def time_features(ctx: ExtractContext) -> dict[str, np.ndarray]:
