@@ -13,7 +13,7 @@ import pytest
 from ltv.models import compiled, tree_compiler
 from ltv.models._lgbm import booster_predict
 from tests.helpers.chain_data import fit_chain, small_chain, split_data
-from tests.test_predict_speed_invariance import reference_predict
+from tests.test_models_predict_reference import reference_predict
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import cloudpickle
 import joblib
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.base import clone
 
@@ -208,8 +209,8 @@ def test_meta_inputs_are_capped_to_the_fitted_ranges(models, data):
     frame[["log_rev_d7", "log_rev_d14", "log_rev_d28"]] *= 100.0
     frame["whale_score"] = 1.0
     ens = model.ensemble_
-    M = ens._meta_inputs(frame, X_h)
-    assert (M <= ens.hi_ + 1e-12).all().all() and (M >= ens.lo_ - 1e-12).all().all()
+    names, M = ens._meta_inputs(frame, X_h)
+    assert (M <= ens.hi_[names].to_numpy() + 1e-12).all() and (M >= ens.lo_[names].to_numpy() - 1e-12).all()
     Z = ens._design(frame, X_h)
     for name, (lo, hi) in ens.base_range_.items():
         assert Z[f"base_{name}"].between(lo, hi).all()
@@ -282,9 +283,10 @@ def test_oof_meta_scores_for_the_smearing_sample_are_out_of_sample():
     assert rmse(oof) > rmse(in_sample)  # and its rows' own labels were not in their fit
 
 
-def test_forest_walked_at_once_for_few_rows_equals_sklearn_bit_for_bit():
-    """The few-row forest path (all trees one numpy step per level) gives sklearn's predictions
-    exactly: NaN cells (sent the way each node learned), values on a split threshold, any depth."""
+def test_base_learner_predictions_are_sklearns():
+    """The forest scored tree by tree gives sklearn's own predictions exactly, the scaled ElasticNet by
+    its fitted arrays to 1e-12, for one row and a batch: NaN cells (sent the way each node learned), values on
+    a split threshold, any depth."""
     from sklearn.ensemble import RandomForestRegressor
 
     from ltv.models import ensemble as E
@@ -293,13 +295,21 @@ def test_forest_walked_at_once_for_few_rows_equals_sklearn_bit_for_bit():
     X = rng.normal(size=(3000, 12))
     X[rng.random(X.shape) < 0.1] = np.nan
     y = np.nansum(X[:, :3], axis=1) + rng.normal(size=3000)
+    Q = rng.normal(size=(300, 12)) * 2
+    Q[rng.random(Q.shape) < 0.2] = np.nan
+    Q[:3] = np.nan
     for depth in (3, None):
         rf = RandomForestRegressor(30, max_depth=depth, random_state=0, min_samples_leaf=3).fit(X, y)
-        Q = rng.normal(size=(300, 12)) * 2
-        Q[rng.random(Q.shape) < 0.2] = np.nan
-        Q[:3] = np.nan
         Q[3] = np.float32(rf.estimators_[0].tree_.threshold[0])
-        for n in (1, 7, 300):  # 300: past the few-row limit, sklearn's own per-tree path
-            got = E._forest_predict_serial(rf, Q[:n])
+        for n in (1, 7, 300):
+            got = E._forest_predict(rf, Q[:n].astype(np.float32))
             assert np.array_equal(got, rf.predict(Q[:n])), (depth, n)
-        assert rf in E._FLAT
+    names = [f"m{j}" for j in range(12)]
+    frame = pd.DataFrame(np.nan_to_num(X), columns=names)
+    enet = E.StackingEnsemble()._base_learners()["enet"].fit(frame, y)
+    for n in (1, 300):
+        want = enet.predict(pd.DataFrame(np.nan_to_num(Q[:n]), columns=names))
+        # equal up to the BLAS summation order of a row-major vs a column-major matrix product
+        np.testing.assert_allclose(
+            E._linear_predict(enet, np.nan_to_num(Q[:n])), want, rtol=1e-12, atol=1e-12
+        )

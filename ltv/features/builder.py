@@ -20,15 +20,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from itertools import chain
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pandas.api.internals import create_dataframe_from_blocks  # pandas >= 2.3
 
 from ltv import contract
 from ltv.daskframe import is_dask
 from ltv.features import registry, stateless
 from ltv.features.fitted import GROUP_FEATURES, GROUP_KEYS, CategoryEncoder, GroupStats
+from ltv.frames import column_run
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,14 @@ class FeatureBuilder:
         self.min_group_count = min_group_count
         self.n_quantiles = n_quantiles
         self.groups_ = registry.resolve_groups(self.groups)  # validated at construction: fail early
+        self._derive_plan()
+
+    def _derive_plan(self) -> None:
+        """(flagged raw columns, extract functions of the enabled groups), resolved once per instance
+        (at construction and unpickling): the registry look-ups cost ~0.1 ms, which a one-row request
+        would pay every time."""
+        fns = [registry.GROUPS[g].extract for g in self._enabled()]
+        self._plan = (self.flagged_columns(), [fn for fn in fns if fn is not None])
 
     def _enabled(self) -> list[str]:
         return [g for g, on in self.groups_.items() if on]
@@ -92,17 +103,6 @@ class FeatureBuilder:
             for c in contract.FEATURE_COLUMNS
             if c in cols and contract.KIND[c] in _FLAGGED_KINDS and c not in _NEVER_NULL
         ]
-
-    def _plan(self) -> tuple[list[str], list]:
-        """(flagged raw columns, extract functions of the enabled groups), resolved once per instance:
-        the registry look-ups cost ~0.1 ms per call, which a one-row request pays every time."""
-        key = tuple(self.groups_.items())
-        plan = self.__dict__.get("_plan_cache")
-        if plan is None or plan[0] != key:
-            fns = [registry.GROUPS[g].extract for g in self._enabled()]
-            plan = (key, (self.flagged_columns(), [fn for fn in fns if fn is not None]))
-            self.__dict__["_plan_cache"] = plan
-        return plan[1]
 
     def extract(self, table: pa.Table) -> pd.DataFrame:
         """Stateless per-row features of contract rows.
@@ -122,19 +122,25 @@ class FeatureBuilder:
         t0 = time.perf_counter()
         ctx = stateless.ExtractContext(table, self.reference_time, self.top_k)
         n = table.num_rows
-        # a small batch is stacked into one float32 block by _frame (one cast there); a big one is cast to
-        # float32 per group right away: ~300 float64 columns would double the peak memory
-        compact = _compact if not _small(n) else (lambda v: v)
-        flagged, extractors = self._plan()
-        cols: dict[str, np.ndarray] = {}
-        # flags first: computed from the raw cells, before anything could fill them
-        cols.update({k: compact(v) for k, v in stateless.missing_flags(ctx, flagged).items()})
-        for fn in extractors:
-            cols.update({k: compact(v) for k, v in fn(ctx).items()})
+        flagged, extractors = self._plan
+        # flags first (from the raw cells), then each group, computed as it is consumed: its numbers become
+        # one float32 block right away (~300 float64 columns held to the end would double a big batch's
+        # peak memory); strings stay object arrays
+        groups = chain([stateless.missing_flags(ctx, flagged)], (fn(ctx) for fn in extractors))
+        blocks: list[tuple[list[str], np.ndarray]] = []
+        text: dict[str, np.ndarray] = {}
+        for cols in groups:
+            numeric = [k for k, v in cols.items() if v.dtype != object]
+            if numeric:
+                blocks.append(
+                    (numeric, np.array([cols[k] for k in numeric], dtype=np.float32).reshape(len(numeric), n))
+                )
+            text.update({k: v for k, v in cols.items() if v.dtype == object})
         if self.groups_["group_stats"]:
-            for c in {c for keys in GROUP_KEYS.values() for c in keys} - cols.keys():
-                cols[c] = stateless.strings(ctx.column(c))
-        out = _frame(cols, n)
+            have = {k for names, _ in blocks for k in names} | text.keys()
+            keys = sorted({c for keys in GROUP_KEYS.values() for c in keys} - have)
+            text.update(zip(keys, stateless.strings(*map(ctx.column, keys)), strict=True))
+        out = _frame(blocks, text, n)
         secs = time.perf_counter() - t0
         log.debug(
             "extracted %d rows x %d columns in %.2fs (%.0f rows/s)",
@@ -174,65 +180,53 @@ class FeatureBuilder:
         ]
         stats = self.group_stats_.feature_names_ if self.group_stats_ else []
         self.feature_names_ = self.numeric_features_ + stats + self.categorical_features_
+        self._derive()
         return self
 
     def transform(self, S: pd.DataFrame) -> pd.DataFrame:
-        """Model matrix X (columns ``feature_names_``): float32, categoricals as fixed ``category`` dtype."""
+        """Model matrix X (columns ``feature_names_``): float32, categoricals as fixed ``category`` dtype.
+
+        One float32 block (numeric features, then the segment statistics) and one block per categorical
+        column, for one row or a million: ~300 column look-ups and one-column blocks would cost several
+        ms per call, which a one-row request pays in full.
+        """
         if not hasattr(self, "feature_names_"):
             raise ValueError("FeatureBuilder is not fitted: call fit(extract(train_table)) first")
         self._check_frame(S)
-        if _small(len(S)) and self.numeric_features_ and _from_blocks is not None and S.columns.is_unique:
-            return self._transform_small(S)
-        missing = [c for c in self.numeric_features_ + self.categorical_features_ if c not in S.columns]
-        if missing:
-            raise ValueError(f"transform: columns {missing[:5]} (of {len(missing)}) missing from the frame")
-        # one block per column (no copy of the float32 columns of S): see _frame
-        data: dict[str, object] = {c: S[c].to_numpy(np.float32) for c in self.numeric_features_}
-        if self.group_stats_ is not None:
-            data.update({k: v.astype(np.float32) for k, v in self.group_stats_.transform(S).items()})
-        data.update({c: self.encoder_.transform_column(c, S[c]) for c in self.categorical_features_})
-        return pd.DataFrame(data, index=S.index, columns=self.feature_names_, copy=False)
-
-    def _layout(self) -> dict:
-        """Per fitted state: the input columns transform reads and the output column Index (built once;
-        rebuilding an Index of ~300 names costs ~0.1 ms a call)."""
-        key = (self.numeric_features_, self.categorical_features_, self.feature_names_)
-        cached = self.__dict__.get("_layout_cache")
-        if cached is None or any(a is not b for a, b in zip(cached[0], key, strict=True)):  # refitted
-            needed = self.numeric_features_ + self.categorical_features_
-            layout = {"needed": pd.Index(needed), "columns": pd.Index(self.feature_names_)}
-            cached = self.__dict__["_layout_cache"] = (key, layout)
-        return cached[1]
-
-    def _transform_small(self, S: pd.DataFrame) -> pd.DataFrame:
-        """transform for a few rows (serving): the same values, dtypes and columns as the per-column path,
-        built as one float32 block (numeric features, then the segment statistics) plus one block per
-        categorical column. ~300 column look-ups and one-column blocks cost several ms per call, the copy
-        of a few rows nothing."""
-        layout = self._layout()
-        pos = S.columns.get_indexer(layout["needed"])
+        pos = S.columns.get_indexer(self._needed)
         if (pos < 0).any():
-            missing = list(layout["needed"][pos < 0])
+            missing = list(self._needed[pos < 0])
             raise ValueError(f"transform: columns {missing[:5]} (of {len(missing)}) missing from the frame")
         k = len(self.numeric_features_)
         stats = self.group_stats_.transform(S) if self.group_stats_ is not None else {}
-        n_stats = len(stats)
-        block = np.empty((k + n_stats, len(S)), dtype=np.float32)
-        block[:k] = S.iloc[:, pos[:k]].to_numpy(np.float32).T
+        block = np.empty((k + len(stats), len(S)), dtype=np.float32)
+        block[:k] = column_run(S, pos[:k]).to_numpy(np.float32).T
         for j, v in enumerate(stats.values()):  # ordered as group_stats_.feature_names_
             block[k + j] = v  # float64 -> float32: astype's rounding
-        blocks = [(block, np.arange(k + n_stats))]
-        if self.categorical_features_:
-            raw = S.iloc[:, pos[k:]].to_numpy(dtype=object)
-            for j, c in enumerate(self.categorical_features_):
-                blocks.append((self.encoder_.transform_column(c, raw[:, j]), np.array([k + n_stats + j])))
-        return _from_blocks(blocks, index=S.index, columns=layout["columns"])
+        blocks = [(block, np.arange(len(block)))]
+        raw = column_run(S, pos[k:]).to_numpy(dtype=object)
+        for j, c in enumerate(self.categorical_features_):
+            blocks.append((self.encoder_.transform_column(c, raw[:, j]), np.array([len(block) + j])))
+        return create_dataframe_from_blocks(blocks, index=S.index, columns=self._output)
+
+    def _derive(self) -> None:
+        """Index objects transform reads with, built once per fitted state (at fit and unpickling):
+        rebuilding an Index of ~300 names costs ~0.1 ms a call. Column labels are object Indexes, as
+        everywhere in the feature frames: pandas 3's ``str`` Index compares and looks up ~10x slower."""
+        self._needed = pd.Index(self.numeric_features_ + self.categorical_features_, dtype=object)
+        self._output = pd.Index(self.feature_names_, dtype=object)
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        for derived in ("_plan_cache", "_layout_cache"):  # rebuilt on first use (keeps pickles as before)
+        for derived in ("_plan", "_needed", "_output"):  # rebuilt on unpickling
             state.pop(derived, None)
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._derive_plan()
+        if "feature_names_" in state:
+            self._derive()
 
     def fit_transform(self, S: pd.DataFrame, y=None) -> pd.DataFrame:
         return self.fit(S, y).transform(S)
@@ -243,53 +237,21 @@ class FeatureBuilder:
             raise TypeError(f"expected the DataFrame returned by extract(), got {type(S).__name__}")
 
 
-# below this many rows transform builds one float32 block (see transform); the model chain's predict
-# switches to its one-thread path at the same size (ltv.models._lgbm.SMALL_BATCH_ROWS)
-_SMALL_ROWS = 2000
-
-
-def _small(n: int) -> bool:
-    return 0 < n < _SMALL_ROWS
-
-
-def _compact(v: np.ndarray) -> np.ndarray:
-    return v if v.dtype == object else v.astype(np.float32, copy=False)
-
-
-try:  # pandas >= 2.3: a frame straight from 2-D blocks and their column positions
-    from pandas.api.internals import create_dataframe_from_blocks as _from_blocks
-except ImportError:  # pragma: no cover - older pandas: the per-column path below
-    _from_blocks = None
-
-
-def _frame(cols: dict[str, np.ndarray], n: int) -> pd.DataFrame:
-    """float32 numeric columns and object string columns.
-
-    A big batch gets one block per column (``copy=False``): not consolidating avoids allocating (and
-    page-faulting) one ~n x 300 block per chunk; consumers that need a 2-D array (LightGBM) build it
-    once anyway. A small batch (serving) gets one float32 block and one object block: building ~300
-    one-column blocks costs ~2.5 ms, more than the features themselves, and copying a few rows nothing.
-    Same columns, order, dtypes and values either way. Explicit object dtype keeps None for null
-    whatever pandas' string inference default is.
-    """
-    if _small(n) and _from_blocks is not None:
-        names = list(cols)
-        arrays = list(cols.values())
-        is_obj = [v.dtype == object for v in arrays]
-        num_pos = np.array([i for i, o in enumerate(is_obj) if not o], dtype=np.intp)
-        obj_pos = np.array([i for i, o in enumerate(is_obj) if o], dtype=np.intp)
-        blocks = []
-        if len(num_pos):
-            # row j of the block is column num_pos[j]; the float64 -> float32 cast is astype's
-            blocks.append((np.array([arrays[i] for i in num_pos], dtype=np.float32), num_pos))
-        if len(obj_pos):
-            block = np.empty((len(obj_pos), n), dtype=object)
-            for j, i in enumerate(obj_pos):
-                block[j] = arrays[i]
-            blocks.append((block, obj_pos))
-        return _from_blocks(blocks, index=pd.RangeIndex(n), columns=pd.Index(names))
-    data = {
-        k: pd.Series(v, dtype=object, copy=False) if v.dtype == object else v.astype(np.float32, copy=False)
-        for k, v in cols.items()
-    }
-    return pd.DataFrame(data, index=pd.RangeIndex(n), copy=False)
+def _frame(
+    blocks: list[tuple[list[str], np.ndarray]], strings: dict[str, np.ndarray], n: int
+) -> pd.DataFrame:
+    """The extracted numbers as one float32 block (the groups' blocks in order), then the string columns
+    as one object block. Two blocks cost the same to build for one row or a million, where one block per
+    column costs ~2.5 ms for ~300 columns; and transform reads either part as a view of its block (the
+    copy made here saves the one pandas would make there). Explicit object dtype keeps None for null
+    whatever pandas' string inference default is."""
+    names = [k for group, _ in blocks for k in group]
+    numbers = np.concatenate([b for _, b in blocks]) if blocks else np.empty((0, n), np.float32)
+    parts = [(numbers, np.arange(len(names)))]
+    if strings:
+        text = np.empty((len(strings), n), dtype=object)
+        for j, v in enumerate(strings.values()):
+            text[j] = v
+        parts.append((text, np.arange(len(names), len(names) + len(strings))))
+    names += list(strings)
+    return create_dataframe_from_blocks(parts, index=pd.RangeIndex(n), columns=pd.Index(names, dtype=object))

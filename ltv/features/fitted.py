@@ -54,27 +54,32 @@ class CategoryEncoder:
             keep = counts[counts >= self.min_category_count].index[: self.max_categories]
             self.vocab_[c] = [str(v) for v in keep]
             self.rare_[c] = [str(v) for v in counts.index[len(keep) :]]
+        self._derive()
         return self
 
-    def _lookup(self, c: str) -> tuple[dict[str, int], frozenset[str], pd.CategoricalDtype]:
-        """(vocabulary index, rare values, output dtype) of column ``c``, built once per fitted state:
-        rebuilding them per call costs more than encoding a one-row request."""
-        vocab, rare = self.vocab_[c], self.rare_[c]
-        cache = self.__dict__.setdefault("_lookup_cache", {})
-        hit = cache.get(c)
-        if hit is None or hit[0] is not vocab or hit[1] is not rare:  # refitted: rebuild
-            dtype = pd.CategoricalDtype(pd.Index([*vocab, OTHER, UNSEEN], dtype=object), ordered=False)
-            hit = cache[c] = (vocab, rare, ({v: i for i, v in enumerate(vocab)}, frozenset(rare), dtype))
-        return hit[2]
+    def _derive(self) -> None:
+        """Per column (vocabulary index, rare values, output dtype), built once per fitted state (at fit
+        and unpickling): rebuilding them per call costs more than encoding a one-row request."""
+        self._lookups = {
+            c: (
+                {v: i for i, v in enumerate(vocab)},
+                frozenset(self.rare_[c]),
+                pd.CategoricalDtype(pd.Index([*vocab, OTHER, UNSEEN], dtype=object), ordered=False),
+            )
+            for c, vocab in self.vocab_.items()
+        }
 
     def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_lookup_cache", None)  # derived from vocab_ / rare_; rebuilt on first use
-        return state
+        return {k: v for k, v in self.__dict__.items() if k != "_lookups"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if "vocab_" in state:
+            self._derive()
 
     def transform_column(self, c: str, values: pd.Series) -> pd.Categorical:
         """Encode one column; each distinct value is looked up once (factorize, then a small table)."""
-        index, rare, dtype = self._lookup(c)
+        index, rare, dtype = self._lookups[c]
         codes, uniques = _factorize(values)
         other, unseen = len(index), len(index) + 1
         table = np.array([index.get(u, other if u in rare else unseen) for u in uniques] + [-1], np.int64)
@@ -91,17 +96,8 @@ def _factorize(values: pd.Series | np.ndarray) -> tuple[np.ndarray, list[str]]:
         )
     else:
         arr = values
-    if len(arr) <= _FEW and all(v is None or type(v) is str for v in arr):
-        # a few strings (serving): pd.factorize's hash-table set-up costs more than a dict; same codes
-        # (first-seen order, -1 for None) and the same uniques
-        seen: dict[str, int] = {}
-        codes = np.array([-1 if v is None else seen.setdefault(v, len(seen)) for v in arr], np.int64)
-        return codes, list(seen)
     codes, uniques = pd.factorize(arr, use_na_sentinel=True)
     return codes.astype(np.int64, copy=False), [str(u) for u in uniques]
-
-
-_FEW = 8  # at most this many values: _factorize in plain Python
 
 
 def segment_codes(S: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -166,6 +162,7 @@ class GroupStats:
                     S[f].to_numpy(np.float64, na_value=np.nan), row_of[code], len(kept)
                 )
         self.feature_names_ = [f"{f}__{seg}_{s}" for (seg, f) in self.grids_ for s in ("pct", "dev")]
+        self._derive()
         return self
 
     def _grid(self, x: np.ndarray, row: np.ndarray, n_groups: int) -> np.ndarray:
@@ -178,45 +175,39 @@ class GroupStats:
                 grid[g] = np.quantile(x[ok][rows], self.levels_)
         return grid
 
-    def _index(self, seg: str) -> dict[str, int]:
-        """Group label -> grid row of segment ``seg`` (built once per fitted state, not per call)."""
-        groups = self.groups_[seg]
-        cache = self.__dict__.setdefault("_index_cache", {})
-        hit = cache.get(seg)
-        if hit is None or hit[0] is not groups:  # refitted: rebuild
-            hit = cache[seg] = (groups, {v: i + 1 for i, v in enumerate(groups)})
-        return hit[1]
+    def _derive(self) -> None:
+        """Group label -> grid row per segment, and each grid row's median (``np.interp(0.5, levels_,
+        row)``) per (segment, feature): built once per fitted state (at fit and unpickling)."""
+        self._rows = {seg: {v: i + 1 for i, v in enumerate(groups)} for seg, groups in self.groups_.items()}
+        self._medians = {
+            key: np.array([np.interp(0.5, self.levels_, q) for q in grid])
+            for key, grid in self.grids_.items()
+        }
 
     def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_index_cache", None)  # derived from groups_ / grids_; rebuilt on first use
-        state.pop("_median_cache", None)
-        return state
+        derived = ("_rows", "_medians")
+        return {k: v for k, v in self.__dict__.items() if k not in derived}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if "grids_" in state:
+            self._derive()
 
     def transform(self, S: pd.DataFrame) -> dict[str, np.ndarray]:
         out = {}
         xs: dict[str, np.ndarray] = {}  # each feature column read once, not once per segment
         for seg, cols in self.segments_.items():
             code, labels = segment_codes(S, cols)
-            index = self._index(seg)
+            index = self._rows[seg]
             row = np.array([index.get(lab, 0) for lab in labels] + [0], np.int64)[code]  # unknown -> 0
             runs = _runs_by(row)
             for (s, f), grid in self.grids_.items():
                 if s == seg:
                     if f not in xs:
                         xs[f] = S[f].to_numpy(np.float64, na_value=np.nan)
-                    pct, dev = self._apply(xs[f], grid, row, runs, self._medians(s, f))
+                    pct, dev = self._apply(xs[f], grid, row, runs, self._medians[(s, f)])
                     out[f"{f}__{seg}_pct"], out[f"{f}__{seg}_dev"] = pct, dev
         return out
-
-    def _medians(self, seg: str, f: str) -> np.ndarray:
-        """Each grid row's median (``np.interp(0.5, levels_, row)``), computed once per fitted state."""
-        grid = self.grids_[(seg, f)]
-        cache = self.__dict__.setdefault("_median_cache", {})
-        hit = cache.get((seg, f))
-        if hit is None or hit[0] is not grid:
-            hit = cache[(seg, f)] = (grid, np.array([np.interp(0.5, self.levels_, q) for q in grid]))
-        return hit[1]
 
     @staticmethod
     def _apply(x, grid, row, runs, medians) -> tuple[np.ndarray, np.ndarray]:

@@ -29,10 +29,6 @@ SCALAR_COLUMNS = [c for c in contract.NUMBER_COLUMNS if c not in contract.TIMEST
 CATEGORICAL_COLUMNS = [c for c in contract.STRING_COLUMNS if c != "hour"]
 
 
-# at most this many rows: per-value Python beats Arrow's dictionary encoding (~20 us a kernel call)
-_FEW = 8
-
-
 def map_unique(col: pa.Array | pa.ChunkedArray, fn: Callable[[str], float]) -> np.ndarray:
     """Apply ``fn`` to each distinct string once and broadcast the result (float64, NaN for null).
 
@@ -41,26 +37,39 @@ def map_unique(col: pa.Array | pa.ChunkedArray, fn: Callable[[str], float]) -> n
     arr = nested.as_array(col)
     if pa.types.is_null(arr.type) or arr.null_count == len(arr):
         return np.full(len(arr), np.nan)
-    if len(arr) <= _FEW:  # a few rows: no encoding kernels, fn per value (the same values)
-        return np.array([np.nan if s is None else fn(s) for s in arr.to_pylist()], dtype=np.float64)
-    enc = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
-    table = np.array([fn(s) for s in enc.dictionary.to_pylist()] + [np.nan], dtype=np.float64)
-    idx = pc.fill_null(enc.indices, len(enc.dictionary)).to_numpy(zero_copy_only=False)
-    return table[idx]
+    enc = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr, null_encoding="encode")
+    table = np.array([np.nan if s is None else fn(s) for s in enc.dictionary.to_pylist()] + [np.nan])
+    return table[_indices(enc)]
 
 
-def strings(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """String column -> numpy object array of str with None for null (decoded once per distinct value)."""
-    arr = nested.as_array(col)
-    if pa.types.is_null(arr.type) or arr.null_count == len(arr):
-        return np.full(len(arr), None, dtype=object)
-    if len(arr) <= _FEW:  # a few rows: the Python strings directly, no encoding kernels
-        out = np.empty(len(arr), dtype=object)
-        out[:] = arr.to_pylist()
-        return out
-    enc = arr if pa.types.is_dictionary(arr.type) else pc.dictionary_encode(arr)
-    table = np.array(enc.dictionary.to_pylist() + [None], dtype=object)
-    return table[pc.fill_null(enc.indices, len(enc.dictionary)).to_numpy(zero_copy_only=False)]
+def _indices(enc: pa.DictionaryArray) -> np.ndarray:
+    """Dictionary indices as numpy, a null index -> ``len(dictionary)`` (the callers' slot for null). A
+    fresh encoding with ``null_encoding="encode"`` has none: no kernel call, which a one-row request
+    would pay ~20 us for."""
+    if enc.indices.null_count:
+        return pc.fill_null(enc.indices, len(enc.dictionary)).to_numpy(zero_copy_only=False)
+    return enc.indices.to_numpy()
+
+
+def strings(*cols: pa.Array | pa.ChunkedArray) -> list[np.ndarray]:
+    """String columns -> numpy object arrays of str with None for null, one per column.
+
+    All the columns are decoded together, once per distinct value (one dictionary encoding whatever the
+    number of columns or rows): rows share their str objects, whose hashes later stages reuse.
+    """
+    arrays = [_as_string(nested.as_array(c)) for c in cols]
+    if not arrays:
+        return []
+    enc = pc.dictionary_encode(pa.concat_arrays(arrays), null_encoding="encode")
+    values = np.array(enc.dictionary.to_pylist() + [None], dtype=object)[_indices(enc)]
+    return np.split(values, np.cumsum([len(a) for a in arrays])[:-1])
+
+
+def _as_string(arr: pa.Array) -> pa.Array:
+    """A string-kind array (plain, large, dictionary-encoded or all-null) as ``pa.string()``."""
+    if pa.types.is_null(arr.type):
+        return pa.nulls(len(arr), pa.string())
+    return arr if arr.type == pa.string() else arr.cast(pa.string())
 
 
 def _parse_partition(s: str) -> float:
@@ -165,7 +174,7 @@ def scalars(ctx: ExtractContext) -> dict[str, np.ndarray]:
 
 def categoricals(ctx: ExtractContext) -> dict[str, np.ndarray]:
     """Raw string columns (object arrays, None for null); encoded by the fitted stage."""
-    return {c: strings(ctx.column(c)) for c in CATEGORICAL_COLUMNS}
+    return dict(zip(CATEGORICAL_COLUMNS, strings(*map(ctx.column, CATEGORICAL_COLUMNS)), strict=True))
 
 
 def time_features(ctx: ExtractContext) -> dict[str, np.ndarray]:

@@ -4,102 +4,45 @@ the hurdle product and the objectives: :mod:`ltv.models.hurdle`)."""
 from __future__ import annotations
 
 import copy
-import weakref
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.ensemble import RandomForestRegressor
-from sklearn.linear_model import ElasticNet
-from sklearn.preprocessing import StandardScaler
 from xgboost import XGBRegressor
 from xgboost import config_context as xgb_config
 
-from ltv.models._lgbm import SMALL_BATCH_ROWS, matrix_predict, predict_threads
+from ltv.models._lgbm import matrix_predict, predict_threads
 from ltv.models.ensemble_fit import StackingEnsembleFit
 from ltv.models.hurdle import log_factor
-from ltv.models.meta import stack_columns, stack_features
-
-_FEW_ROWS = 256  # at most this many rows: every tree of a forest walked at once in numpy
-_FLAT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # forest -> its trees as flat arrays
+from ltv.models.meta import stack_columns
 
 
-def _flat_forest(forest: RandomForestRegressor) -> tuple:
-    """(roots, left, right, feature, threshold, NaN goes left, leaf value, depth) over all trees, node
-    ids global; a leaf's children are itself, so a walk of ``depth`` steps ends on every row's leaf."""
-    hit = _FLAT.get(forest)
-    if hit is None:
-        trees = [t.tree_ for t in forest.estimators_]
-        roots = np.cumsum([0, *(t.node_count for t in trees[:-1])])
-
-        def child(t, side, base):
-            own = np.arange(t.node_count)
-            return np.where(side >= 0, side, own) + base
-
-        hit = _FLAT[forest] = (
-            roots,
-            np.concatenate([child(t, t.children_left, b) for t, b in zip(trees, roots, strict=True)]),
-            np.concatenate([child(t, t.children_right, b) for t, b in zip(trees, roots, strict=True)]),
-            np.concatenate([np.maximum(t.feature, 0) for t in trees]),
-            np.concatenate([t.threshold for t in trees]),
-            np.concatenate([np.asarray(t.missing_go_to_left, dtype=bool) for t in trees]),
-            np.concatenate([t.value[:, 0, 0] for t in trees]),
-            max(t.max_depth for t in trees),
-        )
-    return hit
-
-
-def _forest_predict_few(forest: RandomForestRegressor, X32: np.ndarray) -> np.ndarray:
-    """:func:`_forest_predict_serial` for a few rows: all trees walked at once, one numpy step per
-    level instead of a call per tree (~5 us each). sklearn's rules: float32 input compared as float64
-    with ``<=``, NaN to the side the node learned; the trees summed in order (a cumulative sum), then
-    divided by their count, so the values are sklearn's bit for bit."""
-    roots, left, right, feature, threshold, nan_left, value, depth = _flat_forest(forest)
-    rows = np.arange(len(X32))[:, None]
-    node = np.broadcast_to(roots, (len(X32), len(roots)))
-    for _ in range(depth):
-        x = X32[rows, feature[node]].astype(np.float64)
-        go_left = np.where(np.isnan(x), nan_left[node], x <= threshold[node])
-        node = np.where(go_left, left[node], right[node])
-    return np.cumsum(value[node], axis=1)[:, -1] / len(roots)
-
-
-def _forest_predict_serial(forest: RandomForestRegressor, M: np.ndarray) -> np.ndarray:
-    """``forest.predict(M)`` as sklearn computes it with ``n_jobs=1`` (the same float32 input, the trees
-    summed in order, divided by their count) without joblib's per-tree dispatch (~0.2 ms a tree)."""
-    if forest.n_outputs_ != 1:
-        return copy.copy(forest).set_params(n_jobs=1).predict(M)
-    X32 = np.ascontiguousarray(M, dtype=np.float32)
-    if len(X32) <= _FEW_ROWS and hasattr(forest.estimators_[0].tree_, "missing_go_to_left"):
-        return _forest_predict_few(forest, X32)
-    total = np.zeros(X32.shape[0], dtype=np.float64)
-    for tree in forest.estimators_:  # DecisionTreeRegressor.predict is tree_.predict(X)[:, 0] after checks
-        total += tree.tree_.predict(X32)[:, 0]
-    total /= len(forest.estimators_)
-    return total
-
-
-def _is_scaled_enet(model) -> bool:
-    steps = getattr(model, "steps", None)
-    return (
-        steps is not None
-        and len(steps) == 2
-        and type(steps[0][1]) is StandardScaler
-        and type(steps[1][1]) is ElasticNet
-        and np.ndim(steps[1][1].coef_) == 1
-    )
-
-
-def _enet_predict(model, X64: np.ndarray) -> np.ndarray:
-    """``make_pipeline(StandardScaler(), ElasticNet()).predict`` on a float64 matrix, as sklearn computes
-    it ((X - mean) / scale, then X @ coef + intercept) without its two input validations (~2 ms)."""
+def _linear_predict(model, M: np.ndarray) -> np.ndarray:
+    """``make_pipeline(StandardScaler(), ElasticNet()).predict(M)`` as sklearn computes it: (M - mean_) /
+    scale_, then @ coef_ + intercept_. Kept by hand on purpose, the one exception to "the library's own
+    predict": sklearn's two input validations of a named-column frame cost ~2.5 ms a call, a sixth of a
+    served one-row request; the values are sklearn's (pinned by tests/test_models_ensemble.py)."""
     scaler, enet = model[0], model[-1]
-    Z = X64.copy()
+    Z = np.array(M, dtype=np.float64)
     if scaler.with_mean:
         Z -= scaler.mean_
     if scaler.with_std:
         Z /= scaler.scale_
     return Z @ enet.coef_ + enet.intercept_
+
+
+def _forest_predict(forest: RandomForestRegressor, X32: np.ndarray) -> np.ndarray:
+    """``forest.predict(X32)`` as sklearn computes it with ``n_jobs=1`` (its trees' float32 input, the
+    trees summed in order, divided by their count), without its per-call input checks and joblib's
+    per-tree dispatch (~10 ms for one row, and ~1.8x the CPU threaded on a batch)."""
+    if forest.n_outputs_ != 1:
+        return copy.copy(forest).set_params(n_jobs=1).predict(X32)
+    total = np.zeros(X32.shape[0], dtype=np.float64)
+    for tree in forest.estimators_:  # DecisionTreeRegressor.predict is tree_.predict(X)[:, 0] after checks
+        total += tree.tree_.predict(X32)[:, 0]
+    total /= len(forest.estimators_)
+    return total
 
 
 class StackingEnsemble(StackingEnsembleFit, BaseEstimator):
@@ -175,23 +118,34 @@ class StackingEnsemble(StackingEnsembleFit, BaseEstimator):
         self.total_match = total_match
         self.cross_fit = cross_fit
 
-    def _meta_inputs(self, frame: pd.DataFrame, X: pd.DataFrame) -> pd.DataFrame:
-        M = pd.concat([stack_features(frame), self.risk_.transform(X).set_index(frame.index)], axis=1)
-        # DataFrame.clip(lo_, hi_, axis=1) in numpy (pandas' version costs ~10 ms a call): same values,
-        # a missing (NaN) bound does not clip, NaN values stay NaN
-        lo, hi = self._clip_bounds(tuple(M.columns))
-        values = np.clip(M.to_numpy(dtype=np.float64), lo, hi)
-        return pd.DataFrame(values, columns=M.columns, index=M.index)
+    def _meta_inputs(self, frame, X: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+        """(names, float64 matrix) of the meta-features and risk encodings, clipped to the ranges learned
+        at fit (a missing bound does not clip; NaN stays NaN): ``DataFrame.clip(lo_, hi_, axis=1)``."""
+        S, R = stack_columns(frame), self.risk_.transform_columns(X)
+        names, lo, hi = self._clip
+        if [*S, *R] != names:
+            raise ValueError(f"meta inputs {[*S, *R]} differ from the fitted ones {names}")
+        values = np.column_stack([np.asarray(v, dtype=np.float64) for v in (*S.values(), *R.values())])
+        return names, np.clip(values, lo, hi)
 
-    def _clip_bounds(self, names: tuple) -> tuple[np.ndarray, np.ndarray]:
-        """(lo, hi) clip arrays of the meta inputs ``names`` (no bound: +-inf); the columns are fixed at
-        fit, so this is computed once and cached."""
-        bounds = getattr(self, "_bounds", None)
-        if bounds is None or bounds[0] != names:
-            lo = self.lo_.reindex(list(names)).to_numpy(dtype=np.float64)
-            hi = self.hi_.reindex(list(names)).to_numpy(dtype=np.float64)
-            bounds = self._bounds = (names, np.nan_to_num(lo, nan=-np.inf), np.nan_to_num(hi, nan=np.inf))
-        return bounds[1], bounds[2]
+    def _derive(self) -> None:
+        """(names, lo, hi) of the meta-input clipping as arrays (no bound: +-inf), built once per fitted
+        state (at fit and unpickling): a Series reindex costs ~0.2 ms a call."""
+        names = [str(n) for n in self.lo_.index]
+        lo = np.nan_to_num(self.lo_.to_numpy(dtype=np.float64), nan=-np.inf)
+        self._clip = (
+            names,
+            lo,
+            np.nan_to_num(self.hi_.reindex(self.lo_.index).to_numpy(dtype=np.float64), nan=np.inf),
+        )
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_clip"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if "lo_" in state:
+            self._derive()
 
     def _with_base(self, M: pd.DataFrame, base: dict[str, np.ndarray]) -> pd.DataFrame:
         cols = {c: M[c].to_numpy(dtype=np.float64) for c in M.columns}
@@ -200,72 +154,40 @@ class StackingEnsemble(StackingEnsembleFit, BaseEstimator):
         values = np.ascontiguousarray(np.column_stack(list(cols.values())))
         return pd.DataFrame(values, columns=list(cols), index=M.index)
 
-    def _base_predict(self, M: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Base learner predictions; a small batch runs on one thread (same values, no worker start-up:
-        joblib / OpenMP start-up costs the RandomForest and XGBoost ~5-25 ms CPU per call)."""
-        if predict_threads(len(M), self.n_jobs) == 1:
-            return self._base_predict_serial(M.to_numpy(dtype=np.float64), tuple(M.columns))
-        # the forest on one thread at any size: sklearn's threaded predict takes ~1.8x the CPU for the
-        # same wall time (per-tree dispatch, a lock per tree), and batch scoring is CPU-bound
-        return {
-            name: _forest_predict_serial(model, M.to_numpy(dtype=np.float64))
-            if isinstance(model, RandomForestRegressor)
-            else model.predict(M)
-            for name, model in self.base_.items()
-        }
-
-    def _base_predict_serial(self, M: np.ndarray, names: tuple) -> dict[str, np.ndarray]:
-        """One-thread base learner predictions on the float64 matrix of the meta inputs ``names`` (the
-        fit columns, in order, by construction): no sklearn input checks, no XGBoost DataFrame
-        conversion and name check (~1 ms); the values are the same."""
+    def _base_predict(self, M: np.ndarray) -> dict[str, np.ndarray]:
+        """Base learner predictions on the float64 matrix ``M`` of the meta inputs (the fit columns, in
+        order, by construction): the forest by its trees (:func:`_forest_predict`), XGBoost without its
+        DataFrame conversion and name check (~1 ms), the ElasticNet by :func:`_linear_predict`."""
         out = {}
         for name, model in self.base_.items():
-            if name == "enet" and _is_scaled_enet(model):
-                out[name] = _enet_predict(model, M)
-            elif isinstance(model, RandomForestRegressor):
-                out[name] = _forest_predict_serial(model, M)
+            if isinstance(model, RandomForestRegressor):
+                # one thread at any size: sklearn's threaded predict takes ~1.8x the CPU for the same
+                # wall time (per-tree dispatch, a lock per tree), and batch scoring is CPU-bound
+                out[name] = _forest_predict(model, M.astype(np.float32))
             elif isinstance(model, XGBRegressor):
-                with xgb_config(nthread=1):  # thread-local setting
+                with xgb_config(nthread=predict_threads(len(M), self.n_jobs)):  # thread-local setting
                     out[name] = model.predict(M, validate_features=False)
             else:
-                out[name] = model.predict(pd.DataFrame(M, columns=list(names)))
+                out[name] = _linear_predict(model, M)
         return out
 
-    def _design(self, frame, X) -> pd.DataFrame:
-        M = self._meta_inputs(frame, X)
-        return self._with_base(M, self._base_predict(M))
+    def _design_matrix(self, frame, X) -> np.ndarray:
+        """The meta learner's input as a contiguous float64 matrix, columns ``meta_features_``."""
+        names, M = self._meta_inputs(frame, X)
+        base = self._base_predict(M)
+        full = [*names, *(f"base_{n}" for n in base)]
+        Z = np.column_stack([M, *(np.clip(p, *self.base_range_[n]) for n, p in base.items())])
+        return np.ascontiguousarray(Z[:, [full.index(c) for c in self.meta_features_]])
 
-    def _score_small(self, frame, X) -> np.ndarray:
-        """:meth:`_score` for a small batch (serving) in numpy: the same matrices in the same column
-        order, without the DataFrames between the stages (~0.1 ms each on a one-row request)."""
-        S, R = stack_columns(frame), self.risk_.transform_columns(X)
-        names = (*S, *R)
-        values = np.column_stack([np.asarray(v, dtype=np.float64) for v in (*S.values(), *R.values())])
-        plan = getattr(self, "_small_plan", None)
-        if plan is None or plan[0] != names:  # column layout of the design matrix: fixed at fit
-            design = [*names, *(f"base_{n}" for n in self.base_)]
-            pos = np.array([design.index(c) for c in self.meta_features_])
-            plan = self._small_plan = (names, pos, design.index(self.init_column_))
-        M = np.clip(values, *self._clip_bounds(names))
-        base = self._base_predict_serial(M, names)
-        full = np.column_stack([M, *(np.clip(p, *self.base_range_[n]) for n, p in base.items())])
-        Z = np.ascontiguousarray(full[:, plan[1]])
-        correction = matrix_predict(self.meta_.booster_, Z, self.meta_iteration_, 1)
-        return np.clip(full[:, plan[2]] + correction, 0.0, None)
+    def _design(self, frame, X) -> pd.DataFrame:
+        return pd.DataFrame(self._design_matrix(frame, X), columns=self.meta_features_, copy=False)
 
     def _score(self, frame, X) -> np.ndarray:
         """Meta learner output on the log1p scale (hurdle base + learned correction), >= 0."""
-        if len(X) < SMALL_BATCH_ROWS:
-            return self._score_small(frame, X)
-        if not isinstance(frame, pd.DataFrame):  # a name -> array mapping (LTVModel.predict)
-            frame = pd.DataFrame(frame, index=X.index)
-        Z = self._design(frame, X)[self.meta_features_]
-        # all-float64 frame: its matrix is what LightGBM's pandas path would build
-        data = Z.to_numpy(dtype=np.float64)
+        Z = self._design_matrix(frame, X)  # all float64: what LightGBM's pandas path would build
         threads = predict_threads(len(Z), self.n_jobs)
-        correction = matrix_predict(self.meta_.booster_, data, self.meta_iteration_, threads)
-        pred = Z[self.init_column_].to_numpy() + correction
-        return np.clip(pred, 0.0, None)
+        correction = matrix_predict(self.meta_.booster_, Z, self.meta_iteration_, threads)
+        return np.clip(Z[:, self.meta_features_.index(self.init_column_)] + correction, 0.0, None)
 
     def predict(self, frame: pd.DataFrame, X: pd.DataFrame) -> np.ndarray:
         """Dollar predictions; rows the gate zeroed (p_gated == 0) stay zero under the rmsle head."""

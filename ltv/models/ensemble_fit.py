@@ -138,7 +138,7 @@ class StackingEnsembleFit:
         M = pd.concat([stack_features(frame), risk], axis=1)
         lo_q, hi_q = self.clip_quantiles
         self.lo_, self.hi_ = M.quantile(lo_q), M.quantile(hi_q)
-        self._bounds = self._small_plan = None  # predict-time clip arrays / layout, rebuilt from these
+        self._derive()  # predict-time clip arrays, from these
         return M.clip(self.lo_, self.hi_, axis=1)
 
     def _fit_base(self, M, target, folds) -> dict[str, np.ndarray]:

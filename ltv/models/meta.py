@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 import pandas as pd
 
@@ -85,10 +83,6 @@ def _keys(column: pd.Series) -> pd.Series:
     return column.astype("object").where(column.notna(), "<NA>").astype(str)
 
 
-_FEW_ROWS = 256  # at most this many rows: categorical encodings looked up in a dict
-_LOOKUPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # RiskEncoder -> {column: {code: value}}
-
-
 class RiskEncoder:
     """Smoothed mean of log1p(d7 revenue) per value of a few raw columns (device / geo risk factors).
 
@@ -120,32 +114,25 @@ class RiskEncoder:
         )  # fmt: skip
 
     def transform_columns(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
-        """:meth:`transform` as ``risk_<column>`` -> float64 array."""
+        """:meth:`transform` as ``risk_<column>`` -> float64 array: ``Series.map(table).fillna(prior)``
+        as array look-ups (a category column: its codes index a table by code, the null code -1 its
+        last slot; other columns: an index look-up), the same values at a fraction of the overhead."""
         out = {}
         for c in self.columns_:
-            column = X[c]
-            if len(X) <= _FEW_ROWS and isinstance(column.dtype, pd.CategoricalDtype):
-                # a served row: a dict look-up of the category codes (the table's index), ~4x faster
-                lookup = self._code_lookup(c)
-                codes = column.cat.codes.to_numpy().tolist()
-                out[f"risk_{c}"] = np.array([lookup.get(k, self.prior_) for k in codes], dtype=np.float64)
+            column, table = X[c], self.tables_[c]
+            values = table.to_numpy(dtype=np.float64)
+            if isinstance(column.dtype, pd.CategoricalDtype):
+                by_code = np.full(len(column.dtype.categories) + 1, self.prior_)
+                codes = table.index.to_numpy(dtype=np.int64)
+                known = codes < len(by_code) - 1  # codes of categories this column's dtype lacks: none
+                by_code[codes[known]] = values[known]
+                out[f"risk_{c}"] = by_code[column.array.codes]
                 continue
-            # Series.map(table).fillna(prior) as an index lookup: same values, ~4x less overhead per call
-            table = self.tables_[c]
             pos = table.index.get_indexer(_keys(column).to_numpy())
-            values = table.to_numpy(dtype=np.float64)[np.maximum(pos, 0)] if len(table) else pos * 0.0
-            out[f"risk_{c}"] = np.where(pos >= 0, values, self.prior_).astype(np.float64, copy=False)
-        return out
-
-    def _code_lookup(self, column: str) -> dict:
-        """{category code: encoding} of ``column``'s table (kept per encoder, outside its pickle)."""
-        tables = _LOOKUPS.setdefault(self, {})
-        if column not in tables:
-            table = self.tables_[column]
-            tables[column] = dict(
-                zip(table.index.tolist(), table.to_numpy(dtype=np.float64).tolist(), strict=True)
+            out[f"risk_{c}"] = np.where(
+                pos >= 0, values[np.maximum(pos, 0)] if len(table) else 0.0, self.prior_
             )
-        return tables[column]
+        return out
 
     def fit_transform_oof(self, X: pd.DataFrame, y, folds) -> pd.DataFrame:
         """Out-of-fold encodings of the train rows (each block encoded by the other blocks), then a

@@ -185,9 +185,9 @@ def compile_boosters(pairs, directory=None) -> dict:
     seen, todo = set(), []
     for booster, num_iteration in pairs:
         rounds = rounds_of(booster, num_iteration)
-        if (id(booster), rounds) in seen:
+        if (booster, rounds) in seen:  # a Booster hashes by identity
             continue
-        seen.add((id(booster), rounds))
+        seen.add((booster, rounds))
         summary["boosters"] += 1
         summary["trees"] += rounds * booster.num_model_per_iteration()
         todo.append((booster, rounds))

@@ -11,13 +11,11 @@ message instead of a crash deep inside a model.
 
 from __future__ import annotations
 
-import functools
 import re
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ltv import contract as c
 from ltv.serving.errors import EXPECT, InputError, cell_error, is_null, is_number
@@ -27,20 +25,18 @@ REQUIRED_COLUMNS = ("hour", "weekday", "advertiser_bundle")  # the contract's 0%
 EXTRA_COLUMNS = (c.PARTITION_COLUMN, c.ROW_ID)  # optional: request hour and row id, passed through
 _DATETIME_RE = r"^\d{4}-\d{2}-\d{2}-\d{2}-00$"
 _HOUR_RE = r"^(?:[01]\d|2[0-3])$"
-# the same patterns for Python's re on a few cells (no Arrow kernel calls): ASCII digits like RE2's \d, and
-# fullmatch instead of ^...$ (Python's $ also matches before a trailing newline, RE2's does not)
+# the same patterns for Python's re (ASCII digits like RE2's \d; fullmatch instead of ^...$: Python's $ also
+# matches before a trailing newline, RE2's does not)
 _PY_RE = {pattern: re.compile(pattern[1:-1], re.ASCII).fullmatch for pattern in (_DATETIME_RE, _HOUR_RE)}
-_FEW_ROWS = 8  # at most this many rows: value checks in Python
-
-
-@functools.lru_cache(maxsize=512)
-def _nulls(n: int, typ: pa.DataType) -> pa.Array:
-    """An all-null array (immutable, so one per (size, type) serves every small request)."""
-    return pa.nulls(n, typ)
+_NULLS: dict[pa.DataType, pa.Array] = {}  # per type, an all-null array at least as long as any request so far
 
 
 def _all_nulls(n: int, typ: pa.DataType) -> pa.Array:
-    return _nulls(n, typ) if n <= _FEW_ROWS else pa.nulls(n, typ)
+    """An all-null array of ``n`` rows: a zero-copy slice of one kept per type (immutable, so shared)."""
+    base = _NULLS.get(typ)
+    if base is None or len(base) < n:
+        base = _NULLS[typ] = pa.nulls(max(n, 2 * len(base) if base is not None else 16), typ)
+    return base.slice(0, n)
 
 
 _FIELDS = {name: pa.field(name, c.CANONICAL_TYPE[name]) for name in c.FEATURE_COLUMNS}
@@ -124,28 +120,23 @@ _REQUIRED_EXPECT = {
 }
 
 
-def _check_values(table: pa.Table) -> None:
-    """Value checks beyond the type: required columns non-null, hour/weekday/datetime in range."""
+def _check_values(table: pa.Table, data: dict[str, list]) -> None:
+    """Value checks beyond the type: required columns non-null, hour/weekday/datetime in range. Patterns are
+    matched once per distinct value of the request's cells (a few hours and request hours)."""
     for name in REQUIRED_COLUMNS:
         col = table.column(name)
         if col.null_count:
             row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
             raise cell_error(name, row, None, _REQUIRED_EXPECT[name])
     checks = [("hour", _HOUR_RE, _REQUIRED_EXPECT["hour"])]
-    if c.PARTITION_COLUMN in table.schema.names:
+    if c.PARTITION_COLUMN in data:
         checks.append((c.PARTITION_COLUMN, _DATETIME_RE, "a request hour 'YYYY-MM-DD-HH-00' or null"))
     for name, pattern, expected in checks:
-        col = table.column(name)
-        if table.num_rows <= _FEW_ROWS:  # a few cells: Python's re (same matches), no kernel calls
-            match = _PY_RE[pattern]
-            for row, v in enumerate(col.to_pylist()):
-                if v is not None and not match(v):  # nulls were checked above
-                    raise cell_error(name, row, v, expected)
-            continue
-        ok = pc.fill_null(pc.match_substring_regex(col, pattern), True)  # nulls were checked above
-        if not pc.all(ok).as_py():
-            row = int(np.flatnonzero(~ok.to_numpy(zero_copy_only=False))[0])
-            raise cell_error(name, row, col[row].as_py(), expected)
+        match, cells = _PY_RE[pattern], data[name]
+        bad = {v for v in set(cells) if not is_null(v) and not match(v)}  # nulls were checked above
+        if bad:
+            row = next(i for i, v in enumerate(cells) if v in bad)
+            raise cell_error(name, row, cells[row], expected)
     wd = table.column("weekday").to_numpy()
     bad = np.flatnonzero((wd < 1) | (wd > 7))
     if bad.size:
@@ -188,5 +179,5 @@ def frame_to_table(df: pd.DataFrame) -> pa.Table:
     if schema is None:
         schema = _SCHEMAS[extras] = pa.schema([_FIELDS[name] for name in (*c.FEATURE_COLUMNS, *extras)])
     table = pa.Table.from_arrays(arrays, schema=schema)
-    _check_values(table)
+    _check_values(table, data)
     return table

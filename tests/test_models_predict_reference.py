@@ -1,5 +1,6 @@
-"""The fast predict path (one matrix conversion per call, one thread for small batches, no repeated
-booster calls) gives the same numbers as the plain sklearn-API path it replaced."""
+"""The chain's predict path (one matrix conversion per call, compiled-free LightGBM on that matrix, the
+stacking head in numpy) gives the numbers of the plain sklearn / LightGBM APIs on DataFrames, for one row
+and for a batch, and the LightGBM matrix equals LightGBM's own pandas conversion."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import pandas as pd
 import pytest
 
 from ltv.contract import TARGET
-from ltv.models import StackingEnsemble
-from ltv.models._lgbm import SMALL_BATCH_ROWS, lgbm_matrix, predict_threads
+from ltv.models import StackingEnsemble, compiled
+from ltv.models._lgbm import lgbm_matrix, predict_threads
 from ltv.models.hurdle import hurdle_prediction
 from ltv.models.meta import first_stage_frame, stack_features
 from tests.helpers.chain_data import fit_chain, small_chain, split_data
@@ -97,7 +98,7 @@ def test_stacking_small_batches_match_reference(stacking_rmsle, rows):
 
 def test_stacking_large_batch_matches_reference_and_row_by_row(stacking_rmsle):
     model, X = stacking_rmsle
-    assert len(X) >= SMALL_BATCH_ROWS  # the multi-thread branch
+    assert predict_threads(len(X), 2) == 2  # the batch runs on two threads
     batch = model.predict(X)
     np.testing.assert_allclose(batch, reference_predict(model, X), rtol=1e-12, atol=0.0)
     singles = np.concatenate([model.predict(X.iloc[i : i + 1]) for i in range(0, len(X), 250)])
@@ -124,10 +125,10 @@ def test_lgbm_matrix_reuses_one_conversion_and_matches_pandas_codes(stacking_rms
 
 
 def test_predict_threads_rule():
-    assert predict_threads(1, 2) == 1
-    assert predict_threads(SMALL_BATCH_ROWS - 1, 8) == 1
-    assert predict_threads(SMALL_BATCH_ROWS, 2) == 2
-    assert predict_threads(SMALL_BATCH_ROWS, -1) == 0 and predict_threads(SMALL_BATCH_ROWS, None) == 0
+    rows = compiled.CHUNK_ROWS  # one thread up to one chunk of rows, then the configured threads
+    assert predict_threads(1, 2) == 1 and predict_threads(rows, 8) == 1
+    assert predict_threads(rows + 1, 2) == 2
+    assert predict_threads(rows + 1, -1) == 0 and predict_threads(rows + 1, None) == 0
 
 
 def test_lgbm_matrix_matches_lightgbm_conversion_with_unknown_and_missing_categories(stacking_rmsle):
@@ -149,9 +150,9 @@ def test_lgbm_matrix_matches_lightgbm_conversion_with_unknown_and_missing_catego
     np.testing.assert_array_equal(model.predict(part), reference_predict(model, part))
 
 
-@pytest.mark.parametrize("rows", [3, SMALL_BATCH_ROWS])
+@pytest.mark.parametrize("rows", [3, 2500])
 def test_lgbm_matrix_any_column_order(stacking_rmsle, rows):
-    """Categoricals between numeric columns (both the small- and the large-batch branch)."""
+    """Categoricals between numeric columns, features in another order than the frame's."""
     from lightgbm.basic import _data_from_pandas
 
     model, X = stacking_rmsle
@@ -172,6 +173,30 @@ def test_lgbm_matrix_any_column_order(stacking_rmsle, rows):
 class booster_with:  # noqa: N801 - a stand-in exposing only ``pandas_categorical``
     def __init__(self, cats):
         self.pandas_categorical = cats
+
+
+def test_lgbm_matrix_recodes_other_categories_like_lightgbm():
+    """A category column whose categories differ from the training ones (other order, an unknown one,
+    one missing) is re-coded as LightGBM does; float64 / int columns give a float64 matrix."""
+    from lightgbm.basic import _data_from_pandas
+
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame(
+        {
+            "x32": rng.random(12).astype(np.float32),
+            "c1": pd.Categorical(rng.choice(["a", "c", "zz", None], 12), categories=["c", "a", "zz"]),
+            "k": np.arange(12, dtype=np.int64),
+            "c2": pd.Categorical(rng.choice(["u", "v"], 12), categories=["u", "v", "w"]),
+        }
+    )
+    trained = [["a", "b", "c"], ["u", "v", "w"]]
+    for features in (["x32", "c1", "c2"], ["k", "x32", "c1", "c2"]):
+        got = lgbm_matrix(X, features, booster_with(trained))
+        want = _data_from_pandas(X[features], "auto", "auto", trained)[0]
+        assert got.dtype == (np.float64 if "k" in features else np.float32)
+        np.testing.assert_array_equal(got.astype(np.float64), want.astype(np.float64))
+    with pytest.raises(KeyError, match="nope"):
+        lgbm_matrix(X, ["x32", "nope"], booster_with(None))
 
 
 def test_risk_encoder_lookup_matches_series_map():
@@ -200,35 +225,19 @@ def test_risk_encoder_lookup_matches_series_map():
         np.testing.assert_array_equal(got[f"risk_{c}"].to_numpy(), want)
     assert got.loc[0, "risk_dev_make"] == enc.prior_ and got.loc[0, "risk_country"] == enc.prior_
     assert list(got.columns) == ["risk_country", "risk_dev_os", "risk_dev_make"]
-    # a few rows (a dict look-up of the category codes) and many rows (the index look-up) agree
+    # rows encoded a few at a time equal the batch
     many = enc.transform_columns(X)
     few = [enc.transform_columns(X.iloc[i : i + 3]) for i in range(0, n, 3)]
     for key, values in many.items():
         np.testing.assert_array_equal(np.concatenate([f[key] for f in few]), values)
 
 
-def test_feature_transform_small_batch_block_equals_per_column_frame(monkeypatch):
-    """FeatureBuilder.transform: the few-rows single-block layout has the same values, dtypes, names."""
-    from ltv.features import FeatureBuilder
-    from ltv.features import builder as builder_mod
-    from tests.test_features_extract import mixed_table
-
-    fb = FeatureBuilder(min_category_count=1, min_group_count=5)
-    S = fb.extract(mixed_table(300, seed=2))
-    fb.fit(S)
-    small = [fb.transform(S.iloc[a:b]) for a, b in [(0, 1), (1, 40), (40, 300)]]
-    monkeypatch.setattr(builder_mod, "_SMALL_ROWS", 0)  # per-column frame at any size
-    whole = fb.transform(S)
-    pd.testing.assert_frame_equal(pd.concat(small), whole, check_exact=True)
-    pd.testing.assert_frame_equal(small[0], whole.iloc[:1], check_exact=True)
-
-
-def test_stacking_revenue_small_batches_equal_the_large_batch_path():
-    """The numpy small-batch path of the stacking head (serving) and its DataFrame path (batches of
-    SMALL_BATCH_ROWS or more) give the same dollars under the revenue head too."""
+def test_stacking_revenue_chunks_equal_the_batch_and_the_reference():
+    """Under the revenue head too, batches of 100 rows give the whole batch's dollars, which are those
+    of the plain-API path."""
     model, X = _fit("stacking", "revenue")
-    assert len(X) >= SMALL_BATCH_ROWS
     batch = model.predict(X)
+    np.testing.assert_allclose(batch, reference_predict(model, X), rtol=1e-12, atol=0.0)
     small = np.concatenate([model.predict(X.iloc[i : i + 100]) for i in range(0, 500, 100)])
     np.testing.assert_allclose(small, batch[:500], rtol=1e-12, atol=0.0)
     assert np.all(np.isfinite(batch)) and batch.sum() > 0

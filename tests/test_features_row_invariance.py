@@ -1,9 +1,10 @@
-"""The small-batch shortcuts of extraction (one consolidated block per dtype, per-value Python instead of
-Arrow kernels for a few rows, no kernels for all-null / all-valid columns) give exactly the general path's
-frame: same columns, order, dtypes and values, on tables with every nested kind (null cells, empty maps,
-null values, null cells backed by values, all-null columns, typed-null columns, slices)."""
+"""Extraction and transform are one path for any number of rows: a row alone gives its row of the batch
+(same columns, order, dtypes, values), on tables with every nested kind (null cells, empty maps, null
+values, null cells backed by values, all-null columns, typed-null columns, slices, several chunks)."""
 
 from __future__ import annotations
+
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -11,22 +12,9 @@ import pyarrow as pa
 import pytest
 
 from ltv import contract
-from ltv.features import FeatureBuilder, builder, nested, stateless
+from ltv.features import FeatureBuilder, nested, stateless
 from tests.test_features_extract import mixed_table
 from tests.test_features_nested import DAY0
-
-
-@pytest.fixture
-def general(monkeypatch):
-    """A function extracting with every shortcut turned off (the general, any-size path)."""
-
-    def run(fb: FeatureBuilder, table: pa.Table) -> pd.DataFrame:
-        with monkeypatch.context() as m:
-            m.setattr(builder, "_SMALL_ROWS", 0)  # no consolidated small-batch frame
-            m.setattr(stateless, "_FEW", -1)  # no per-value Python path
-            return fb.extract(table)
-
-    return run
 
 
 def _edge_table(n: int, seed: int = 0) -> pa.Table:
@@ -44,44 +32,34 @@ def _edge_table(n: int, seed: int = 0) -> pa.Table:
         "cpm": pa.nulls(n),
     }
     offsets = np.arange(n + 1, dtype=np.int32) * 2  # every cell spans two entries, odd rows null
-    backed = pa.MapArray.from_arrays(
+    typed_null["rev_by_adv"] = pa.MapArray.from_arrays(
         pa.array(offsets),
         pa.array([f"k{i % 3}" for i in range(2 * n)]),
         pa.array([float(i) if i % 5 else None for i in range(2 * n)], pa.float64()),
         mask=pa.array([i % 2 == 1 for i in range(n)]),
     )
-    typed_null["rev_by_adv"] = backed
     for name, arr in typed_null.items():
         t = t.set_column(t.schema.get_field_index(name), name, arr)
     return t
 
 
-@pytest.mark.parametrize("n", [1, 2, 5, 9, 40, 300])
-def test_small_batch_extraction_equals_the_general_path(n, general):
+@pytest.mark.parametrize("make", [mixed_table, _edge_table])
+def test_every_row_alone_equals_its_row_of_the_batch(make):
     fb = FeatureBuilder()
-    for table in (mixed_table(n, seed=n), _edge_table(n, seed=n)):
-        fast = fb.extract(table)
-        assert fast.shape[1] == general(fb, table).shape[1]
-        pd.testing.assert_frame_equal(fast, general(fb, table), check_exact=True)
-
-
-def test_every_row_alone_equals_its_row_of_the_batch(general):
-    fb = FeatureBuilder()
-    table = _edge_table(60, seed=4)
-    whole = general(fb, table)
+    table = make(60, seed=4)
+    whole = fb.extract(table)
     rows = [fb.extract(table.slice(i, 1)) for i in range(table.num_rows)]
     pd.testing.assert_frame_equal(pd.concat(rows, ignore_index=True), whole, check_exact=True)
-    # a multi-chunk table takes the same path
-    chunked = pa.concat_tables([table.slice(0, 3), table.slice(3, 2)])
+    chunked = pa.concat_tables([table.slice(0, 3), table.slice(3, 2)])  # several chunks
     pd.testing.assert_frame_equal(fb.extract(chunked), whole.iloc[:5], check_exact=True)
 
 
-def test_small_batch_frame_is_consolidated_and_typed():
+def test_extracted_frame_is_float32_and_object_with_none_for_null():
     S = FeatureBuilder().extract(mixed_table(5))
-    dtypes = set(S.dtypes.astype(str))
-    assert dtypes == {"float32", "object"}
-    assert S["country"].tolist() == [S["country"][i] for i in range(5)]  # None kept, not NaN
+    assert set(S.dtypes.astype(str)) == {"float32", "object"}
     assert all(v is None or isinstance(v, str) for v in S["country"])
+    assert S["country"].isna().any() and None in S["country"].tolist()  # None kept, not NaN
+    assert FeatureBuilder().extract(mixed_table(0)).shape[0] == 0
 
 
 def test_flatten_of_all_null_cells_backed_by_values_has_no_elements():
@@ -99,16 +77,18 @@ def test_flatten_of_all_null_cells_backed_by_values_has_no_elements():
         assert np.isnan(nested.seg_sum(flat, flat.values())).all()
 
 
-def test_few_row_string_and_parse_helpers_equal_the_encoded_path(monkeypatch):
+def test_string_and_parse_helpers_on_plain_dictionary_chunked_and_null_columns():
     col = pa.array(["2023_october", None, "2023_october", "junk", "2025_january"])
-    dict_col = col.dictionary_encode()
-    fast = [stateless.map_unique(c, stateless._parse_release) for c in (col, dict_col)]
-    fast_s = [stateless.strings(c) for c in (col, dict_col)]
-    monkeypatch.setattr(stateless, "_FEW", -1)
-    for c, f, s in zip((col, dict_col), fast, fast_s, strict=True):
-        np.testing.assert_array_equal(f, stateless.map_unique(c, stateless._parse_release))
-        assert s.tolist() == stateless.strings(c).tolist() and s.dtype == object
-    assert fast_s[0].tolist() == ["2023_october", None, "2023_october", "junk", "2025_january"]
+    forms = (col, col.dictionary_encode(), pa.chunked_array([col.slice(0, 2), col.slice(2)]))
+    for c in forms:
+        months = stateless.map_unique(c, stateless._parse_release)
+        np.testing.assert_array_equal(months, [645.0, np.nan, 645.0, np.nan, 660.0])
+    *decoded, nulls, large = stateless.strings(*forms, pa.nulls(5), col.cast(pa.large_string()))
+    for strings in (*decoded, large):
+        assert strings.dtype == object
+        assert strings.tolist() == ["2023_october", None, "2023_october", "junk", "2025_january"]
+    assert nulls.tolist() == [None] * 5 and stateless.strings() == []
+    assert decoded[0][0] is decoded[1][2]  # one str object per distinct value, across the columns
 
 
 def test_one_row_request_time_from_datetime_and_reference():
@@ -129,41 +109,34 @@ def fitted():
     return fb.fit(fb.extract(mixed_table(600, seed=9)))
 
 
-@pytest.mark.parametrize("n", [1, 3, 8, 9, 50])
-def test_small_batch_transform_equals_the_general_path(fitted, n, monkeypatch):
-    table = _edge_table(n, seed=100 + n)
+def test_transform_of_one_row_equals_its_row_of_the_batch(fitted):
+    n = 50
+    table = _edge_table(n, seed=150)
     # unseen category values and a null group key in the request rows
     country = pa.array((["us", "zz-unseen", None, "es"] * n)[:n], pa.string())
     table = table.set_column(table.schema.get_field_index("country"), "country", country)
-    S = fitted.extract(table)
-    fast = fitted.transform(S)
-    with monkeypatch.context() as m:
-        m.setattr(builder, "_SMALL_ROWS", 0)
-        from ltv.features import fitted as fitted_mod
-
-        m.setattr(fitted_mod, "_FEW", -1)
-        slow = fitted.transform(S)
-    assert list(fast.columns) == fitted.feature_names_
-    pd.testing.assert_frame_equal(fast, slow, check_exact=True)
-    # one row at a time gives the batch's rows
+    whole = fitted.transform(fitted.extract(table))
+    assert list(whole.columns) == fitted.feature_names_
+    assert whole["country"].cat.codes.iloc[1] == len(whole["country"].cat.categories) - 1  # '__unseen__'
+    assert whole["country"].cat.codes.iloc[2] == -1  # null stays missing
+    stats = fitted.group_stats_.feature_names_
+    assert whole[stats].dtypes.eq(np.float32).all() and whole[stats].notna().any().any()
     rows = [fitted.transform(fitted.extract(table.slice(i, 1))) for i in range(n)]
-    pd.testing.assert_frame_equal(pd.concat(rows, ignore_index=True), slow, check_exact=True)
+    pd.testing.assert_frame_equal(pd.concat(rows, ignore_index=True), whole, check_exact=True)
 
 
-def test_transform_small_reports_missing_columns(fitted):
+def test_transform_reports_missing_columns(fitted):
     S = fitted.extract(mixed_table(2)).drop(columns=["bcat__sum"])
     with pytest.raises(ValueError, match="bcat__sum"):
         fitted.transform(S)
 
 
-def test_caches_are_rebuilt_after_refit_and_not_pickled():
-    import pickle
-
+def test_derived_state_is_rebuilt_after_refit_and_not_pickled():
     fb = FeatureBuilder(min_category_count=1, min_group_count=1, n_quantiles=5)
     S1 = fb.extract(mixed_table(80, seed=1))
     X1 = fb.fit(S1).transform(S1.iloc[:2])
     blob = pickle.dumps(fb)
-    assert b"_layout_cache" not in blob and b"_lookup_cache" not in blob and b"_plan_cache" not in blob
+    assert not any(name in blob for name in (b"_needed", b"_lookups", b"_plan", b"_medians", b"_rows"))
     S2 = fb.extract(mixed_table(80, seed=2)).assign(
         country=lambda d: d["country"].map(lambda v: v and v + "2")
     )
