@@ -16,7 +16,7 @@ from ltv.cluster import Engine
 from ltv.models.dask_lgbm import best_round, truncate
 from ltv.models.rows import LabelledRows
 from ltv.sampling import HHISTUS
-from ltv.tasks.data import distributed_training
+from ltv.tasks.distributed import distributed_training
 from tests.helpers.chain_data import small_chain, split_data
 
 

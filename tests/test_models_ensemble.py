@@ -290,6 +290,7 @@ def test_base_learner_predictions_are_sklearns():
     from sklearn.ensemble import RandomForestRegressor
 
     from ltv.models import ensemble as E
+    from tests.helpers import estimators
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(3000, 12))
@@ -306,7 +307,7 @@ def test_base_learner_predictions_are_sklearns():
             assert np.array_equal(got, rf.predict(Q[:n])), (depth, n)
     names = [f"m{j}" for j in range(12)]
     frame = pd.DataFrame(np.nan_to_num(X), columns=names)
-    enet = E.StackingEnsemble()._base_learners()["enet"].fit(frame, y)
+    enet = estimators.stacking()._base_learners()["enet"].fit(frame, y)
     for n in (1, 300):
         want = enet.predict(pd.DataFrame(np.nan_to_num(Q[:n]), columns=names))
         # equal up to the BLAS summation order of a row-major vs a column-major matrix product

@@ -15,7 +15,7 @@ from ltv.models._progress import sweep_trial
 from ltv.models.rows import LabelledRows
 from ltv.pipeline import LTVPipeline
 from ltv.tasks import data as data_task
-from ltv.tasks import evaluation, frames_cache
+from ltv.tasks import distributed, evaluation, frames_cache
 from ltv.tracking import logging as tlog
 from ltv.tracking.fitted import log_fitted, log_importance
 from ltv.tracking.store import setup as setup_tracking
@@ -58,8 +58,8 @@ def train(cfg: DictConfig) -> float:
         mlflow.set_tag("git_commit", tlog.git_commit() or "unknown")
         cluster.tag_run(engine)
         builder = instantiate(cfg.features)
-        if data_task.distributed_training(cfg, engine):  # the train split stays on the cluster: no cache
-            loaded = data_task.load_cluster_splits(cfg, builder.extract)
+        if distributed.distributed_training(cfg, engine):  # the train split stays on the cluster: no cache
+            loaded = distributed.load_cluster_splits(cfg, builder.extract)
         else:  # a sweep's trials that change neither data, features nor seed reuse the previous job's frames
             loaded = frames_cache.cached(cfg, lambda: data_task.load_local_splits(cfg, builder.extract))
         root, splits, reports = loaded
