@@ -98,8 +98,14 @@ class LtvDaskLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def _connect(self):
+        """The engine, started with the first job: Hydra's globals and logging are set up once, before
+        ``cluster.connect`` (which quiets distributed's INFO lines, so nothing resets that after it)."""
         if self._engine is None:
             from ltv import cluster
+
+            setup_globals()
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
 
             opts: dict[str, Any] = dict(
                 OmegaConf.to_container(self.config.get("cluster") or {}, resolve=True)
@@ -124,13 +130,7 @@ class LtvDaskLauncher(Launcher):
 
     def submit(self, overrides, idx: int):
         """Start job ``idx``; a future of its ``JobReturn`` (already done for ``cluster=sync``)."""
-        setup_globals()
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         engine = self._connect()
-        logging.getLogger("distributed").setLevel(
-            logging.WARNING
-        )  # configure_log reset it; its INFO drowns ours
         log.info("ltv_dask: job #%d : %s", idx, " ".join(filter_overrides(overrides)))
         if engine.client is None:  # sync: now, in this process
             done: Future = Future()
