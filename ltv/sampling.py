@@ -10,6 +10,9 @@ train only). They return the resampled rows, their labels and a sample weight, a
   binary label every positive falls in one bin and oversampling would be a no-op, so that is an error.
 - ``HHISTUS`` (histogram undersampling) trims over-full low-revenue bins before the revenue stage and
   never drops a row at or above the whale threshold.
+- ``NegativeUndersampler`` keeps every spender and a fixed share of the zero-revenue rows before the buyer
+  classifier (the negative downsampling of click and conversion models): the classifier's cost falls with
+  the rows it sees, and ~97% of the rows are zeros that each carry little information.
 
 The estimand stays honest: ``correction='weights'`` gives every kept row the inverse of its bin's
 sampling rate (bin totals of weight equal the original counts); ``correction='calibration'`` returns unit
@@ -184,6 +187,42 @@ class HHISTUS(_HistogramSampler):
         row_rate = np.where(whale[idx], 1.0, rate[bins[idx]])
         weight = w[idx] / row_rate if self.correction == "weights" else w[idx]
         return self._output(X, y, idx, weight)
+
+
+class NegativeUndersampler(_HistogramSampler):
+    """Keep every row with positive revenue and ``keep_rate`` of the zero-revenue rows (drawn without
+    replacement, exactly ``ceil(keep_rate * zeros)`` of them).
+
+    With ``correction='weights'`` each kept zero weighs ``zeros / kept``, so the weighted zeros add up to
+    the original count and the weighted log-loss is the full data's in expectation: the classifier's
+    probabilities stay calibrated before its own calibration step. ``correction='calibration'`` keeps unit
+    weights and leaves the base rate to that step.
+
+    Parameters
+    ----------
+    keep_rate : share of the zero-revenue rows kept, in (0, 1]; 1 keeps every row.
+    correction : 'weights' (default) or 'calibration'.
+    random_state : seed of the draw.
+    """
+
+    def __init__(self, keep_rate: float = 0.25, correction: str = "weights", random_state: int | None = 0):
+        super().__init__(n_bins=1, correction=correction, random_state=random_state)
+        self.keep_rate = keep_rate
+
+    def fit_resample(self, X, y, sample_weight=None):
+        """Return ``(X_res, y_res, weight_res)`` in original row order."""
+        rate = float(self.keep_rate)
+        if not 0.0 < rate <= 1.0:
+            raise ValueError(f"NegativeUndersampler: keep_rate must be in (0, 1], got {self.keep_rate!r}")
+        rev, w = self._check(X, y, sample_weight)
+        zeros = np.flatnonzero(rev <= 0)
+        n_keep = min(int(np.ceil(rate * zeros.size)), zeros.size)
+        keep = rev > 0
+        keep[np.random.default_rng(self.random_state).choice(zeros, size=n_keep, replace=False)] = True
+        self.sampling_rate_ = np.array([n_keep / zeros.size if zeros.size else 1.0, 1.0])
+        idx = np.flatnonzero(keep)
+        weight = w[idx] / np.where(rev[idx] > 0, 1.0, self.sampling_rate_[0])
+        return self._output(X, y, idx, weight if self.correction == "weights" else w[idx])
 
 
 class SamplingPlan:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ltv import metrics
-from ltv.sampling import HHISTUS, HistOS, SamplingPlan
+from ltv.sampling import HHISTUS, HistOS, NegativeUndersampler, SamplingPlan
 from tests.helpers.chain_data import fit_chain, small_chain, split_data
 
 
@@ -149,3 +149,36 @@ def test_hhistus_weights_keep_the_log_revenue_level_unbiased():
         bias[correction] = model.predict_parts(X_h)["log_rev_d7"].to_numpy()[buyers].mean() - truth
     assert abs(bias["weights"]) < 0.04
     assert bias["calibration"] > 0.05  # the check would catch a sampler without weights
+
+
+def test_negative_undersampler_keeps_spenders_and_weights_zeros_back():
+    X, y = _revenue(seed=3)
+    w_in = np.random.default_rng(1).uniform(0.5, 2.0, len(y))
+    sampler = NegativeUndersampler(keep_rate=0.25, random_state=7)
+    X_res, y_res, w = sampler.fit_resample(X, y, w_in)
+    idx = sampler.sample_indices_
+    zeros = np.flatnonzero(y == 0)
+    assert np.array_equal(idx, np.sort(idx))  # original order
+    assert set(np.flatnonzero(y > 0)) <= set(idx)  # every spender kept, at its own weight
+    kept_zeros = idx[y[idx] == 0]
+    assert len(kept_zeros) == int(np.ceil(0.25 * len(zeros)))
+    np.testing.assert_allclose(w[y_res > 0], w_in[idx][y_res > 0])
+    np.testing.assert_allclose(w[y_res == 0], w_in[kept_zeros] * len(zeros) / len(kept_zeros))
+    assert X_res["row"].tolist() == idx.tolist()
+    # the weighted count of zeros is the original one up to sampling noise (exact for unit weights)
+    _, _, w_unit = NegativeUndersampler(keep_rate=0.25, random_state=7).fit_resample(X, y)
+    assert w_unit[y_res == 0].sum() == pytest.approx(len(zeros), rel=1e-12)
+    # seeded: the same draw twice, another seed another draw
+    again = NegativeUndersampler(keep_rate=0.25, random_state=7)
+    again.fit_resample(X, y)
+    other = NegativeUndersampler(keep_rate=0.25, random_state=8)
+    other.fit_resample(X, y)
+    assert np.array_equal(again.sample_indices_, idx)
+    assert not np.array_equal(other.sample_indices_, idx)
+
+
+@pytest.mark.parametrize("rate", [0.0, -0.1, 1.5])
+def test_negative_undersampler_rejects_a_rate_outside_0_1(rate):
+    X, y = _revenue(n=100)
+    with pytest.raises(ValueError, match="keep_rate must be in"):
+        NegativeUndersampler(keep_rate=rate).fit_resample(X, y)
