@@ -11,6 +11,13 @@ Prints wall seconds of the fit, train rows/s, peak memory of the process tree (c
 processes, sampled by psutil), holdout RMSLE and the fraction of the achievable gain
 ((RMSLE_zero - RMSLE) / (RMSLE_zero - RMSLE_oracle)); then the chain's seconds per stage
 (``LTVModel.fit_times_``). Run by hand (``make bench-train``), not in tests.
+
+``--clusters sync,local`` (default) fits every model twice: ``sync``, the matrices in this process (the
+chain's independent fits on threads); ``local``, a LocalCluster of ``cluster.n_workers`` one-thread
+workers (default one per core) holding the train split where it was loaded, the boosters trained with
+``lightgbm.dask`` (the chain with ``train.distributed=true``; the single LightGBM as ``DaskLGBMRegressor``,
+cut at its valid curve's best round as the chain's boosters are). Each row's "x single" is against the
+single LightGBM of its own cluster kind.
 """
 
 from __future__ import annotations
@@ -32,10 +39,13 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from quality import single_lgbm  # noqa: E402  (bench/ is the script's folder)
 
+from ltv import cluster  # noqa: E402
 from ltv.config import CONFIG_DIR  # noqa: E402
 from ltv.models import LabelledRows  # noqa: E402
+from ltv.models.dask_lgbm import TARGET_COLUMN, WEIGHT_COLUMN, fit_dask_booster  # noqa: E402
 from ltv.tasks import evaluation  # noqa: E402
 from ltv.tasks.data import load_local_splits  # noqa: E402
+from ltv.tasks.distributed import load_cluster_splits  # noqa: E402
 from ltv.tasks.train import build_model  # noqa: E402
 
 TRAIN_HOURS = 96  # the default train window: Oct 1-4
@@ -102,50 +112,87 @@ def measure(name, fit, predict, X_h, lab_h, n_train, zero, best) -> dict:
     return row | {"stages": getattr(model, "fit_times_", {})}
 
 
-def bench_size(
-    size: str, seed: int, variants: dict[str, list[str]], overrides: list[str], single: bool
-) -> dict:
-    base = config(size, seed, overrides)
-    builder = instantiate(base.features)
-    _, splits, _ = load_local_splits(base, builder.extract)
+def _single_on_cluster(X, lab, X_v, y_v, seed):
+    """The single LightGBM of ``bench/quality.py`` (same parameters) as ``lightgbm.DaskLGBMRegressor`` on
+    the train partitions, cut at its valid curve's best round (patience 100, its early stopping)."""
+    import lightgbm as lgb
+
+    def with_target(x, labels):
+        target = np.log1p(np.clip(labels["iap_revenue_d7"].to_numpy(np.float64), 0, None))
+        return x.assign(**{TARGET_COLUMN: target, WEIGHT_COLUMN: 1.0})
+
+    frame = X.map_partitions(with_target, lab, meta=with_target(X._meta, lab._meta))
+    params = dict(n_estimators=2000, learning_rate=0.05, num_leaves=63, min_child_samples=50, subsample=0.8,
+                  subsample_freq=1, colsample_bytree=0.8, random_state=seed, verbose=-1)  # fmt: skip
+    model, _ = fit_dask_booster(lgb.DaskLGBMRegressor, params, frame, (X_v, np.log1p(y_v)), patience=100)
+    return lambda Z: np.expm1(np.clip(model.predict(Z), 0, None))
+
+
+def _splits(base, builder, kind: str):
+    """(X, labels, time) of train, valid and holdout, the encodings fitted on train. ``local``: the train
+    split stays on the cluster's workers (Dask frames, encoded there and persisted)."""
+    if kind == "sync":
+        _, splits, _ = load_local_splits(base, builder.extract)
+    else:
+        _, splits, _ = load_cluster_splits(base, builder.extract)
     (S, lab, t, _), (S_v, lab_v, t_v, _), (S_h, lab_h, _, ids_h) = (
         splits[s] for s in ("train", "valid", "holdout")
     )
     builder.fit(S)
-    X, X_v, X_h = builder.transform(S), builder.transform(S_v), builder.transform(S_h)
-    y_h = lab_h["iap_revenue_d7"].to_numpy()
-    zero = evaluation.split_metrics(lab_h, np.zeros(len(y_h)))["rmsle"]
-    oracle = evaluation.load_oracle(base.data.get("oracle_root"), "train", ids_h)
-    best = (
-        None
-        if oracle is None
-        else evaluation.split_metrics(lab_h, evaluation.oracle_prediction(oracle, "rmsle"))["rmsle"]
-    )
-    y, y_v = lab["iap_revenue_d7"].to_numpy(), lab_v["iap_revenue_d7"].to_numpy()
-    rows = {}
-    if single:
-        rows["single LightGBM"] = measure(
-            "single LightGBM", lambda: single_lgbm(X, y, X_v, y_v, base.seed), lambda f, Z: f(Z),
-            X_h, lab_h, len(X), zero, best,
-        )  # fmt: skip
-    for name, extra in variants.items():
-        cfg = config(size, seed, [*overrides, *extra])
-        rows[name] = measure(
-            name, lambda cfg=cfg: build_model(cfg).fit(LabelledRows(X, lab, t), LabelledRows(X_v, lab_v, t_v)),
-            lambda m, Z: m.predict(Z), X_h, lab_h, len(X), zero, best,
-        )  # fmt: skip
-    return {"n_train": len(X), "n_features": X.shape[1], "rows": rows}
+    if kind == "sync":
+        X = builder.transform(S)
+    else:
+        X = S.map_partitions(builder.transform, meta=builder.transform(S._meta)).persist()
+        lab = lab.persist()
+    return (X, lab, t), (builder.transform(S_v), lab_v, t_v), (builder.transform(S_h), lab_h, ids_h)
+
+
+def bench_size(
+    size: str, seed: int, variants: dict[str, list[str]], overrides: list[str], single: bool, kind: str
+) -> dict:
+    extra = [f"cluster={kind}"] + (["train.distributed=true"] if kind == "local" else [])
+    base = config(size, seed, [*overrides, *extra])
+    builder = instantiate(base.features)
+    with cluster.connect(base.cluster):
+        (X, lab, t), (X_v, lab_v, t_v), (X_h, lab_h, ids_h) = _splits(base, builder, kind)
+        n_train = len(X)
+        y_h = lab_h["iap_revenue_d7"].to_numpy()
+        zero = evaluation.split_metrics(lab_h, np.zeros(len(y_h)))["rmsle"]
+        oracle = evaluation.load_oracle(base.data.get("oracle_root"), "train", ids_h)
+        best = (
+            None
+            if oracle is None
+            else evaluation.split_metrics(lab_h, evaluation.oracle_prediction(oracle, "rmsle"))["rmsle"]
+        )
+        y_v = lab_v["iap_revenue_d7"].to_numpy()
+        rows = {}
+        if single:
+            fit_single = (
+                (lambda: single_lgbm(X, lab["iap_revenue_d7"].to_numpy(), X_v, y_v, base.seed))
+                if kind == "sync"
+                else (lambda: _single_on_cluster(X, lab, X_v, y_v, base.seed))
+            )
+            rows["single LightGBM"] = measure(
+                "single LightGBM", fit_single, lambda f, Z: f(Z), X_h, lab_h, n_train, zero, best
+            )
+        for name, more in variants.items():
+            cfg = config(size, seed, [*overrides, *extra, *more])
+            rows[name] = measure(
+                name, lambda cfg=cfg: build_model(cfg).fit(LabelledRows(X, lab, t), LabelledRows(X_v, lab_v, t_v)),
+                lambda m, Z: m.predict(Z), X_h, lab_h, n_train, zero, best,
+            )  # fmt: skip
+    return {"n_train": n_train, "n_features": X.shape[1], "cluster": kind, "rows": rows}
 
 
 def print_tables(results: dict[str, dict]) -> None:
     print(
-        f"\n{'size':>9} {'model':<28}{'fit s':>9}{'rows/s':>10}{'x single':>9}{'peak MB':>9}{'RMSLE':>9}{'gain':>7}"
+        f"\n{'size':>9} {'cluster':<8}{'model':<28}{'fit s':>9}{'rows/s':>10}{'x single':>9}{'peak MB':>9}{'RMSLE':>9}{'gain':>7}"
     )
     for res in results.values():
         single = res["rows"].get("single LightGBM", {}).get("rows_s", float("nan"))
         for name, r in res["rows"].items():
             print(
-                f"{res['n_train']:>9,} {name:<28}{r['fit_s']:>9.1f}{r['rows_s']:>10,.0f}{r['rows_s'] / single:>9.2f}"
+                f"{res['n_train']:>9,} {res['cluster']:<8}{name:<28}{r['fit_s']:>9.1f}{r['rows_s']:>10,.0f}{r['rows_s'] / single:>9.2f}"
                 f"{r['peak_mb']:>9,.0f}{r['rmsle']:>9.4f}{r['gain']:>7.3f}"
             )
     for res in results.values():
@@ -153,7 +200,8 @@ def print_tables(results: dict[str, dict]) -> None:
             if not r["stages"]:
                 continue
             print(
-                f"\nstages of '{name}' on {res['n_train']:,} train rows (s; nested stages are part of their parent)"
+                f"\nstages of '{name}' ({res['cluster']}) on {res['n_train']:,} train rows (s; nested stages are "
+                "part of their parent)"
             )
             for stage, seconds in r["stages"].items():
                 print(f"  {stage:<42}{seconds:>9.1f}")
@@ -168,6 +216,7 @@ def main(argv=None) -> None:
         help="NAME=OVERRIDE[,OVERRIDE...]: a chain variant (repeatable); default: the configured chain",
     )  # fmt: skip
     ap.add_argument("--skip-single", action="store_true", help="no single LightGBM row")
+    ap.add_argument("--clusters", default="sync,local", help="sync and/or local (see the module doc)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides applied to every chain")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -179,8 +228,11 @@ def main(argv=None) -> None:
             variants[name] = [o for o in extra.split(",") if o]
     results = {}
     for size in args.sizes.split(","):  # the table so far after each size: a long run shows results early
-        results[size] = bench_size(size, args.seed, variants, args.overrides, not args.skip_single)
-        print_tables(results)
+        for kind in args.clusters.split(","):
+            results[size, kind] = bench_size(
+                size, args.seed, variants, args.overrides, not args.skip_single, kind
+            )
+            print_tables(results)
     print(f"\nmachine: {psutil.cpu_count()} cores, generator seed {args.seed}")
 
 
