@@ -152,10 +152,15 @@ def test_optimized_metric_is_read_from_results_and_never_the_holdout():
         _optimized_metric(results, "valid.nope")
 
 
-def test_fast_experiment_is_the_hurdle_head_with_a_faster_classifier():
-    cfg = _compose("experiment=fast")
-    assert cfg.ensemble._target_.endswith("HurdleEnsemble")
-    assert cfg.classifier.booster.learning_rate == 0.1 and _compose().classifier.booster.learning_rate == 0.02
+def test_fast_experiment_is_a_faster_classifier_and_stacking_an_option():
+    default, fast = _compose(), _compose("experiment=fast")
+    assert default.ensemble._target_.endswith("HurdleEnsemble")
+    assert fast.ensemble == default.ensemble
+    assert (fast.classifier.booster.learning_rate, default.classifier.booster.learning_rate) == (0.1, 0.05)
+    for name in ("stacking", "cross_fit"):
+        assert _compose(f"experiment={name}").ensemble._target_.endswith("StackingEnsemble")
+    assert _compose("experiment=cross_fit").ensemble.cross_fit is True
+    assert _compose("experiment=stacking").ensemble.cross_fit is False
 
 
 # a code default may only be neutral: off, none, LightGBM's own (an empty booster), no grid

@@ -21,7 +21,7 @@ from ltv.models import (
     WhaleClassifier,
 )
 from ltv.sampling import HHISTUS, HistOS, SamplingPlan
-from tests.helpers.chain_data import split_data
+from tests.helpers.chain_data import small_chain, split_data
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("sampling", "classifier", "gate", "whale", "regressor", "ensemble")
@@ -120,3 +120,20 @@ def test_default_configuration_fits_end_to_end():
     zero, best = metrics.rmsle(y, 0 * y), metrics.rmsle(y, oracle["oracle_rmsle"])
     assert (zero - metrics.rmsle(y, pred)) / (zero - best) > 0.8
     assert model.fitted_params_["classifier"]["calibration"] == "isotonic"
+
+
+def test_the_rmsle_hurdle_fits_no_variance_model_and_the_revenue_head_does():
+    """The RMSLE hurdle reads log revenue only: its regressor's dollars come from smearing, and the
+    per-row variance model (refits plus a booster per horizon) is not fitted; the revenue head keeps it."""
+    data = split_data(n_train=4000, n_valid=2000, n_holdout=10, seed=5)
+    fitted = {}
+    for objective in ("rmsle", "revenue"):
+        model = small_chain("hurdle", objective, seed=5)
+        assert model.regressor.retransform == "variance"
+        fitted[objective] = model.fit(LabelledRows(*data["train"][:3]), LabelledRows(*data["valid"][:3]))
+    rmsle, revenue = fitted["rmsle"], fitted["revenue"]
+    assert rmsle.regressor.retransform == "variance"  # the configuration is left as it was
+    assert rmsle.regressor_.retransform == "smearing" and rmsle.regressor_.variance_ is None
+    assert "first_stage.variance" not in rmsle.fit_times_
+    assert revenue.regressor_.retransform == "variance" and len(revenue.regressor_.variance_) == 3
+    assert revenue.fit_times_["first_stage.variance"] > 0

@@ -48,7 +48,8 @@ class FirstStageFit:
             reg_es = None if es is None else (es_buyers.X, es_buyers.labels)
             with stage("regressors", len(idx)):
                 reg.fit(Xb.iloc[idx], Lb.iloc[idx], w, eval_set=reg_es)
-            if es is not None:  # the full model only; cross-fitted copies share it (share_retransform)
+            # the full model only (cross-fitted copies share it: share_retransform), and only where it is used
+            if es is not None and reg.retransform == "variance":
                 with stage("variance", len(idx)):
                     reg.fit_variance(Xb.iloc[idx], Lb.iloc[idx], w, eval_set=reg_es)
 

@@ -11,6 +11,7 @@ defaults; ``early_stopping_rounds=None``: no early stopping), every chosen value
 from __future__ import annotations
 
 import inspect
+import threading
 
 import lightgbm as lgb
 import numpy as np
@@ -21,6 +22,32 @@ from ltv.models import _parallel, _progress
 
 # LightGBM 4.7 deprecates eval_set in favour of eval_X / eval_y; older 4.x only knows eval_set
 _EVAL_XY = "eval_X" in inspect.signature(lgb.LGBMModel.fit).parameters
+
+# One LightGBM Dataset construction at a time in a process. Two concurrent fits (``train.concurrent_fits``)
+# that built their Datasets at the same moment crashed the process (SIGSEGV inside LightGBM's
+# ``__init_from_np2d`` on both threads, about one run in four of the multirun test); the boosting rounds,
+# where the time goes, still run side by side.
+_CONSTRUCTING = threading.Lock()
+
+
+class _Constructed:
+    """LightGBM callback that runs before the first round, once every Dataset of the fit (train and
+    valid) is built, and releases :data:`_CONSTRUCTING`."""
+
+    before_iteration = True
+    order = 0  # before any other callback
+
+    def __init__(self):
+        _CONSTRUCTING.acquire()
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            _CONSTRUCTING.release()
+
+    def __call__(self, env) -> None:
+        self.release()
 
 
 class BoosterParams(BaseEstimator):
@@ -79,9 +106,11 @@ def fit_booster(model, X, y, sample_weight=None, eval_set=None, early_stopping_r
     n_jobs = model.get_params()["n_jobs"]
     if threads is not None:
         model.set_params(n_jobs=threads)
+    constructed = _Constructed()
     try:
-        model.fit(X, y, sample_weight=sample_weight, callbacks=callbacks, **kwargs)
+        model.fit(X, y, sample_weight=sample_weight, callbacks=[constructed, *callbacks], **kwargs)
     finally:
+        constructed.release()  # a fit that failed before its first round
         model.set_params(n_jobs=n_jobs)  # prediction keeps the configured threads
     best = getattr(model, "best_iteration_", None)
     return int(best) if best else int(model.n_estimators)

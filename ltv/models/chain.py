@@ -164,6 +164,13 @@ class LTVModel(FirstStageFit, StackingFit):
         stacking = getattr(self.ensemble, "needs_oof", False)
         if stacking and not self.ensemble.cross_fit:
             self._check_held_out()
+        if objective == "rmsle" and not stacking and self.regressor_.retransform == "variance":
+            # the RMSLE hurdle reads log revenue only: dollars (the parts' rev_d7) come from the smearing
+            # factor, and the per-row variance model, three refits and a booster per horizon, is not fitted
+            log.info(
+                "objective rmsle with the hurdle head: regressor.retransform=variance not needed, smearing"
+            )
+            self.regressor_.retransform = "smearing"
         with FitClock(self.progress_every_s) as clock:
             with stage("first_stage", self.n_train_):
                 direct = self._direct_model() if stacking else None
