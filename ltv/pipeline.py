@@ -90,9 +90,10 @@ class LTVPipeline:
             raise ValueError("LTVPipeline is not fitted: call fit first")
 
     def _prepare(self, table: pa.Table) -> pd.DataFrame:
-        """The model matrix of raw rows."""
+        """The model matrix of raw rows: ``features.transform(features.extract(table))`` in one call, which
+        writes the extracted numbers once (see ``FeatureBuilder.transform_table``)."""
         self._check_fitted()
-        return self.features.transform(self.features.extract(table))
+        return self.features.transform_table(table)
 
     def predict(self, table: pa.Table) -> np.ndarray:
         """Predicted ``iap_revenue_d7`` for raw contract rows (an Arrow table): finite, >= 0."""
