@@ -31,7 +31,7 @@ from ltv import contract
 from ltv.daskframe import is_dask
 from ltv.features import registry, stateless
 from ltv.features.fitted import GROUP_FEATURES, GROUP_KEYS, CategoryEncoder, GroupStats
-from ltv.frames import FloatRows, column_run
+from ltv.frames import FloatMatrix, FloatRows, column_run, feature_frame
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class FeatureBuilder:
         text: dict[str, np.ndarray] = {}
         for cols in groups:
             numeric = [k for k, v in cols.items() if v.dtype != object]
-            numbers.extend(cols[k] for k in numeric)
+            numbers.extend([cols[k] for k in numeric])
             names += numeric
             text.update({k: v for k, v in cols.items() if v.dtype == object})
         if self.groups_["group_stats"]:
@@ -147,7 +147,7 @@ class FeatureBuilder:
             text.update(zip(keys, stateless.strings(*map(ctx.column, keys)), strict=True))
         self._width = len(names)  # the next call allocates its block once
         block = numbers.finish(spare)
-        out = _frame(block[: len(names)], names, text, n)
+        out = feature_frame(block[: len(names)], names, text, n)
         secs = time.perf_counter() - t0
         log.debug(
             "extracted %d rows x %d columns in %.2fs (%.0f rows/s)",
@@ -203,18 +203,22 @@ class FeatureBuilder:
         block[:k] = column_run(S, pos[:k]).to_numpy(np.float32).T
         return self._encode(S, pos, block)
 
-    def transform_table(self, table: pa.Table) -> pd.DataFrame:
-        """``transform(extract(table))`` (same columns, dtypes and values), with the numbers written once:
-        extraction leaves rows for the segment statistics after its numbers, and X's float32 block is
-        that block, where ``transform`` copies a frame's numbers into a new one (at 200k rows x 300
-        columns, ~0.1 s of first writes to fresh memory on top of the copy itself)."""
+    def transform_table(self, table: pa.Table) -> tuple[pd.DataFrame, FloatMatrix | None]:
+        """``transform(extract(table))`` (same columns, dtypes and values), and X as one float32 matrix with
+        the categorical codes (:class:`ltv.frames.FloatMatrix`), the numbers written once: extraction
+        leaves rows for the segment statistics and the codes after its numbers; X's float block and the
+        matrix are that block. (Separately, transform copies a frame's numbers into a new block and the
+        model copies them into its matrix: at 200k rows x 300 columns each copy costs ~0.05-0.5 s, mostly
+        first writes to fresh memory.) The matrix is None where S's numbers are not the fitted ones in
+        order (X comes from ``transform`` then)."""
         self._check_fitted()
-        S, block = self._extract(table, spare=self._n_stats)
+        S, block = self._extract(table, spare=self._n_stats + len(self.categorical_features_))
         pos = self._positions(S)
         k = len(self.numeric_features_)
-        if len(block) - self._n_stats != k or (pos[:k] != np.arange(k)).any():
-            return self.transform(S)  # S's numbers are not the fitted ones in order (another extraction)
-        return self._encode(S, pos, block)
+        if len(block) != len(self.feature_names_) or (pos[:k] != np.arange(k)).any():
+            return self.transform(S), None
+        X = self._encode(S, pos, block)
+        return X, FloatMatrix(self.feature_names_, self._categories, block.T)
 
     def _positions(self, S: pd.DataFrame) -> np.ndarray:
         """Positions in ``S`` of the numeric features, then the categorical ones; raises if any is missing."""
@@ -227,16 +231,21 @@ class FeatureBuilder:
         return pos
 
     def _encode(self, S: pd.DataFrame, pos: np.ndarray, block: np.ndarray) -> pd.DataFrame:
-        """X from ``block``, whose first rows hold S's numeric features: fills its remaining rows with the
-        segment statistics and encodes the categorical columns."""
+        """X from ``block``, whose first rows hold S's numeric features: fills the next ones with the
+        segment statistics, encodes the categorical columns, and writes their codes (NaN for missing) to
+        the rows after those where the block has them (:meth:`transform_table`)."""
         k = len(self.numeric_features_)
         stats = self.group_stats_.transform(S) if self.group_stats_ is not None else {}
         for j, v in enumerate(stats.values()):  # ordered as group_stats_.feature_names_
             block[k + j] = v  # float64 -> float32: astype's rounding
-        blocks = [(block, np.arange(len(block)))]
+        numbers = block[: k + len(stats)]
+        blocks = [(numbers, np.arange(len(numbers)))]
         raw = column_run(S, pos[k:]).to_numpy(dtype=object)
         for j, c in enumerate(self.categorical_features_):
-            blocks.append((self.encoder_.transform_column(c, raw[:, j]), np.array([len(block) + j])))
+            encoded = self.encoder_.transform_column(c, raw[:, j])
+            blocks.append((encoded, np.array([len(numbers) + j])))
+            if len(block) > len(numbers):
+                block[len(numbers) + j] = np.where(encoded.codes < 0, np.nan, encoded.codes)
         return create_dataframe_from_blocks(blocks, index=S.index, columns=self._output)
 
     def _check_fitted(self) -> None:
@@ -250,10 +259,18 @@ class FeatureBuilder:
         self._needed = pd.Index(self.numeric_features_ + self.categorical_features_, dtype=object)
         self._output = pd.Index(self.feature_names_, dtype=object)
         self._n_stats = len(self.group_stats_.feature_names_) if self.group_stats_ is not None else 0
+        self._categories = [list(self.encoder_.categories(c)) for c in self.categorical_features_]
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        for derived in ("_plan", "_width", "_needed", "_output", "_n_stats"):  # rebuilt on unpickling
+        for derived in (
+            "_plan",
+            "_width",
+            "_needed",
+            "_output",
+            "_n_stats",
+            "_categories",
+        ):  # rebuilt on unpickling
             state.pop(derived, None)
         return state
 
@@ -270,18 +287,3 @@ class FeatureBuilder:
     def _check_frame(S: pd.DataFrame) -> None:
         if not isinstance(S, pd.DataFrame) and not is_dask(S):
             raise TypeError(f"expected the DataFrame returned by extract(), got {type(S).__name__}")
-
-
-def _frame(numbers: np.ndarray, names: list[str], strings: dict[str, np.ndarray], n: int) -> pd.DataFrame:
-    """The extracted numbers as one float32 block (``numbers``, a row per column of ``names``), then the
-    string columns as one object block. Two blocks cost the same to build for one row or a million, where
-    one block per column costs ~2.5 ms for ~300 columns; and transform reads either part as a view of its
-    block. Explicit object dtype keeps None for null whatever pandas' string inference default is."""
-    parts = [(numbers, np.arange(len(names)))]
-    if strings:
-        text = np.empty((len(strings), n), dtype=object)
-        for j, v in enumerate(strings.values()):
-            text[j] = v
-        parts.append((text, np.arange(len(names), len(names) + len(strings))))
-    columns = pd.Index(names + list(strings), dtype=object)
-    return create_dataframe_from_blocks(parts, index=pd.RangeIndex(n), columns=columns)
