@@ -89,18 +89,20 @@ class LTVPipeline:
         if not hasattr(self, "feature_names_"):
             raise ValueError("LTVPipeline is not fitted: call fit first")
 
-    def _prepare(self, table: pa.Table) -> pd.DataFrame:
-        """The model matrix of raw rows."""
+    def _prepare(self, table: pa.Table):
+        """The model matrix of raw rows, ``features.transform(features.extract(table))``, and the same as
+        the float32 matrix the boosters read, both from one block of numbers (or None: see
+        ``FeatureBuilder.transform_table``)."""
         self._check_fitted()
-        return self.features.transform(self.features.extract(table))
+        return self.features.transform_table(table)
 
     def predict(self, table: pa.Table) -> np.ndarray:
         """Predicted ``iap_revenue_d7`` for raw contract rows (an Arrow table): finite, >= 0."""
-        return self.model.predict(self._prepare(table))
+        return self.model.predict(*self._prepare(table))
 
     def predict_parts(self, table: pa.Table) -> pd.DataFrame:
         """The chain's intermediate outputs (buyer probability, per-horizon revenue, ...) and the final one."""
-        return self.model.predict_parts(self._prepare(table)).reset_index(drop=True)
+        return self.model.predict_parts(*self._prepare(table)).reset_index(drop=True)
 
     def compile_trees(self, directory=None) -> dict:
         """Compile the model chain's boosters to native code (see ``LTVModel.compile_trees``)."""

@@ -13,6 +13,7 @@ import pytest
 
 from ltv import contract
 from ltv.features import FeatureBuilder, nested, stateless
+from ltv.models import _lgbm
 from tests.test_features_extract import mixed_table
 from tests.test_features_nested import DAY0
 
@@ -125,6 +126,36 @@ def test_transform_of_one_row_equals_its_row_of_the_batch(fitted):
     pd.testing.assert_frame_equal(pd.concat(rows, ignore_index=True), whole, check_exact=True)
 
 
+def test_transform_table_equals_transform_of_extract(fitted):
+    """The pipeline's one-call path (numbers written once; the statistics and the category codes into
+    spare rows of the extracted block) gives transform(extract(table)), and the float32 matrix LightGBM
+    reads for it, for a batch and for each row, from a builder that has not extracted yet (its block
+    grows), and falls back to transform where the fitted numbers are not the extracted ones in order."""
+    table = _edge_table(40, seed=151)
+    fresh = pickle.loads(pickle.dumps(fitted))
+    whole, matrix = fresh.transform_table(table)
+    pd.testing.assert_frame_equal(whole, fitted.transform(fitted.extract(table)), check_exact=True)
+    categories = [list(whole[c].cat.categories) for c in fitted.categorical_features_]
+    expected = _lgbm._pandas_matrix(whole, fitted.feature_names_, categories)
+    assert matrix.columns == fitted.feature_names_ and matrix.categories == categories
+    assert matrix.values.dtype == expected.dtype == np.float32 and matrix.values.flags.f_contiguous
+    np.testing.assert_array_equal(matrix.values, expected)  # NaN where NaN, every other value equal
+    rows = [fresh.transform_table(table.slice(i, 1)) for i in range(table.num_rows)]
+    pd.testing.assert_frame_equal(pd.concat([X for X, _ in rows], ignore_index=True), whole, check_exact=True)
+    np.testing.assert_array_equal(np.concatenate([m.values for _, m in rows]), matrix.values)
+    no_stats = FeatureBuilder(groups={"scalars": True, "categoricals": True, "maps_basic": True})
+    no_stats.fit(no_stats.extract(mixed_table(100, seed=3)))
+    X, matrix = no_stats.transform_table(table)
+    pd.testing.assert_frame_equal(X, no_stats.transform(no_stats.extract(table)), check_exact=True)
+    assert matrix.values.shape == X.shape
+    S = fitted.extract(mixed_table(600, seed=9))
+    reordered = FeatureBuilder(min_category_count=5, max_categories=2, min_group_count=20, n_quantiles=11)
+    reordered.fit(S[S.columns[::-1]])
+    X, matrix = reordered.transform_table(table)
+    pd.testing.assert_frame_equal(X, reordered.transform(reordered.extract(table)), check_exact=True)
+    assert list(X.columns) == reordered.feature_names_ != fitted.feature_names_ and matrix is None
+
+
 def test_transform_reports_missing_columns(fitted):
     S = fitted.extract(mixed_table(2)).drop(columns=["bcat__sum"])
     with pytest.raises(ValueError, match="bcat__sum"):
@@ -136,7 +167,8 @@ def test_derived_state_is_rebuilt_after_refit_and_not_pickled():
     S1 = fb.extract(mixed_table(80, seed=1))
     X1 = fb.fit(S1).transform(S1.iloc[:2])
     blob = pickle.dumps(fb)
-    assert not any(name in blob for name in (b"_needed", b"_lookups", b"_plan", b"_medians", b"_rows"))
+    derived = (b"_needed", b"_lookups", b"_plan", b"_width", b"_n_stats", b"_medians", b"_rows")
+    assert not any(name in blob for name in derived)
     S2 = fb.extract(mixed_table(80, seed=2)).assign(
         country=lambda d: d["country"].map(lambda v: v and v + "2")
     )

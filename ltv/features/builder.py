@@ -31,7 +31,7 @@ from ltv import contract
 from ltv.daskframe import is_dask
 from ltv.features import registry, stateless
 from ltv.features.fitted import GROUP_FEATURES, GROUP_KEYS, CategoryEncoder, GroupStats
-from ltv.frames import column_run
+from ltv.frames import FloatMatrix, FloatRows, column_run, feature_frame
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class FeatureBuilder:
         would pay every time."""
         fns = [registry.GROUPS[g].extract for g in self._enabled()]
         self._plan = (self.flagged_columns(), [fn for fn in fns if fn is not None])
+        self._width = 0  # numeric columns of the last extraction: the next one allocates its block once
 
     def _enabled(self) -> list[str]:
         return [g for g, on in self.groups_.items() if on]
@@ -117,30 +118,36 @@ class FeatureBuilder:
         DataFrame, one row per input row in order (index 0..n-1): float32 numeric columns, and the raw
         string columns the categorical / segment stages need as object arrays (None for null).
         """
+        return self._extract(table, spare=0)[0]
+
+    def _extract(self, table: pa.Table, spare: int) -> tuple[pd.DataFrame, np.ndarray]:
+        """``extract``, and the float32 block its numbers are the first rows of, followed by ``spare``
+        more rows (unset) for the caller: :meth:`transform_table` writes the segment statistics there."""
         if not isinstance(table, pa.Table):
             raise TypeError(f"extract expects a pyarrow.Table, got {type(table).__name__}")
         t0 = time.perf_counter()
         ctx = stateless.ExtractContext(table, self.reference_time, self.top_k)
         n = table.num_rows
         flagged, extractors = self._plan
-        # flags first (from the raw cells), then each group, computed as it is consumed: its numbers become
-        # one float32 block right away (~300 float64 columns held to the end would double a big batch's
-        # peak memory); strings stay object arrays
+        # flags first (from the raw cells), then each group, computed as it is consumed: its numbers go
+        # straight into their rows of the one float32 block (~300 float64 columns held to the end would
+        # double a big batch's peak memory, and stacking per-group blocks would copy them all once more);
+        # strings stay object arrays
         groups = chain([stateless.missing_flags(ctx, flagged)], (fn(ctx) for fn in extractors))
-        blocks: list[tuple[list[str], np.ndarray]] = []
+        numbers = FloatRows(self._width + spare, n)
+        names: list[str] = []
         text: dict[str, np.ndarray] = {}
         for cols in groups:
             numeric = [k for k, v in cols.items() if v.dtype != object]
-            if numeric:
-                blocks.append(
-                    (numeric, np.array([cols[k] for k in numeric], dtype=np.float32).reshape(len(numeric), n))
-                )
+            numbers.extend([cols[k] for k in numeric])
+            names += numeric
             text.update({k: v for k, v in cols.items() if v.dtype == object})
         if self.groups_["group_stats"]:
-            have = {k for names, _ in blocks for k in names} | text.keys()
-            keys = sorted({c for keys in GROUP_KEYS.values() for c in keys} - have)
+            keys = sorted({c for keys in GROUP_KEYS.values() for c in keys} - set(names) - text.keys())
             text.update(zip(keys, stateless.strings(*map(ctx.column, keys)), strict=True))
-        out = _frame(blocks, text, n)
+        self._width = len(names)  # the next call allocates its block once
+        block = numbers.finish(spare)
+        out = feature_frame(block[: len(names)], names, text, n)
         secs = time.perf_counter() - t0
         log.debug(
             "extracted %d rows x %d columns in %.2fs (%.0f rows/s)",
@@ -149,7 +156,7 @@ class FeatureBuilder:
             secs,
             len(out) / max(secs, 1e-9),
         )
-        return out
+        return out, block
 
     def fit(self, S: pd.DataFrame, y=None) -> FeatureBuilder:
         """Learn vocabularies and segment statistics from ``S`` = ``extract`` of TRAIN rows only.
@@ -190,24 +197,60 @@ class FeatureBuilder:
         column, for one row or a million: ~300 column look-ups and one-column blocks would cost several
         ms per call, which a one-row request pays in full.
         """
-        if not hasattr(self, "feature_names_"):
-            raise ValueError("FeatureBuilder is not fitted: call fit(extract(train_table)) first")
+        pos = self._positions(S)
+        k = len(self.numeric_features_)
+        block = np.empty((k + self._n_stats, len(S)), dtype=np.float32)
+        block[:k] = column_run(S, pos[:k]).to_numpy(np.float32).T
+        return self._encode(S, pos, block)
+
+    def transform_table(self, table: pa.Table) -> tuple[pd.DataFrame, FloatMatrix | None]:
+        """``transform(extract(table))`` (same columns, dtypes and values), and X as one float32 matrix with
+        the categorical codes (:class:`ltv.frames.FloatMatrix`), the numbers written once: extraction
+        leaves rows for the segment statistics and the codes after its numbers; X's float block and the
+        matrix are that block. (Separately, transform copies a frame's numbers into a new block and the
+        model copies them into its matrix: at 200k rows x 300 columns each copy costs ~0.05-0.5 s, mostly
+        first writes to fresh memory.) The matrix is None where S's numbers are not the fitted ones in
+        order (X comes from ``transform`` then)."""
+        self._check_fitted()
+        S, block = self._extract(table, spare=self._n_stats + len(self.categorical_features_))
+        pos = self._positions(S)
+        k = len(self.numeric_features_)
+        if len(block) != len(self.feature_names_) or (pos[:k] != np.arange(k)).any():
+            return self.transform(S), None
+        X = self._encode(S, pos, block)
+        return X, FloatMatrix(self.feature_names_, self._categories, block.T)
+
+    def _positions(self, S: pd.DataFrame) -> np.ndarray:
+        """Positions in ``S`` of the numeric features, then the categorical ones; raises if any is missing."""
+        self._check_fitted()
         self._check_frame(S)
         pos = S.columns.get_indexer(self._needed)
         if (pos < 0).any():
             missing = list(self._needed[pos < 0])
             raise ValueError(f"transform: columns {missing[:5]} (of {len(missing)}) missing from the frame")
+        return pos
+
+    def _encode(self, S: pd.DataFrame, pos: np.ndarray, block: np.ndarray) -> pd.DataFrame:
+        """X from ``block``, whose first rows hold S's numeric features: fills the next ones with the
+        segment statistics, encodes the categorical columns, and writes their codes (NaN for missing) to
+        the rows after those where the block has them (:meth:`transform_table`)."""
         k = len(self.numeric_features_)
         stats = self.group_stats_.transform(S) if self.group_stats_ is not None else {}
-        block = np.empty((k + len(stats), len(S)), dtype=np.float32)
-        block[:k] = column_run(S, pos[:k]).to_numpy(np.float32).T
         for j, v in enumerate(stats.values()):  # ordered as group_stats_.feature_names_
             block[k + j] = v  # float64 -> float32: astype's rounding
-        blocks = [(block, np.arange(len(block)))]
+        numbers = block[: k + len(stats)]
+        blocks = [(numbers, np.arange(len(numbers)))]
         raw = column_run(S, pos[k:]).to_numpy(dtype=object)
         for j, c in enumerate(self.categorical_features_):
-            blocks.append((self.encoder_.transform_column(c, raw[:, j]), np.array([len(block) + j])))
+            encoded = self.encoder_.transform_column(c, raw[:, j])
+            blocks.append((encoded, np.array([len(numbers) + j])))
+            if len(block) > len(numbers):
+                block[len(numbers) + j] = np.where(encoded.codes < 0, np.nan, encoded.codes)
         return create_dataframe_from_blocks(blocks, index=S.index, columns=self._output)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "feature_names_"):
+            raise ValueError("FeatureBuilder is not fitted: call fit(extract(train_table)) first")
 
     def _derive(self) -> None:
         """Index objects transform reads with, built once per fitted state (at fit and unpickling):
@@ -215,10 +258,19 @@ class FeatureBuilder:
         everywhere in the feature frames: pandas 3's ``str`` Index compares and looks up ~10x slower."""
         self._needed = pd.Index(self.numeric_features_ + self.categorical_features_, dtype=object)
         self._output = pd.Index(self.feature_names_, dtype=object)
+        self._n_stats = len(self.group_stats_.feature_names_) if self.group_stats_ is not None else 0
+        self._categories = [list(self.encoder_.categories(c)) for c in self.categorical_features_]
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        for derived in ("_plan", "_needed", "_output"):  # rebuilt on unpickling
+        for derived in (
+            "_plan",
+            "_width",
+            "_needed",
+            "_output",
+            "_n_stats",
+            "_categories",
+        ):  # rebuilt on unpickling
             state.pop(derived, None)
         return state
 
@@ -235,23 +287,3 @@ class FeatureBuilder:
     def _check_frame(S: pd.DataFrame) -> None:
         if not isinstance(S, pd.DataFrame) and not is_dask(S):
             raise TypeError(f"expected the DataFrame returned by extract(), got {type(S).__name__}")
-
-
-def _frame(
-    blocks: list[tuple[list[str], np.ndarray]], strings: dict[str, np.ndarray], n: int
-) -> pd.DataFrame:
-    """The extracted numbers as one float32 block (the groups' blocks in order), then the string columns
-    as one object block. Two blocks cost the same to build for one row or a million, where one block per
-    column costs ~2.5 ms for ~300 columns; and transform reads either part as a view of its block (the
-    copy made here saves the one pandas would make there). Explicit object dtype keeps None for null
-    whatever pandas' string inference default is."""
-    names = [k for group, _ in blocks for k in group]
-    numbers = np.concatenate([b for _, b in blocks]) if blocks else np.empty((0, n), np.float32)
-    parts = [(numbers, np.arange(len(names)))]
-    if strings:
-        text = np.empty((len(strings), n), dtype=object)
-        for j, v in enumerate(strings.values()):
-            text[j] = v
-        parts.append((text, np.arange(len(names), len(names) + len(strings))))
-    names += list(strings)
-    return create_dataframe_from_blocks(parts, index=pd.RangeIndex(n), columns=pd.Index(names, dtype=object))

@@ -77,6 +77,10 @@ class CategoryEncoder:
         if "vocab_" in state:
             self._derive()
 
+    def categories(self, c: str) -> pd.Index:
+        """The categories of column ``c``'s output: the vocabulary, then ``'__other__'``, ``'__unseen__'``."""
+        return self._lookups[c][2].categories
+
     def transform_column(self, c: str, values: pd.Series) -> pd.Categorical:
         """Encode one column; each distinct value is looked up once (factorize, then a small table)."""
         index, rare, dtype = self._lookups[c]

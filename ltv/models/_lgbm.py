@@ -85,6 +85,13 @@ def lgbm_matrix(X, features, booster, cache: list | None = None) -> np.ndarray:
     return matrix
 
 
+def matrix_cache(matrix) -> list:
+    """A per-call cache for :func:`lgbm_matrix` that starts with ``matrix`` (an ``ltv.frames.FloatMatrix``
+    made with the frame, or None): boosters trained on exactly its columns and categories take it as it
+    is, being what :func:`_pandas_matrix` would build for them."""
+    return [] if matrix is None else [("matrix", matrix.columns, matrix.categories, matrix.values)]
+
+
 def _cached_scores(cache: list | None, booster, num_iteration):
     """Scores :func:`prefetch_scores` left in ``cache`` for ``booster`` at ``num_iteration``, or None."""
     rounds = None

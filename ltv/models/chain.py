@@ -26,7 +26,7 @@ import pandas as pd
 from ltv.contract import TARGET
 from ltv.daskframe import is_dask
 from ltv.models._first_stage import FirstStageFit
-from ltv.models._lgbm import prefetch_scores
+from ltv.models._lgbm import matrix_cache, prefetch_scores
 from ltv.models._progress import FitClock, stage
 from ltv.models._stacking import StackingFit
 from ltv.models.booster import check_frame
@@ -112,11 +112,12 @@ class LTVModel(FirstStageFit, StackingFit):
         return np.sort(order[:cut]), np.sort(order[cut:])
 
     # ---- first-stage outputs ---------------------------------------------------------------------
-    def _columns(self, X, clf=None, reg=None, whale=None, direct=None) -> dict[str, np.ndarray]:
-        """First-stage outputs per row (name -> array; see :func:`first_stage_columns`)."""
+    def _columns(self, X, clf=None, reg=None, whale=None, direct=None, matrix=None) -> dict[str, np.ndarray]:
+        """First-stage outputs per row (name -> array; see :func:`first_stage_columns`). ``matrix``: X as
+        the float32 matrix its boosters read, where the caller has it (``ltv.frames.FloatMatrix``)."""
         clf, reg, whale = clf or self.classifier_, reg or self.regressor_, whale or self.whale_
         direct = direct or getattr(self, "direct_", None)
-        cache = []  # X converted to LightGBM's matrix once, shared by every booster below
+        cache = matrix_cache(matrix)  # X converted to LightGBM's matrix once, shared by every booster below
         prefetch_scores(X, _score_requests(clf, reg, whale, direct), cache)  # compiled ones: one pass
         raw = clf.predict_raw(X, cache)
         p = raw if clf.calibrator_ is None else clf.calibrator_.transform(raw)
@@ -128,8 +129,8 @@ class LTVModel(FirstStageFit, StackingFit):
             cols["log_direct"] = direct.log_array(X, cache)[:, 0]
         return cols
 
-    def _frame(self, X, clf=None, reg=None, whale=None, direct=None) -> pd.DataFrame:
-        return pd.DataFrame(self._columns(X, clf, reg, whale, direct), index=X.index)
+    def _frame(self, X, clf=None, reg=None, whale=None, direct=None, matrix=None) -> pd.DataFrame:
+        return pd.DataFrame(self._columns(X, clf, reg, whale, direct, matrix), index=X.index)
 
     # ---- public API --------------------------------------------------------------------------------
     def fit(self, train: LabelledRows, valid: LabelledRows) -> LTVModel:
@@ -241,21 +242,24 @@ class LTVModel(FirstStageFit, StackingFit):
 
         return tree_compiler.compile_boosters(self.boosters(), directory)
 
-    def predict_parts(self, X) -> pd.DataFrame:
+    def predict_parts(self, X, matrix=None) -> pd.DataFrame:
         """Per row: p_buyer_raw, p_buyer (calibrated), whale_score, p_gated, log_rev_<h> (E[log1p y |
-        buyer, x]), rev_<h> (E[y | buyer, x] in dollars), hurdle (product prediction), final."""
+        buyer, x]), rev_<h> (E[y | buyer, x] in dollars), hurdle (product prediction), final.
+        ``matrix``: X as its boosters' float32 matrix where the caller has it (``ltv.frames.FloatMatrix``,
+        which ``LTVPipeline`` gets from the feature builder), else built from X."""
         self._check_fitted()
         check_frame(X)
-        frame = self._frame(X)
+        frame = self._frame(X, matrix=matrix)
         frame["hurdle"] = hurdle_prediction(
             frame["p_gated"], frame["log_rev_d7"], frame["rev_d7"], self.objective
         )
         frame["final"] = self._final(frame, X)
         return frame
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X, matrix=None) -> np.ndarray:
         """Final ``iap_revenue_d7`` prediction in dollars: finite, >= 0 (``predict_parts``' "final",
-        computed on arrays: no DataFrame per stage, which a one-row request would pay ~2 ms for)."""
+        computed on arrays: no DataFrame per stage, which a one-row request would pay ~2 ms for).
+        ``matrix``: as in :meth:`predict_parts`."""
         self._check_fitted()
         check_frame(X)
-        return self._final(self._columns(X), X)
+        return self._final(self._columns(X, matrix=matrix), X)
