@@ -158,3 +158,33 @@ def test_feature_encodings_fitted_on_partitions_equal_the_in_memory_fit():
     for key, grid in local.group_stats_.grids_.items():
         np.testing.assert_array_equal(dist.group_stats_.grids_[key], grid)
     pd.testing.assert_frame_equal(X.reset_index(drop=True), local.transform(S))
+
+
+def test_lightgbm_dask_rounds_reach_the_fit_stage_progress(data, limited_cluster):
+    """The workers' rounds come back to this process's fit stage (Dask events), so the progress line of a
+    lightgbm.dask booster reads round / total / valid like a one-process one's."""
+    import time as _time
+
+    from ltv.models import _progress
+    from ltv.models.dask_lgbm import TARGET_COLUMN, WEIGHT_COLUMN, fit_dask_booster
+
+    X, labels = data["train"][0].iloc[:6000], data["train"][1].iloc[:6000]
+    Xd, Ld = _on_cluster(limited_cluster, X, labels, npartitions=4)
+    y = np.log1p(Ld["iap_revenue_d7"].clip(lower=0))
+    frame = Xd.assign(**{TARGET_COLUMN: y, WEIGHT_COLUMN: 1.0})
+    Xv, Lv = data["valid"][0].iloc[:2000], data["valid"][1].iloc[:2000]
+    params = {"n_estimators": 25, "learning_rate": 0.1, "num_leaves": 7, "verbose": -1}
+    with _progress.FitClock(every_s=3600) as clock, _progress.stage("direct", len(X)):
+        entry = _progress.current_stage()
+        model, rounds = fit_dask_booster(
+            lgb.DaskLGBMRegressor, params, frame, (Xv, np.log1p(Lv["iap_revenue_d7"].clip(lower=0))), None
+        )
+        deadline = _time.monotonic() + 10  # events travel worker -> scheduler -> client on their own
+        while entry.round != 25 and _time.monotonic() < deadline:
+            _time.sleep(0.05)
+        line = entry.line(_time.perf_counter())
+    assert rounds == 25 and model.booster_.current_iteration() == 25
+    assert (entry.round, entry.total) == (25, 25)
+    assert entry.valid.startswith("l2 ") and float(entry.valid.split()[1]) > 0
+    assert "round 25/25" in line and "valid l2" in line
+    assert "direct" in clock.times

@@ -117,7 +117,9 @@ def stage(name: str, rows: int = 0) -> Iterator[None]:
                  f"{entry.rows / max(seconds, 1e-9):,.0f}")  # fmt: skip
 
 
-def _current() -> _Open | None:
+def current_stage() -> _Open | None:
+    """The innermost running stage of this context's fit clock (None outside one): what a booster's
+    progress reports update (round, total, valid)."""
     clock, path = _CLOCK.get(), ".".join(_PATH.get())
     if clock is None or not path:
         return None
@@ -142,7 +144,7 @@ def set_trial(trial, stage_name: str | None = "first_stage.classifier") -> None:
 def booster_callbacks(n_rounds: int, has_eval: bool) -> list:
     """LightGBM callbacks for the booster about to be fitted in the current stage (maybe none)."""
     out = []
-    entry = _current()
+    entry = current_stage()
     if entry is not None:
         entry.total = int(n_rounds)
 

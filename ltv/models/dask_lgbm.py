@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+
+from ltv.models import _progress
 
 log = logging.getLogger(__name__)
 TARGET_COLUMN, WEIGHT_COLUMN = "__ltv_target", "__ltv_weight"  # a booster frame's target and weight
@@ -97,6 +100,50 @@ def _first_copy(feval, n: int):
     return metric
 
 
+class _WorkerRounds:
+    """LightGBM callback for a ``lightgbm.dask`` fit: where the rounds run (each worker), it sends the round
+    and the first valid metric to the client as a Dask event (``Worker.log_event`` on ``topic``) at most
+    every ``every_s`` seconds and at the last round; the client's handler (:func:`_follow_rounds`) puts
+    them in the running fit stage, whose progress line then reads as a one-process booster's."""
+
+    order = 5
+
+    def __init__(self, topic: str, every_s: float = 1.0):
+        self.topic, self.every_s, self._last = topic, float(every_s), 0.0
+
+    def __call__(self, env) -> None:
+        now = time.monotonic()
+        last_round = env.iteration + 1 >= env.end_iteration
+        if now - self._last < self.every_s and not last_round:
+            return
+        self._last = now
+        valid = None
+        if env.evaluation_result_list:
+            _, metric, value, _ = env.evaluation_result_list[0][:4]
+            valid = f"{metric} {value:.5f}"
+        from distributed import get_worker
+
+        get_worker().log_event(
+            self.topic, {"round": env.iteration + 1, "total": env.end_iteration, "valid": valid}
+        )
+
+
+def _follow_rounds(client, entry):
+    """(callbacks for the fit, a function that stops following): the workers' round events go into the
+    fit stage ``entry`` (``ltv.models._progress``) of this process, or nowhere outside a chain fit."""
+    if entry is None:
+        return [], lambda: None
+    topic = f"ltv-rounds-{uuid.uuid4().hex}"
+
+    def handler(event):
+        msg = event[1]
+        entry.round, entry.total = max(entry.round or 0, int(msg["round"])), int(msg["total"])
+        entry.valid = msg["valid"] or entry.valid
+
+    client.subscribe_topic(topic, handler)
+    return [_WorkerRounds(topic)], lambda: client.unsubscribe_topic(topic)
+
+
 def fit_dask_booster(factory, params: dict, frame, eval_set=None, patience=None, eval_metric=None):
     """Fit ``factory(**params)`` (``lightgbm.DaskLGBMClassifier`` / ``DaskLGBMRegressor``) on ``frame``
     (features plus :data:`TARGET_COLUMN` and :data:`WEIGHT_COLUMN`, a Dask DataFrame on the default
@@ -128,7 +175,11 @@ def fit_dask_booster(factory, params: dict, frame, eval_set=None, patience=None,
     started = time.perf_counter()
     log.info("lightgbm.dask: %d rounds on %s rows in %d partitions", estimator.n_estimators, f"{rows:,}",
              frame.npartitions)  # fmt: skip
-    estimator.fit(X, y, sample_weight=w, **kwargs)
+    callbacks, stop_following = _follow_rounds(client, _progress.current_stage())
+    try:
+        estimator.fit(X, y, sample_weight=w, callbacks=callbacks, **kwargs)
+    finally:
+        stop_following()
     seconds = time.perf_counter() - started
     log.info("lightgbm.dask: %s rows x %d rounds in %.1f s (%s rows/s)", f"{rows:,}", estimator.n_estimators,
              seconds, f"{rows / max(seconds, 1e-9):,.0f}")  # fmt: skip
