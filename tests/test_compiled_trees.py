@@ -257,10 +257,12 @@ def test_processes_loading_one_model_share_the_compile(tmp_path):
 
 
 def _compile_into(booster, obj) -> None:
-    """Compile ``booster`` with lleaves straight into the cache file ``obj`` (what the other process does)."""
+    """Compile ``booster`` with lleaves straight into the cache file ``obj`` (what the other process does).
+    Its model text goes to a file of its own: rewriting the cache's ``<key>.txt`` in place could hand the
+    waiting thread a half-written file (the cache writes it once, atomically)."""
     import lleaves
 
-    text = obj.with_suffix(".txt")
+    text = obj.with_name("other.txt")
     text.write_text(booster.model_to_string())
     model = lleaves.Model(model_file=str(text))
     tmp = obj.with_name("other.o.tmp")
