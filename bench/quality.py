@@ -33,26 +33,22 @@ from ltv.tasks.train import build_model  # noqa: E402
 KEYS = ("rmsle", "gain", "rmse", "gini", "buyer_auc", "total_ratio", "fit_s")
 
 
+# the single-LightGBM baseline on log1p(y): its parameters and early-stopping patience (bench/train.py fits
+# the same booster on a cluster with lightgbm.dask)
+SINGLE_LGBM = dict(n_estimators=2000, learning_rate=0.05, num_leaves=63, min_child_samples=50, subsample=0.8,
+                   subsample_freq=1, colsample_bytree=0.8, verbose=-1)  # fmt: skip
+SINGLE_LGBM_PATIENCE = 100
+
+
 def single_lgbm(X, y, X_valid, y_valid, seed):
     import lightgbm as lgb
 
-    model = lgb.LGBMRegressor(
-        n_estimators=2000,
-        learning_rate=0.05,
-        num_leaves=63,
-        min_child_samples=50,
-        subsample=0.8,
-        subsample_freq=1,
-        colsample_bytree=0.8,
-        random_state=seed,
-        n_jobs=2,
-        verbose=-1,
-    )
+    model = lgb.LGBMRegressor(**SINGLE_LGBM, random_state=seed, n_jobs=2)
     model.fit(
         X,
         np.log1p(y),
         eval_set=[(X_valid, np.log1p(y_valid))],
-        callbacks=[lgb.early_stopping(100, verbose=False)],
+        callbacks=[lgb.early_stopping(SINGLE_LGBM_PATIENCE, verbose=False)],
     )
     return lambda Z: np.expm1(np.clip(model.predict(Z), 0, None))
 

@@ -37,7 +37,7 @@ sys.path.append(str(ROOT))  # appended: a PYTHONPATH checkout (e.g. an older com
 import psutil  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
-from quality import single_lgbm  # noqa: E402  (bench/ is the script's folder)
+from quality import SINGLE_LGBM, SINGLE_LGBM_PATIENCE, single_lgbm  # noqa: E402  (bench/ is the script's folder)
 
 from ltv import cluster  # noqa: E402
 from ltv.config import CONFIG_DIR  # noqa: E402
@@ -113,8 +113,9 @@ def measure(name, fit, predict, X_h, lab_h, n_train, zero, best) -> dict:
 
 
 def _single_on_cluster(X, lab, X_v, y_v, seed):
-    """The single LightGBM of ``bench/quality.py`` (same parameters) as ``lightgbm.DaskLGBMRegressor`` on
-    the train partitions, cut at its valid curve's best round (patience 100, its early stopping)."""
+    """The single LightGBM of ``bench/quality.py`` (its ``SINGLE_LGBM`` parameters) as
+    ``lightgbm.DaskLGBMRegressor`` on the train partitions, cut at its valid curve's best round (its
+    early-stopping patience)."""
     import lightgbm as lgb
 
     def with_target(x, labels):
@@ -122,9 +123,10 @@ def _single_on_cluster(X, lab, X_v, y_v, seed):
         return x.assign(**{TARGET_COLUMN: target, WEIGHT_COLUMN: 1.0})
 
     frame = X.map_partitions(with_target, lab, meta=with_target(X._meta, lab._meta))
-    params = dict(n_estimators=2000, learning_rate=0.05, num_leaves=63, min_child_samples=50, subsample=0.8,
-                  subsample_freq=1, colsample_bytree=0.8, random_state=seed, verbose=-1)  # fmt: skip
-    model, _ = fit_dask_booster(lgb.DaskLGBMRegressor, params, frame, (X_v, np.log1p(y_v)), patience=100)
+    params = {**SINGLE_LGBM, "random_state": seed}
+    model, _ = fit_dask_booster(
+        lgb.DaskLGBMRegressor, params, frame, (X_v, np.log1p(y_v)), patience=SINGLE_LGBM_PATIENCE
+    )
     return lambda Z: np.expm1(np.clip(model.predict(Z), 0, None))
 
 
