@@ -200,12 +200,13 @@ class NegativeUndersampler(_HistogramSampler):
 
     Parameters
     ----------
-    keep_rate : share of the zero-revenue rows kept, in (0, 1]; 1 keeps every row.
+    keep_rate : share of the zero-revenue rows kept, in (0, 1]; 1 (the code default: no sampling) keeps every
+        row; the chosen share lives in ``conf/sampling/negatives.yaml``.
     correction : 'weights' (default) or 'calibration'.
     random_state : seed of the draw.
     """
 
-    def __init__(self, keep_rate: float = 0.25, correction: str = "weights", random_state: int | None = 0):
+    def __init__(self, keep_rate: float = 1.0, correction: str = "weights", random_state: int | None = 0):
         super().__init__(n_bins=1, correction=correction, random_state=random_state)
         self.keep_rate = keep_rate
 

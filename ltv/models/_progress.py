@@ -141,6 +141,15 @@ def set_trial(trial, stage_name: str | None = "first_stage.classifier") -> None:
     _TRIAL["trial"], _TRIAL["stage"] = trial, stage_name
 
 
+def valid_text(env) -> str | None:
+    """A LightGBM callback environment's first valid metric as a progress line shows it ("l2 0.12345"), or
+    None when the fit has no eval set."""
+    if not env.evaluation_result_list:
+        return None
+    _, metric, value, _ = env.evaluation_result_list[0][:4]
+    return f"{metric} {value:.5f}"
+
+
 def booster_callbacks(n_rounds: int, has_eval: bool) -> list:
     """LightGBM callbacks for the booster about to be fitted in the current stage (maybe none)."""
     out = []
@@ -150,9 +159,7 @@ def booster_callbacks(n_rounds: int, has_eval: bool) -> list:
 
         def progress(env):
             entry.round = env.iteration + 1
-            if env.evaluation_result_list:
-                _, metric, value, _ = env.evaluation_result_list[0][:4]
-                entry.valid = f"{metric} {value:.5f}"
+            entry.valid = valid_text(env) or entry.valid
 
         progress.order = 5
         out.append(progress)

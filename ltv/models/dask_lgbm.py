@@ -117,14 +117,11 @@ class _WorkerRounds:
         if now - self._last < self.every_s and not last_round:
             return
         self._last = now
-        valid = None
-        if env.evaluation_result_list:
-            _, metric, value, _ = env.evaluation_result_list[0][:4]
-            valid = f"{metric} {value:.5f}"
         from distributed import get_worker
 
         get_worker().log_event(
-            self.topic, {"round": env.iteration + 1, "total": env.end_iteration, "valid": valid}
+            self.topic,
+            {"round": env.iteration + 1, "total": env.end_iteration, "valid": _progress.valid_text(env)},
         )
 
 
