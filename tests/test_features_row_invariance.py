@@ -136,7 +136,7 @@ def test_transform_table_equals_transform_of_extract(fitted):
     whole, matrix = fresh.transform_table(table)
     pd.testing.assert_frame_equal(whole, fitted.transform(fitted.extract(table)), check_exact=True)
     categories = [list(whole[c].cat.categories) for c in fitted.categorical_features_]
-    expected = _lgbm._pandas_matrix(whole, fitted.feature_names_, categories)
+    expected = _lgbm.pandas_matrix(whole, fitted.feature_names_, categories)
     assert matrix.columns == fitted.feature_names_ and matrix.categories == categories
     assert matrix.values.dtype == expected.dtype == np.float32 and matrix.values.flags.f_contiguous
     np.testing.assert_array_equal(matrix.values, expected)  # NaN where NaN, every other value equal

@@ -65,7 +65,7 @@ def test_early_stopping_and_report(data):
 
 def test_kwargs_pass_through_to_lightgbm(data):
     clf = _fit(data, max_bin=31, min_split_gain=0.0)
-    params = clf.booster_.get_params()
+    params = clf.booster_.booster_.params
     assert params["max_bin"] == 31 and params["verbose"] == -1
     assert clf.get_params()["booster"]["max_bin"] == 31 and clf.lgbm_kwargs()["max_bin"] == 31
     with pytest.raises(ValueError, match="Invalid parameter 'max_bin'"):  # LightGBM's keys: in the mapping

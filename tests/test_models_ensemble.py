@@ -67,15 +67,17 @@ def test_revenue_head_total_within_10_percent(models, data, ensemble):
 
 def test_meta_learner_trains_on_log1p_target(small, monkeypatch):
     """Both heads' meta learner target is log1p(y) (rmsle: all rows; revenue: buyers), never dollars."""
-    seen = []
-    real_fit = lgb.LGBMRegressor.fit
+    from ltv.models import ensemble_fit
 
-    def spy(self, X, y, *args, **kwargs):
+    seen = []
+    real_fit = ensemble_fit.fit_booster
+
+    def spy(params, X, y, *args, **kwargs):
         if "base_enet" in getattr(X, "columns", []):
             seen.append(np.asarray(y, dtype=float))
-        return real_fit(self, X, y, *args, **kwargs)
+        return real_fit(params, X, y, *args, **kwargs)
 
-    monkeypatch.setattr(lgb.LGBMRegressor, "fit", spy)
+    monkeypatch.setattr(ensemble_fit, "fit_booster", spy)
     L = small["train"][1]
     y = L["iap_revenue_d7"].to_numpy()
     _fit(small_chain("stacking", "rmsle"), small)
@@ -131,15 +133,17 @@ def test_stacking_meta_features_come_from_models_that_did_not_see_the_row(small,
 
 
 def test_base_learner_inputs_of_the_meta_learner_are_out_of_fold(small, monkeypatch):
+    from ltv.models import ensemble_fit
+
     captured = {}
-    real_fit = lgb.LGBMRegressor.fit
+    real_fit = ensemble_fit.fit_booster
 
-    def spy(self, X, y, *args, **kwargs):
-        if "base_enet" in getattr(X, "columns", []):
+    def spy(params, X, y, *args, **kwargs):
+        if "base_enet" in getattr(X, "columns", []) and "Z" not in captured:
             captured["Z"], captured["y"] = X.copy(), np.asarray(y)
-        return real_fit(self, X, y, *args, **kwargs)
+        return real_fit(params, X, y, *args, **kwargs)
 
-    monkeypatch.setattr(lgb.LGBMRegressor, "fit", spy)
+    monkeypatch.setattr(ensemble_fit, "fit_booster", spy)
     model = _fit(small_chain("stacking", "rmsle"), small)
     ens, Z = model.ensemble_, captured["Z"]
     M = Z[[c for c in Z.columns if not c.startswith("base_")]]

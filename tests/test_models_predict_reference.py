@@ -19,7 +19,7 @@ from tests.helpers.chain_data import fit_chain, small_chain, split_data
 def _log_reference(reg, X) -> pd.DataFrame:
     out = np.empty((len(X), len(reg.boosters_)))
     for k, (model, best) in enumerate(zip(reg.boosters_, reg.best_iterations_, strict=True)):
-        out[:, k] = np.clip(model.predict(X[reg.feature_names_in_], num_iteration=best), 0.0, None) + (
+        out[:, k] = np.clip(model.booster_.predict(X[reg.feature_names_in_], num_iteration=best), 0.0, None) + (
             out[:, k - 1] if k else 0.0
         )
     return pd.DataFrame(out, columns=list(reg.horizons), index=X.index)
@@ -30,7 +30,7 @@ def _stacking_reference(ens, frame, X) -> np.ndarray:
     M = M.clip(ens.lo_, ens.hi_, axis=1)
     Z = ens._with_base(M, {name: m.predict(M) for name, m in ens.base_.items()})[ens.meta_features_]
     score = np.clip(
-        Z[ens.init_column_].to_numpy() + ens.meta_.predict(Z, num_iteration=ens.meta_iteration_), 0.0, None
+        Z[ens.init_column_].to_numpy() + ens.meta_.booster_.predict(Z, num_iteration=ens.meta_iteration_), 0.0, None
     )
     if ens.objective_ == "revenue":
         factor = np.log1p(frame["rev_d7"].to_numpy()) - frame["log_rev_d7"].to_numpy()
@@ -39,18 +39,18 @@ def _stacking_reference(ens, frame, X) -> np.ndarray:
 
 
 def reference_predict(model, X) -> np.ndarray:
-    """The chain's prediction through the public sklearn / LightGBM APIs on DataFrames (the old path)."""
+    """The chain's prediction through LightGBM's own Booster.predict on DataFrames (the old path)."""
     clf, reg, gate, whale_model = model.classifier_, model.regressor_, model.gate_, model.whale_
-    raw = clf.booster_.predict_proba(X[clf.feature_names_in_], num_iteration=clf.best_iteration_)[:, 1]
+    raw = clf.booster_.booster_.predict(X[clf.feature_names_in_], num_iteration=clf.best_iteration_)
     p = raw if clf.calibrator_ is None else clf.calibrator_.transform(raw)
     whale = np.zeros(len(X))
     if whale_model is not None and whale_model.fitted:
         features, rounds = whale_model.feature_names_in_, whale_model.best_iteration_
-        whale = whale_model.booster_.predict_proba(X[features], num_iteration=rounds)[:, 1]
+        whale = whale_model.booster_.booster_.predict(X[features], num_iteration=rounds)
     log_rev = _log_reference(reg, X)
     s2 = np.column_stack(
         [
-            np.clip(m.predict(X[reg.feature_names_in_], num_iteration=best), 0, None)
+            np.clip(m.booster_.predict(X[reg.feature_names_in_], num_iteration=best), 0, None)
             for m, best in reg.variance_
         ]
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 
-import lightgbm as lgb
 import numpy as np
 import optuna
 import pytest
@@ -71,10 +70,10 @@ def _xy(seed=0, n=3000):
 def test_booster_progress_reports_round_and_valid_loss(caplog):
     caplog.set_level(logging.INFO, logger="ltv.fit")
     X, y = _xy()
-    model = lgb.LGBMClassifier(n_estimators=400, learning_rate=0.01, verbose=-1, n_jobs=1)
+    params = {"objective": "binary", "n_estimators": 400, "learning_rate": 0.01, "n_jobs": 1}
     with _progress.FitClock(every_s=0.05), _progress.stage("classifier", rows=len(X)):
-        rounds = fit_booster(
-            model, X[:2000], y[:2000], eval_set=(X[2000:], y[2000:]), early_stopping_rounds=50
+        _, rounds = fit_booster(
+            params, X[:2000], y[:2000], eval_set=(X[2000:], y[2000:]), early_stopping_rounds=50
         )
         time.sleep(0.2)  # one more heartbeat after the last round
     assert 1 <= rounds <= 400
@@ -90,11 +89,11 @@ def test_trial_handle_prunes_the_named_stage_only():
     try:
         with _progress.FitClock(every_s=30):
             with _progress.stage("whale"):  # another stage: no report, no pruning
-                fit_booster(lgb.LGBMClassifier(n_estimators=30, verbose=-1, n_jobs=1), X[:2000], y[:2000],
+                fit_booster({"objective": "binary", "n_estimators": 30, "n_jobs": 1}, X[:2000], y[:2000],
                             eval_set=(X[2000:], y[2000:]), early_stopping_rounds=50)  # fmt: skip
             assert trial.storage.get_trial(trial._trial_id).intermediate_values == {}
             with _progress.stage("classifier"), pytest.raises(optuna.TrialPruned, match="round 10"):
-                fit_booster(lgb.LGBMClassifier(n_estimators=300, verbose=-1, n_jobs=1), X[:2000], y[:2000],
+                fit_booster({"objective": "binary", "n_estimators": 300, "n_jobs": 1}, X[:2000], y[:2000],
                             eval_set=(X[2000:], y[2000:]), early_stopping_rounds=50)  # fmt: skip
     finally:
         _progress.set_trial(None)

@@ -175,7 +175,7 @@ def test_refit_on_eval_keeps_each_horizons_rounds_and_learns_from_the_eval_rows(
     truth = np.log1p(labels["iap_revenue_d7"].to_numpy()[es])
     err = lambda m: np.sqrt(np.mean((m.predict_log(X.iloc[es])["iap_revenue_d7"] - truth) ** 2))  # noqa: E731
     assert err(refit) < err(base)  # the eval rows are now training rows
-    assert "refit_on_eval" not in refit.boosters_[0].get_params()  # not passed to LightGBM
+    assert "refit_on_eval" not in refit.boosters_[0].booster_.params  # not passed to LightGBM
 
 
 def test_refit_drops_the_previous_variance_model():

@@ -24,7 +24,7 @@ def predict_threads(n_rows: int, n_jobs) -> int:
 _EXACT_IN_FLOAT32 = {np.dtype(t) for t in ("float32", "float16", "int8", "int16", "uint8", "uint16", "bool")}
 
 
-def _pandas_matrix(X, features, categories) -> np.ndarray:
+def pandas_matrix(X, features, categories) -> np.ndarray:
     """What ``lightgbm.basic._data_from_pandas`` builds: category columns become their codes under the
     training categories (unknown / missing -> NaN; a column whose categories differ is re-coded with
     ``set_categories``, as LightGBM does), the rest their values. The numeric columns are read as one
@@ -54,7 +54,8 @@ def _pandas_matrix(X, features, categories) -> np.ndarray:
     dtype = np.float32 if exact32 and max(n_codes, default=0) < 2**24 else np.float64
     # built transposed (one contiguous row per feature) and returned as its column-major view, which
     # LightGBM reads without a copy
-    out = np.empty((len(features), len(X)), dtype=dtype)
+    matrix = np.empty((len(X), len(features)), dtype=dtype, order="F")  # owns its memory (no view's base)
+    out = matrix.T
     if numeric:
         block = column_run(X, pos[numeric]).to_numpy(dtype=dtype, na_value=np.nan).T
         prefix = numeric == list(range(len(numeric)))  # the usual layout: categoricals last
@@ -64,7 +65,7 @@ def _pandas_matrix(X, features, categories) -> np.ndarray:
         if categories is not None and col.categories.tolist() != list(categories[k]):
             col = col.set_categories(categories[k])
         out[j] = np.where(col.codes < 0, np.nan, col.codes)
-    return out.T
+    return matrix
 
 
 def lgbm_matrix(X, features, booster, cache: list | None = None) -> np.ndarray:
@@ -79,7 +80,7 @@ def lgbm_matrix(X, features, booster, cache: list | None = None) -> np.ndarray:
         for entry in cache:
             if entry[0] == "matrix" and entry[1] == features and entry[2] == categories:
                 return entry[3]
-    matrix = _pandas_matrix(X, features, categories)
+    matrix = pandas_matrix(X, features, categories)
     if cache is not None:
         cache.append(("matrix", list(features), categories, matrix))
     return matrix

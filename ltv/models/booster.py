@@ -10,7 +10,6 @@ defaults; ``early_stopping_rounds=None``: no early stopping), every chosen value
 
 from __future__ import annotations
 
-import inspect
 import threading
 
 import lightgbm as lgb
@@ -19,9 +18,6 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from ltv.models import _parallel, _progress
-
-# LightGBM 4.7 deprecates eval_set in favour of eval_X / eval_y; older 4.x only knows eval_set
-_EVAL_XY = "eval_X" in inspect.signature(lgb.LGBMModel.fit).parameters
 
 # One LightGBM Dataset construction at a time in a process. Two concurrent fits (``train.concurrent_fits``)
 # that built their Datasets at the same moment crashed the process (SIGSEGV inside LightGBM's
@@ -80,40 +76,88 @@ def append_eval_rows(X, X_eval, sample_weight=None):
     return X_all, np.concatenate([np.asarray(sample_weight, dtype=np.float64), np.ones(len(X_eval))])
 
 
-def fit_booster(model, X, y, sample_weight=None, eval_set=None, early_stopping_rounds=None, eval_metric=None,
-                init_score=None, eval_init_score=None):  # fmt: skip
-    """Fit a LightGBM sklearn estimator, early-stopping on ``eval_set`` (first metric only) if given.
+class FittedBooster:
+    """A trained LightGBM ``Booster`` (``booster_``) with the threads it predicts with (``n_jobs``): what
+    every booster estimator keeps, read by :func:`ltv.models._lgbm.booster_predict` as it reads a fitted
+    LightGBM sklearn model (``lightgbm.dask``'s ``to_local()`` models are used the same way)."""
 
-    ``init_score`` / ``eval_init_score``: a base prediction the boosting corrects (raw score scale).
-    Returns the number of boosting rounds to use at prediction time.
+    def __init__(self, booster: lgb.Booster, n_jobs=None, evals_result: dict | None = None):
+        self.booster_ = booster
+        self.n_jobs = n_jobs
+        self.evals_result_ = evals_result or {}
+
+    def predict(self, X, num_iteration=None):
+        """Raw predictions of model matrix X at ``num_iteration`` rounds (probabilities for binary)."""
+        from ltv.models._lgbm import booster_predict
+
+        return booster_predict(self, X, self.booster_.feature_name(), num_iteration)
+
+
+def _feval(fn):
+    """A ``(y_true, y_pred) -> (name, value, higher_is_better)`` metric as LightGBM's ``feval``."""
+    return lambda preds, data: fn(data.get_label(), preds)
+
+
+def fit_booster(params: dict, X, y, sample_weight=None, eval_set=None, early_stopping_rounds=None,
+                eval_metric=None, init_score=None, eval_init_score=None) -> tuple[FittedBooster, int]:  # fmt: skip
+    """Train a LightGBM booster with ``params`` (LightGBM's own names or the sklearn aliases it accepts:
+    ``n_estimators``, ``random_state``, ``n_jobs``, ...) on model matrix ``X``: a pandas frame or
+    :class:`ltv.models.blocks.Blocks` (binned batch by batch, never one float matrix), early-stopping on
+    ``eval_set = (X_es, y_es)`` (first metric only) if given.
+
+    ``eval_metric``: ``(y_true, y_pred) -> (name, value, higher_is_better)`` callables (the metrics then
+    are these only). ``init_score`` / ``eval_init_score``: a base prediction the boosting corrects (raw
+    score scale). Returns the fitted booster and the number of rounds to predict with.
     """
+    from ltv.models.blocks import dataset
+
+    params = {"verbose": -1, **params}
+    rounds = int(params.pop("n_estimators", 100))
+    params.pop("importance_type", None)  # the sklearn wrapper's own keys: no LightGBM parameter
+    class_weight = params.pop("class_weight", None)
+    if class_weight is not None:  # as LightGBM's sklearn wrapper does: folded into the row weights
+        from sklearn.utils.class_weight import compute_sample_weight
+
+        cw = compute_sample_weight(class_weight, y)
+        sample_weight = cw if sample_weight is None else np.asarray(sample_weight, dtype=np.float64) * cw
     stopping = eval_set is not None and bool(early_stopping_rounds)
-    callbacks = _progress.booster_callbacks(model.n_estimators, stopping)
-    kwargs = {} if init_score is None else {"init_score": init_score}
-    if stopping:
-        callbacks.append(
-            lgb.early_stopping(int(early_stopping_rounds), first_metric_only=True, verbose=False)
-        )
-        if _EVAL_XY:
-            kwargs["eval_X"], kwargs["eval_y"] = (eval_set[0],), (eval_set[1],)
-        else:
-            kwargs["eval_set"] = [eval_set]
-        if eval_metric is not None:
-            kwargs["eval_metric"] = eval_metric
-        if eval_init_score is not None:
-            kwargs["eval_init_score"] = [eval_init_score]
+    callbacks = _progress.booster_callbacks(rounds, stopping)
     threads = _parallel.fit_threads()  # one of several concurrent fits: its share of the cores
-    n_jobs = model.get_params()["n_jobs"]
+    n_jobs = params.get("n_jobs")
     if threads is not None:
-        model.set_params(n_jobs=threads)
+        params["n_jobs"] = threads
+    feval = None
+    if eval_metric is not None:
+        params["metric"] = "None"
+        feval = [_feval(fn) for fn in (eval_metric if isinstance(eval_metric, list) else [eval_metric])]
+    train = dataset(X, y, sample_weight, params=params, init_score=init_score)
+    valid_sets, evals = [], {}
+    if stopping:
+        init = None if eval_init_score is None else eval_init_score
+        valid_sets = [dataset(eval_set[0], eval_set[1], reference=train, params=params, init_score=init)]
+        callbacks.append(lgb.early_stopping(int(early_stopping_rounds), first_metric_only=True, verbose=False))
+        callbacks.append(lgb.record_evaluation(evals))
     constructed = _Constructed()
     try:
-        model.fit(X, y, sample_weight=sample_weight, callbacks=[constructed, *callbacks], **kwargs)
+        booster = lgb.train(params, train, num_boost_round=rounds, valid_sets=valid_sets,
+                            valid_names=["valid"] * len(valid_sets), feval=feval,
+                            callbacks=[constructed, *callbacks])  # fmt: skip
     finally:
         constructed.release()  # a fit that failed before its first round
-        model.set_params(n_jobs=n_jobs)  # prediction keeps the configured threads
-    best = getattr(model, "best_iteration_", None)
-    return int(best) if best else int(model.n_estimators)
+    booster.pandas_categorical = _categories(X)  # predictions re-code a frame of other categories as before
+    best = booster.best_iteration if stopping else 0
+    return FittedBooster(booster, n_jobs, evals), int(best) if best else rounds
+
+
+def _categories(X) -> list[list] | None:
+    from ltv.models.blocks import Blocks
+
+    if isinstance(X, Blocks):
+        return [list(c) for c in X.categories] or None
+    if not isinstance(X, pd.DataFrame):
+        return None
+    cats = [list(X[c].cat.categories) for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
+    return cats or None
 
 
 def check_frame(X, name: str = "X"):

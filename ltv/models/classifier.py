@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import lightgbm as lgb
 import numpy as np
 
 from ltv import metrics
@@ -60,11 +59,10 @@ class BuyerClassifier(BoosterParams):
         y = metrics.binary_label(y, "buyer label")
         if y.min() == y.max():
             raise ValueError("buyer label has a single class in the train rows")
-        self.booster_ = lgb.LGBMClassifier(objective="binary", **self.lgbm_kwargs())
         if eval_set is not None:
             eval_set = (eval_set[0], metrics.binary_label(eval_set[1], "eval buyer label"))
-        self.best_iteration_ = fit_booster(
-            self.booster_, X, y, sample_weight, eval_set, self.early_stopping_rounds
+        self.booster_, self.best_iteration_ = fit_booster(
+            {"objective": "binary", **self.lgbm_kwargs()}, X, y, sample_weight, eval_set, self.early_stopping_rounds
         )
         if self.refit_on_eval and eval_set is not None:
             self._refit(X, y, sample_weight, eval_set)
@@ -92,9 +90,8 @@ class BuyerClassifier(BoosterParams):
         """Replace the booster by one trained ``best_iteration_`` rounds on train + eval rows."""
         X_all, w_all = append_eval_rows(X, eval_set[0], sample_weight)
         y_all = np.concatenate([y, eval_set[1]])
-        params = {**self.lgbm_kwargs(), "n_estimators": self.best_iteration_}
-        self.booster_ = lgb.LGBMClassifier(objective="binary", **params)
-        fit_booster(self.booster_, X_all, y_all, w_all)
+        params = {"objective": "binary", **self.lgbm_kwargs(), "n_estimators": self.best_iteration_}
+        self.booster_, _ = fit_booster(params, X_all, y_all, w_all)
 
     def _check_fitted(self):
         if not hasattr(self, "booster_"):

@@ -3,7 +3,6 @@ encodings, out-of-fold base learners, the LightGBM meta learner and the revenue 
 
 from __future__ import annotations
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.base import clone as _clone
@@ -82,7 +81,6 @@ class StackingEnsembleFit:
             oof = self._fit_base(M, target, folds)
         Z = self._with_base(M, oof)
         self.meta_features_ = list(Z.columns)
-        self.meta_ = lgb.LGBMRegressor(objective="regression", **self._learner_params(self.meta), verbose=-1)
         # the meta learner boosts a correction of a base log prediction (init_score), so early stopping
         # falls back to that base when the learned combination does not help
         self.init_column_ = "p_x_log_rev" if self.objective_ == "rmsle" else "log_rev_d7"
@@ -92,8 +90,8 @@ class StackingEnsembleFit:
                 Z_es = self._design(eval_rows.frame, eval_rows.X)
                 self.init_column_ = select_init_column(Z_es, head_target(eval_rows.y), self.objective_)
                 es, es_init = (Z_es, head_target(eval_rows.y)), Z_es[self.init_column_].to_numpy()
-            self.meta_iteration_ = fit_booster(
-                self.meta_, Z, target, None, es, self.early_stopping_rounds,
+            self.meta_, self.meta_iteration_ = fit_booster(
+                {"objective": "regression", **self._learner_params(self.meta)}, Z, target, None, es, self.early_stopping_rounds,
                 init_score=Z[self.init_column_].to_numpy(), eval_init_score=es_init,
             )  # fmt: skip
         self.smearing_ = 1.0
@@ -126,9 +124,10 @@ class StackingEnsembleFit:
             rest = np.setdiff1d(np.arange(len(Z)), block)
             if block.size == 0 or rest.size == 0:
                 continue
-            meta = _clone(self.meta_).set_params(n_estimators=max(int(self.meta_iteration_), 1))
-            meta.fit(Z.iloc[rest], target[rest], init_score=init[rest])
-            out[block] = init[block] + meta.predict(Z.iloc[block])
+            params = {"objective": "regression", **self._learner_params(self.meta),
+                      "n_estimators": max(int(self.meta_iteration_), 1)}  # fmt: skip
+            meta, rounds = fit_booster(params, Z.iloc[rest], target[rest], init_score=init[rest])
+            out[block] = init[block] + meta.predict(Z.iloc[block], num_iteration=rounds)
         return np.clip(out, 0.0, None)
 
     def _fit_meta_inputs(self, frame, X, y, folds) -> pd.DataFrame:

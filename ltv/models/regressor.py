@@ -12,7 +12,6 @@ Dollars (E[y | buyer, x], the ``revenue`` objective) come from a retransformatio
 
 from __future__ import annotations
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
@@ -102,15 +101,15 @@ class RevenueRegressor(Retransform, BoosterParams):
         base_eval = None
         for k in range(len(horizons)):
             y_k = target[:, k] - (target[:, k - 1] if k else 0.0)
-            model = lgb.LGBMRegressor(objective="regression", metric="None", **self.lgbm_kwargs())
+            params = {"objective": "regression", "metric": "None", **self.lgbm_kwargs()}
             es = None
             if eval_set is not None:
                 truth = eval_target[:, k]
                 y_es = truth - (eval_target[:, k - 1] if k else 0.0)
                 es = (eval_set[0][self.feature_names_in_], y_es)
                 fevals = [rmsle_feval(base_eval, truth), mae_feval(base_eval, truth)]
-            best = fit_booster(
-                model, X, y_k, sample_weight, es, self.early_stopping_rounds, fevals if es else None
+            model, best = fit_booster(
+                params, X, y_k, sample_weight, es, self.early_stopping_rounds, fevals if es else None
             )
             fixed = getattr(self, "best_iterations_fixed_", None)
             if fixed is not None:  # a cross-fitted copy predicts with the full model's per-horizon rounds
@@ -134,10 +133,8 @@ class RevenueRegressor(Retransform, BoosterParams):
         t_all = np.vstack([target, eval_target])
         for k, best in enumerate(self.best_iterations_):
             y_k = t_all[:, k] - (t_all[:, k - 1] if k else 0.0)
-            params = {**self.lgbm_kwargs(), "n_estimators": int(best)}
-            model = lgb.LGBMRegressor(objective="regression", metric="None", **params)
-            fit_booster(model, X_all, y_k, w_all)
-            self.boosters_[k] = model
+            params = {"objective": "regression", "metric": "None", **self.lgbm_kwargs(), "n_estimators": int(best)}
+            self.boosters_[k], _ = fit_booster(params, X_all, y_k, w_all)
 
     def fixed_clone(self):
         clone = super().fixed_clone()

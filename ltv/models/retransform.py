@@ -12,7 +12,6 @@ horizon from held-out buyers. The fit side lives here, a mixin of ``RevenueRegre
 
 from __future__ import annotations
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
@@ -84,10 +83,10 @@ class Retransform:
                 if es_pos.sum() >= 10:
                     es_r2 = (es_target[es_pos, k] - es_pred[es_pos, k] / pi) ** 2
                     es = (eval_set[0][self.feature_names_in_].iloc[np.flatnonzero(es_pos)], es_r2)
-            model = lgb.LGBMRegressor(objective="regression", **params)
             X_pos = X[self.feature_names_in_].iloc[np.flatnonzero(pos)]
             weights = None if sample_weight is None else w[pos]
-            best = fit_booster(model, X_pos, r2, weights, es, VARIANCE_EARLY_STOPPING_ROUNDS)
+            model, best = fit_booster({"objective": "regression", **params}, X_pos, r2, weights, es,
+                                      VARIANCE_EARLY_STOPPING_ROUNDS)  # fmt: skip
             self.variance_.append((model, best))
             self.spend_share_.append(pi)
         return self

@@ -3,7 +3,6 @@ stacking meta-feature."""
 
 from __future__ import annotations
 
-import lightgbm as lgb
 import numpy as np
 
 from ltv.models._lgbm import booster_predict
@@ -51,14 +50,13 @@ class WhaleClassifier(BoosterParams):
         if not self.enabled or label.sum() < MIN_WHALES or label.sum() == label.size:
             return self
         self.feature_names_in_ = list(X.columns)
-        self.booster_ = lgb.LGBMClassifier(objective="binary", **self.lgbm_kwargs())
         es = None
         if eval_set is not None:
             es_label = (np.asarray(eval_set[1], dtype=np.float64) >= self.whale_value_).astype(int)
             if 0 < es_label.sum() < es_label.size:
                 es = (eval_set[0][self.feature_names_in_], es_label)
-        self.best_iteration_ = fit_booster(
-            self.booster_, X, label, sample_weight, es, self.early_stopping_rounds
+        self.booster_, self.best_iteration_ = fit_booster(
+            {"objective": "binary", **self.lgbm_kwargs()}, X, label, sample_weight, es, self.early_stopping_rounds
         )
         return self
 

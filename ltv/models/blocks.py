@@ -1,0 +1,177 @@
+"""Blocks: a window's model matrix as per-file float32 blocks, the way training data reaches LightGBM.
+
+A window of the real export (13.7M train rows, ~300 features) is ~16 GB as float32 and several times
+that as a pandas frame; LightGBM's binned Dataset of it is ~1 byte per feature. So the training loader
+encodes each file where it is read into one float32 ``(rows, columns)`` block (categories as codes of
+the fitted vocabulary, ``FeatureBuilder.transform_table``), writes it to a ``.npy`` file and keeps only
+labels and request times; :func:`dataset` then builds the binned Dataset from the blocks through
+``lightgbm.Sequence`` batches, and predictions stream block by block (:meth:`Blocks.frames`). Small
+subsets (the ~3% buyers the regressors and whale model train on) become a pandas frame
+(:meth:`Blocks.frame`).
+
+:func:`dataset` takes a pandas model matrix too (the buyers' frame, tests): the float matrix LightGBM's own
+pandas conversion builds, in one block.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from pandas.api.internals import create_dataframe_from_blocks
+
+from ltv.frames import FloatMatrix
+
+BATCH_ROWS = 65_536  # rows a Sequence hands LightGBM at a time (~80 MB of float32 at 300 columns)
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One block: an ``(n, columns)`` float32 array in memory or a ``.npy`` file of one, and the rows of it
+    that belong to the window (``rows``: sorted positions; None for all)."""
+
+    source: np.ndarray | str
+    n: int
+    rows: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.n if self.rows is None else len(self.rows)
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The part's rows ``start:stop`` (of its own rows) as a C-contiguous float32 array."""
+        stop = len(self) if stop is None else stop
+        if self.rows is None:
+            lo, hi, pick = start, stop, None
+        else:
+            pos = self.rows[start:stop]
+            lo, hi = (int(pos[0]), int(pos[-1]) + 1) if len(pos) else (0, 0)
+            pick = pos - lo
+        if isinstance(self.source, np.ndarray):
+            values = self.source[lo:hi]
+        else:  # mapped only while read: touched pages do not stay in the process
+            mapped = np.load(self.source, mmap_mode="r")
+            values = np.array(mapped[lo:hi])
+            del mapped
+        return np.ascontiguousarray(values if pick is None else values[pick])
+
+    def take(self, positions: np.ndarray) -> Part:
+        """The part cut to ``positions`` of its own rows."""
+        base = np.arange(self.n) if self.rows is None else self.rows
+        return dataclasses.replace(self, rows=base[np.asarray(positions, dtype=np.int64)])
+
+
+class _PartRows(lgb.Sequence):
+    """A part as the rows LightGBM samples (bin boundaries) and pushes (binning) from."""
+
+    batch_size = BATCH_ROWS
+
+    def __init__(self, part: Part):
+        self.part = part
+        self._mapped = None  # one mapping while LightGBM samples single rows, dropped at the first batch
+
+    def __len__(self) -> int:
+        return len(self.part)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            self._mapped = None
+            start, stop, _ = idx.indices(len(self))
+            return self.part.read(start, stop)
+        if isinstance(self.part.source, np.ndarray):
+            return self.part.read(int(idx), int(idx) + 1)[0]
+        if self._mapped is None:
+            self._mapped = np.load(self.part.source, mmap_mode="r")
+        row = int(idx) if self.part.rows is None else int(self.part.rows[idx])
+        return np.array(self._mapped[row], dtype=np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Blocks:
+    """Rows of a window as blocks of the model matrix: ``columns`` in order, the last ``len(categories)``
+    of them categorical (codes under ``categories``, NaN for missing), as ``FeatureBuilder.transform``
+    lays out X."""
+
+    columns: list[str]
+    categories: list[list]
+    parts: list[Part]
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    @property
+    def categorical(self) -> list[str]:
+        return self.columns[len(self.columns) - len(self.categories) :]
+
+    def take(self, positions) -> Blocks:
+        """The rows at sorted ``positions`` (of the window's rows, in order)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if len(positions) > 1 and (np.diff(positions) < 0).any():
+            raise ValueError("Blocks.take needs sorted positions")
+        bounds = np.cumsum([0] + [len(p) for p in self.parts])
+        cut = np.searchsorted(positions, bounds)
+        parts = [
+            p.take(positions[cut[i] : cut[i + 1]] - bounds[i])
+            for i, p in enumerate(self.parts)
+            if cut[i + 1] > cut[i]
+        ]
+        return dataclasses.replace(self, parts=parts)
+
+    def matrices(self) -> Iterator[FloatMatrix]:
+        """Each part's rows as a :class:`FloatMatrix` (what the boosters read)."""
+        for part in self.parts:
+            yield FloatMatrix(self.columns, self.categories, np.asfortranarray(part.read()))
+
+    def frames(self) -> Iterator[tuple[pd.DataFrame, FloatMatrix]]:
+        """Each part's rows as (model matrix X, its FloatMatrix): what prediction streams over."""
+        for matrix in self.matrices():
+            yield to_frame(matrix), matrix
+
+    def frame(self) -> pd.DataFrame:
+        """Every row as one model matrix X (for small subsets: the buyers)."""
+        values = np.concatenate([p.read() for p in self.parts]) if self.parts else np.empty((0, len(self.columns)))
+        return to_frame(FloatMatrix(self.columns, self.categories, values.astype(np.float32, copy=False)))
+
+
+def to_frame(matrix: FloatMatrix) -> pd.DataFrame:
+    """X from its float32 matrix: numeric columns as one float32 block (a view), categoricals as
+    ``category`` columns of the matrix's categories (code NaN -> missing)."""
+    values, n_cat = matrix.values, len(matrix.categories)
+    k = len(matrix.columns) - n_cat
+    blocks = [(np.asarray(values[:, :k]).T, np.arange(k))] if k else []
+    for j, cats in enumerate(matrix.categories):
+        raw = values[:, k + j]
+        codes = np.where(np.isnan(raw), -1, raw).astype(np.int32)
+        dtype = pd.CategoricalDtype(pd.Index(cats, dtype=object), ordered=False)
+        blocks.append((pd.Categorical.from_codes(codes, dtype=dtype), np.array([k + j])))
+    columns = pd.Index(matrix.columns, dtype=object)
+    return create_dataframe_from_blocks(blocks, index=pd.RangeIndex(len(values)), columns=columns)
+
+
+def dataset(X, label=None, weight=None, reference: lgb.Dataset | None = None, params: dict | None = None,
+            init_score=None) -> lgb.Dataset:  # fmt: skip
+    """LightGBM's binned Dataset of X: a :class:`Blocks` (built through ``lightgbm.Sequence`` batches, no
+    whole matrix in memory) or a pandas model matrix (one block). ``reference``: the train Dataset whose
+    bin mappers a validation set uses."""
+    if isinstance(X, Blocks):
+        data, names, categorical = [_PartRows(p) for p in X.parts], list(X.columns), X.categorical
+    elif isinstance(X, np.ndarray):  # a plain matrix (no categoricals)
+        data, names, categorical = X, "auto", []
+    else:  # a pandas model matrix: the float matrix LightGBM's pandas path builds (same dtype, same codes)
+        from ltv.models._lgbm import pandas_matrix
+
+        names = [str(c) for c in X.columns]
+        categorical = [c for c in names if isinstance(X[c].dtype, pd.CategoricalDtype)]
+        data = pandas_matrix(X, names, None)
+    return lgb.Dataset(
+        data, label=label, weight=weight, init_score=init_score, reference=reference,
+        feature_name=names, categorical_feature=categorical,
+        params=params, free_raw_data=True,
+    )  # fmt: skip
+
+
+def spill_path(directory: str | Path, name: str) -> Path:
+    return Path(directory) / f"{name}.npy"
