@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from ltv.contract import PARTITION_FORMAT
 from ltv.daskframe import is_dask
+from ltv.models.blocks import Blocks
 from ltv.models.rows import LabelledRows
 
 
@@ -61,10 +62,16 @@ class LTVPipeline:
         train, valid : pa.Table or LabelledRows
             Raw labelled contract rows (an Arrow table: small data, tests), or their extracted features
             (the builder's ``extract`` output, as the training loader produces it per file) with labels
-            and request time in ``LabelledRows``. The train rows' ``X`` may be a Dask DataFrame (labels of
+            and request time in ``LabelledRows``, or the model matrix as ``Blocks`` (the training task's
+            windows, encoded per file by these already fitted features). The train rows' ``X`` may be a Dask DataFrame (labels of
             the same partitions): they are encoded where their partitions are and the model's boosters
             train on the cluster (``ltv.models.distributed``).
         """
+        if isinstance(train.X, Blocks):  # the model matrix, encoded file by file by the fitted features
+            self.features.check_fitted()
+            self.model.fit(train, valid)
+            self.feature_names_ = list(train.X.columns)
+            return self
         train, valid = self._extracted(train), self._extracted(valid)
         self.features.fit(train.X)
         train, valid = (dataclasses.replace(rows, X=self._encoded(rows.X)) for rows in (train, valid))

@@ -246,5 +246,7 @@ class SamplingPlan:
             n = len(X)
             w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
             return np.arange(n), w
-        _, _, weight = sampler.fit_resample(X, np.asarray(revenue, dtype=np.float64), sample_weight)
+        # samplers draw from the revenue alone: X stands in by its row count (it may be Blocks)
+        rows = np.empty((len(X), 0), dtype=np.float32)
+        _, _, weight = sampler.fit_resample(rows, np.asarray(revenue, dtype=np.float64), sample_weight)
         return sampler.sample_indices_, np.asarray(weight, dtype=np.float64)

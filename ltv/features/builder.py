@@ -167,23 +167,35 @@ class FeatureBuilder:
         Label, ``row_id`` and ``datetime`` columns in ``S`` are ignored, as is any non-numeric column
         that is not a categorical feature. ``y`` is unused (sklearn signature).
         """
-        self._check_frame(S)
+        return self.fit_from(S, S)
+
+    def fit_columns(self) -> list[str]:
+        """The extracted columns the fit reads (categorical features, segment keys, segment features):
+        a window too big for one frame is fitted from these alone (:meth:`fit_from`)."""
+        keys = [c for cols in GROUP_KEYS.values() for c in cols] + GROUP_FEATURES if self.groups_["group_stats"] else []
+        cats = list(stateless.CATEGORICAL_COLUMNS) if self.groups_["categoricals"] else []
+        return list(dict.fromkeys(cats + keys))
+
+    def fit_from(self, values: pd.DataFrame, schema: pd.DataFrame) -> FeatureBuilder:
+        """:meth:`fit` from ``values``, the train rows' :meth:`fit_columns` (strings as object or
+        ``category``; any others are ignored), and ``schema``, a frame with ``extract``'s columns and
+        dtypes (rows unused): the model matrix's numeric features are its numeric columns."""
+        self._check_frame(values)
         self.categorical_features_ = (
             list(stateless.CATEGORICAL_COLUMNS) if self.groups_["categoricals"] else []
         )
         self.encoder_ = CategoryEncoder(self.max_categories, self.min_category_count)
-        self.encoder_.fit(S, self.categorical_features_)  # value counts (aggregated where S is)
+        self.encoder_.fit(values, self.categorical_features_)  # value counts (aggregated where S is)
         self.group_stats_ = None
         if self.groups_["group_stats"]:
-            values = S
-            if is_dask(S):  # exact quantiles need the values: gather these columns only
+            if is_dask(values):  # exact quantiles need the values: gather these columns only
                 keys = [c for cols in GROUP_KEYS.values() for c in cols]
-                values = S[[c for c in dict.fromkeys(keys + GROUP_FEATURES) if c in S.columns]].compute()
+                values = values[[c for c in dict.fromkeys(keys + GROUP_FEATURES) if c in values.columns]].compute()
             self.group_stats_ = GroupStats(GROUP_FEATURES, self.min_group_count, self.n_quantiles).fit(values)
         # everything numeric that extract() produced; labels / ids a caller kept alongside never enter X
         skip = set(self.categorical_features_) | _NOT_FEATURES
         self.numeric_features_ = [
-            c for c in S.columns if c not in skip and pd.api.types.is_numeric_dtype(S[c].dtype)
+            c for c in schema.columns if c not in skip and pd.api.types.is_numeric_dtype(schema[c].dtype)
         ]
         stats = self.group_stats_.feature_names_ if self.group_stats_ else []
         self.feature_names_ = self.numeric_features_ + stats + self.categorical_features_
@@ -247,6 +259,10 @@ class FeatureBuilder:
             if len(block) > len(numbers):
                 block[len(numbers) + j] = np.where(encoded.codes < 0, np.nan, encoded.codes)
         return create_dataframe_from_blocks(blocks, index=S.index, columns=self._output)
+
+    def check_fitted(self) -> None:
+        """Raise a ValueError unless fitted."""
+        self._check_fitted()
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "feature_names_"):

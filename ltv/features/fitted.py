@@ -50,6 +50,8 @@ class CategoryEncoder:
         self.rare_: dict[str, list[str]] = {}
         all_counts = dask.compute(*[S[c].value_counts(dropna=True) for c in columns])
         for c, counts in zip(columns, all_counts, strict=True):
+            counts = counts[counts > 0]  # a category column lists values its rows may not hold
+            counts.index = counts.index.astype(object)
             counts = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
             keep = counts[counts >= self.min_category_count].index[: self.max_categories]
             self.vocab_[c] = [str(v) for v in keep]

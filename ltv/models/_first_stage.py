@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+
 from ltv.daskframe import is_dask
 from ltv.models._parallel import run_concurrently
 from ltv.models._progress import stage
+from ltv.models.blocks import Blocks
 from ltv.models.gate import IDENTITY
 from ltv.models.hurdle import hurdle_prediction
 from ltv.models.rows import LabelledRows
@@ -33,14 +36,19 @@ class FirstStageFit:
         X, labels = train.X, train.labels
         plan = self.sampling if self.sampling is not None else SamplingPlan()
         c_idx, c_w = SamplingPlan.apply(copy.deepcopy(plan.classifier), X, train.y)
-        buyers = train.buyers()
+        if isinstance(X, Blocks):  # blocks are cut by sorted positions; a booster does not read row order
+            order = np.argsort(c_idx, kind="stable")
+            c_idx, c_w = c_idx[order], c_w[order]
+        # the buyers' models see only buyer rows (~3%): one in-memory frame even when train is blocks
+        buyers = train.buyers().in_memory()
         Xb, Lb = buyers.X, buyers.labels
         idx, w = SamplingPlan.apply(copy.deepcopy(plan.regressor), Xb, buyers.y)
-        es_buyers = None if es is None else es.buyers()
+        es_buyers = None if es is None else es.buyers().in_memory()
 
         def fit_classifier():
             with stage("classifier", len(c_idx)):
-                clf.fit(X.iloc[c_idx], train.buyer[c_idx], c_w,
+                rows = X.take(c_idx) if isinstance(X, Blocks) else X.iloc[c_idx]
+                clf.fit(rows, train.buyer[c_idx], c_w,
                         eval_set=None if es is None else (es.X, es.buyer),
                         calibration_set=None if cal is None else (cal.X, cal.buyer))  # fmt: skip
 
@@ -73,7 +81,7 @@ class FirstStageFit:
         """Smearing factors and the gate, on held-out rows."""
         # smearing needs many buyers (whales dominate it) and rows the regressor never trained on: the
         # whole valid window (early stopping only chose a round count there)
-        valid_buyers = valid.buyers()
+        valid_buyers = valid.buyers().in_memory()
         if len(valid_buyers):
             with stage("smearing", len(valid_buyers)):
                 self.regressor_.fit_smearing(valid_buyers.X, valid_buyers.labels)

@@ -81,12 +81,13 @@ class _PartRows(lgb.Sequence):
             self._mapped = None
             start, stop, _ = idx.indices(len(self))
             return self.part.read(start, stop)
+        # a single row: LightGBM's bin sampling, which wants float64 values
         if isinstance(self.part.source, np.ndarray):
-            return self.part.read(int(idx), int(idx) + 1)[0]
+            return self.part.read(int(idx), int(idx) + 1)[0].astype(np.float64)
         if self._mapped is None:
             self._mapped = np.load(self.part.source, mmap_mode="r")
         row = int(idx) if self.part.rows is None else int(self.part.rows[idx])
-        return np.array(self._mapped[row], dtype=np.float32)
+        return np.array(self._mapped[row], dtype=np.float64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +111,7 @@ class Blocks:
         """The rows at sorted ``positions`` (of the window's rows, in order)."""
         positions = np.asarray(positions, dtype=np.int64)
         if len(positions) > 1 and (np.diff(positions) < 0).any():
-            raise ValueError("Blocks.take needs sorted positions")
+            raise ValueError("Blocks.take needs sorted positions (repeats allowed)")
         bounds = np.cumsum([0] + [len(p) for p in self.parts])
         cut = np.searchsorted(positions, bounds)
         parts = [
@@ -119,6 +120,12 @@ class Blocks:
             if cut[i + 1] > cut[i]
         ]
         return dataclasses.replace(self, parts=parts)
+
+    def concat(self, other: Blocks) -> Blocks:
+        """These rows, then ``other``'s (same columns)."""
+        if list(other.columns) != list(self.columns):
+            raise ValueError("Blocks.concat: the blocks have different columns")
+        return dataclasses.replace(self, parts=[*self.parts, *other.parts])
 
     def matrices(self) -> Iterator[FloatMatrix]:
         """Each part's rows as a :class:`FloatMatrix` (what the boosters read)."""
@@ -134,6 +141,14 @@ class Blocks:
         """Every row as one model matrix X (for small subsets: the buyers)."""
         values = np.concatenate([p.read() for p in self.parts]) if self.parts else np.empty((0, len(self.columns)))
         return to_frame(FloatMatrix(self.columns, self.categories, values.astype(np.float32, copy=False)))
+
+
+def stream(fn, X, **kwargs) -> np.ndarray:
+    """``fn(X)`` for a frame; for :class:`Blocks`, ``fn`` of each block's frame (with ``matrix=`` its
+    FloatMatrix where ``fn`` takes one) concatenated: predictions without the whole matrix in memory."""
+    if not isinstance(X, Blocks):
+        return fn(X, **kwargs)
+    return np.concatenate([fn(frame, **kwargs) for frame, _ in X.frames()])
 
 
 def to_frame(matrix: FloatMatrix) -> pd.DataFrame:

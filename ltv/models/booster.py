@@ -69,8 +69,13 @@ class BoosterParams(BaseEstimator):
 
 def append_eval_rows(X, X_eval, sample_weight=None):
     """(train + eval rows in X's column order, their weights) for a refit; eval rows weigh 1."""
-    cols = list(X.columns)
-    X_all = pd.concat([X[cols], X_eval[cols]], ignore_index=True)
+    from ltv.models.blocks import Blocks
+
+    if isinstance(X, Blocks):
+        X_all = X.concat(X_eval)
+    else:
+        cols = list(X.columns)
+        X_all = pd.concat([X[cols], X_eval[cols]], ignore_index=True)
     if sample_weight is None:
         return X_all, None
     return X_all, np.concatenate([np.asarray(sample_weight, dtype=np.float64), np.ones(len(X_eval))])
@@ -161,7 +166,14 @@ def _categories(X) -> list[list] | None:
 
 
 def check_frame(X, name: str = "X"):
-    """Reject empty input and non-frame objects early, with a message naming the argument."""
+    """Reject empty input and non-frame objects early, with a message naming the argument (a model matrix
+    as :class:`ltv.models.blocks.Blocks` is a frame here)."""
+    from ltv.models.blocks import Blocks
+
+    if isinstance(X, Blocks):
+        if len(X) == 0:
+            raise ValueError(f"{name} has no rows")
+        return X
     if not hasattr(X, "iloc") or not hasattr(X, "columns"):
         raise TypeError(f"{name} must be a pandas DataFrame, got {type(X).__name__}")
     if len(X) == 0:

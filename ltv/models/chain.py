@@ -29,6 +29,7 @@ from ltv.models._first_stage import FirstStageFit
 from ltv.models._lgbm import matrix_cache, prefetch_scores
 from ltv.models._progress import FitClock, stage
 from ltv.models._stacking import StackingFit
+from ltv.models.blocks import Blocks
 from ltv.models.booster import check_frame
 from ltv.models.hurdle import check_objective, finite_revenue, hurdle_prediction
 from ltv.models.meta import first_stage_columns
@@ -89,15 +90,19 @@ class LTVModel(FirstStageFit, StackingFit):
     # ---- validation --------------------------------------------------------------------------------
     def _check(self, rows: LabelledRows, name: str) -> LabelledRows:
         check_frame(rows.X, f"{name}.X")
+        if isinstance(rows.X, Blocks) and getattr(self.ensemble, "needs_oof", False):
+            # stacking's direct model and meta inputs read the whole matrix: it is read into memory
+            log.warning("%s: the stacking head reads the whole %s matrix into memory (%d rows)", name, name,
+                        len(rows.X))  # fmt: skip
+            rows = rows.in_memory()
         needed = [BUYER, *self.regressor.horizons]
         missing = [c for c in needed if c not in rows.labels.columns]
         if missing:
             raise ValueError(f"labels of {name} lack column(s) {missing}")
         if len(rows.labels) != len(rows.X):
             raise ValueError(f"labels of {name} have {len(rows.labels)} rows, {name}.X has {len(rows.X)}")
-        return dataclasses.replace(
-            rows, X=rows.X.reset_index(drop=True), labels=rows.labels.reset_index(drop=True)
-        )
+        X = rows.X if isinstance(rows.X, Blocks) else rows.X.reset_index(drop=True)
+        return dataclasses.replace(rows, X=X, labels=rows.labels.reset_index(drop=True))
 
     def _split_valid(self, n: int, time_valid):
         f = float(self.calibration_fraction)
@@ -130,6 +135,10 @@ class LTVModel(FirstStageFit, StackingFit):
         return cols
 
     def _frame(self, X, clf=None, reg=None, whale=None, direct=None, matrix=None) -> pd.DataFrame:
+        """First-stage outputs as a frame; Blocks stream block by block (a row index 0..n-1)."""
+        if isinstance(X, Blocks):
+            parts = [self._frame(f, clf, reg, whale, direct, m) for f, m in X.frames()]
+            return pd.concat(parts, ignore_index=True)
         return pd.DataFrame(self._columns(X, clf, reg, whale, direct, matrix), index=X.index)
 
     # ---- public API --------------------------------------------------------------------------------
@@ -246,9 +255,12 @@ class LTVModel(FirstStageFit, StackingFit):
         """Per row: p_buyer_raw, p_buyer (calibrated), whale_score, p_gated, log_rev_<h> (E[log1p y |
         buyer, x]), rev_<h> (E[y | buyer, x] in dollars), hurdle (product prediction), final.
         ``matrix``: X as its boosters' float32 matrix where the caller has it (``ltv.frames.FloatMatrix``,
-        which ``LTVPipeline`` gets from the feature builder), else built from X."""
+        which ``LTVPipeline`` gets from the feature builder), else built from X. X may be Blocks (a
+        window too big for one frame): its blocks are predicted one after another."""
         self._check_fitted()
         check_frame(X)
+        if isinstance(X, Blocks):
+            return pd.concat([self.predict_parts(f, m) for f, m in X.frames()], ignore_index=True)
         frame = self._frame(X, matrix=matrix)
         frame["hurdle"] = hurdle_prediction(
             frame["p_gated"], frame["log_rev_d7"], frame["rev_d7"], self.objective

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ltv.contract import TARGET
+from ltv.models.blocks import Blocks
 
 BUYER = "buyer_d7"
 
@@ -19,7 +20,8 @@ class LabelledRows:
 
     Parameters
     ----------
-    X : features, one row per labelled row (extracted or model features, by the caller's stage).
+    X : features, one row per labelled row (extracted or model features, by the caller's stage): a pandas
+        frame, or the model matrix as :class:`ltv.models.blocks.Blocks` (a window too big for one frame).
     labels : contract label columns aligned with ``X`` (iap_revenue_d7, buyer_d7, later horizons).
     time : request time per row (unix seconds), for time-ordered folds; None keeps row order.
     frame : first-stage outputs of these rows (the stacking ensemble's input), when computed.
@@ -44,10 +46,10 @@ class LabelledRows:
         return self.labels[BUYER].to_numpy()
 
     def take(self, positions) -> LabelledRows:
-        """The rows at ``positions`` (every field cut the same way)."""
+        """The rows at ``positions`` (every field cut the same way; sorted positions for Blocks)."""
         positions = np.asarray(positions)
         return LabelledRows(
-            self.X.iloc[positions],
+            self.X.take(positions) if isinstance(self.X, Blocks) else self.X.iloc[positions],
             self.labels.iloc[positions],
             None if self.time is None else np.asarray(self.time)[positions],
             None if self.frame is None else self.frame.iloc[positions],
@@ -56,6 +58,10 @@ class LabelledRows:
     def buyers(self) -> LabelledRows:
         """The rows with buyer_d7 == 1."""
         return self.take(np.flatnonzero(self.buyer == 1))
+
+    def in_memory(self) -> LabelledRows:
+        """These rows with X as one pandas model matrix (Blocks are read whole: for small subsets)."""
+        return dataclasses.replace(self, X=self.X.frame()) if isinstance(self.X, Blocks) else self
 
     def with_frame(self, frame: pd.DataFrame) -> LabelledRows:
         return dataclasses.replace(self, frame=frame)

@@ -92,11 +92,27 @@ def load_splits(cfg: DictConfig, extract, splits=("train", "valid", "holdout")):
     return root, out, reports
 
 
-def load_local_splits(cfg: DictConfig, extract):
-    """:func:`load_splits` with each split computed here as (features, labels, time, row ids): the chain
-    fits in this process, so the persisted partitions come here."""
-    root, loaded, reports = load_splits(cfg, extract)
-    return root, {name: split_frame(frame.compute()) for name, frame in loaded.items()}, reports
+def load_blocks(cfg: DictConfig, engine):
+    """(root, {split: (LabelledRows with Blocks X, row ids)}, {split: LoadReport}, fitted FeatureBuilder):
+    the feature encodings fitted from the train files, then train, valid and holdout encoded file by file
+    into blocks on disk (:mod:`ltv.tasks.blocks`; ``train.block_dir`` chooses the folder), one task per
+    file on ``engine``. Nothing here holds a window's features whole."""
+    from hydra.utils import instantiate
+
+    from ltv.tasks.blocks import BlockStore, encode, fit_features
+
+    root = ensure_data(cfg.data)
+    builder = instantiate(cfg.features)
+    store = BlockStore((cfg.get("train") or {}).get("block_dir"))
+    reports = {"train": fit_features(engine, builder, root, window(cfg.data, "train"), cfg.seed)}
+    splits = {}
+    for split in ("train", "valid", "holdout"):
+        rows, ids, report = encode(engine, builder, root, window(cfg.data, split), cfg.seed, store,
+                                   keep_row_ids=split != "train")  # fmt: skip
+        splits[split] = (rows, ids)
+        if split != "train":  # the train window's files were counted by the fit pass
+            reports[split] = report
+    return root, splits, reports, builder
 
 
 def log_loaded(cfg: DictConfig, root: Path, reports: dict) -> None:

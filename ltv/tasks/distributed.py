@@ -5,6 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from ltv.contract import LABEL_COLUMNS
+from ltv.models.rows import LabelledRows
 from ltv.tasks.data import META, load_splits, split_frame
 
 
@@ -26,8 +27,12 @@ def load_cluster_splits(cfg: DictConfig, extract):
     """:func:`load_splits` with the valid and holdout windows computed here (post-processors, metrics) and
     the train split left on the cluster as (features, labels, None, None) Dask frames."""
     root, loaded, reports = load_splits(cfg, extract)
-    out = {name: split_frame(frame.compute()) for name, frame in loaded.items() if name != "train"}
+    out = {}
+    for name, frame in loaded.items():
+        if name != "train":
+            S, labels, time, row_ids = split_frame(frame.compute())
+            out[name] = (LabelledRows(S, labels, time), row_ids)
     train = loaded["train"]
     labels = [c for c in LABEL_COLUMNS if c in train.columns]
-    out["train"] = (train.drop(columns=[c for c in META if c in train.columns]), train[labels], None, None)
+    out["train"] = (LabelledRows(train.drop(columns=[c for c in META if c in train.columns]), train[labels]), None)
     return root, out, reports

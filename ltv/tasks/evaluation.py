@@ -14,12 +14,15 @@ from ltv.synthetic.hour import ORACLE_COLUMNS
 log = logging.getLogger(__name__)
 
 
-def predict_with_buyer(pipeline, S: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-    """(prediction, calibrated buyer probability or None) of extracted features ``S`` from one pass over
-    the chain: the prediction is ``predict_parts``' final column, which equals ``predict``'s."""
+def predict_with_buyer(pipeline, S) -> tuple[np.ndarray, np.ndarray | None]:
+    """(prediction, calibrated buyer probability or None) of extracted features ``S`` (or of the model
+    matrix as ``Blocks``, streamed block by block) from one pass over the chain: the prediction is
+    ``predict_parts``' final column, which equals ``predict``'s."""
+    from ltv.models.blocks import Blocks
     from ltv.pipeline import prediction_and_buyer
 
-    return prediction_and_buyer(pipeline.model.predict_parts(pipeline.features.transform(S)))
+    X = S if isinstance(S, Blocks) else pipeline.features.transform(S)
+    return prediction_and_buyer(pipeline.model.predict_parts(X))
 
 
 def split_metrics(

@@ -24,6 +24,9 @@ from ltv.tracking.sweep import start_job_run
 log = logging.getLogger(__name__)
 
 
+_NOT_MODEL = ("distributed", "block_dir")  # conf/train keys of the task, not of LTVModel
+
+
 def build_model(cfg: DictConfig):
     """The model chain from its config groups (each part gets its own parameters only, as plain dicts and
     lists: the pickled model must not need omegaconf)."""
@@ -42,7 +45,7 @@ def build_model(cfg: DictConfig):
         sampling=build(sampling) if sampling is not None and sampling.get("_target_") else None,
         objective=cfg.objective,
         random_state=cfg.seed,
-        **{k: v for k, v in (cfg.get("train") or {}).items() if k != "distributed"},  # conf/train
+        **{k: v for k, v in (cfg.get("train") or {}).items() if k not in _NOT_MODEL},  # conf/train
     )
 
 
@@ -57,27 +60,28 @@ def train(cfg: DictConfig) -> float:
         tlog.log_config(cfg)
         mlflow.set_tag("git_commit", tlog.git_commit() or "unknown")
         cluster.tag_run(engine)
-        builder = instantiate(cfg.features)
         if distributed.distributed_training(cfg, engine):  # the train split stays on the cluster: no cache
-            loaded = distributed.load_cluster_splits(cfg, builder.extract)
-        else:  # a sweep's trials that change neither data, features nor seed reuse the previous job's frames
-            loaded = frames_cache.cached(cfg, lambda: data_task.load_local_splits(cfg, builder.extract))
-        root, splits, reports = loaded
+            builder = instantiate(cfg.features)
+            root, splits, reports = distributed.load_cluster_splits(cfg, builder.extract)
+        else:  # blocks on disk; a sweep's trials that change neither data, features nor seed reuse them
+            root, splits, reports, builder = frames_cache.cached(cfg, lambda: data_task.load_blocks(cfg, engine))
         data_task.log_loaded(cfg, root, reports)
         mlflow.log_metric("time.load_s", time.perf_counter() - t0)
 
         pipeline = LTVPipeline(builder, build_model(cfg))
-        (S, labels, t_train, _), (S_v, labels_v, t_valid, _) = splits["train"], splits["valid"]
+        (train_rows, _), (valid_rows, _) = splits["train"], splits["valid"]
         windows = [data_task.window(cfg.data, split) for split in ("train", "valid")]
-        check_fit_buyers(labels, labels_v, *windows)  # a clear error, not one from deep inside LightGBM
+        check_fit_buyers(train_rows.labels, valid_rows.labels, *windows)  # not an error from inside LightGBM
         t1 = time.perf_counter()
         with sweep_trial():  # in an Optuna sweep: boosters report to the trial; its pruner may stop it
-            pipeline.fit(LabelledRows(S, labels, t_train), LabelledRows(S_v, labels_v, t_valid))
+            pipeline.fit(train_rows, valid_rows)
         log_fitted(pipeline, time.perf_counter() - t1)
 
         results = {}
         for split in ("valid", "holdout"):
+            t2 = time.perf_counter()
             results.update(_evaluate(cfg, pipeline, split, *splits[split]))
+            mlflow.log_metric(f"time.{split}_s", time.perf_counter() - t2)
         print(evaluation.format_table(results))
         if cfg.tracking.get("log_model", True):
             from ltv.tracking.pyfunc import log_pipeline
@@ -100,8 +104,9 @@ def _optimized_metric(results: dict[str, dict[str, float]], name: str) -> float:
     return float(results[split][metric])
 
 
-def _evaluate(cfg, pipeline, split, S, labels, _time, row_ids) -> dict[str, dict[str, float]]:
-    pred, p_buyer = evaluation.predict_with_buyer(pipeline, S)
+def _evaluate(cfg, pipeline, split, rows: LabelledRows, row_ids) -> dict[str, dict[str, float]]:
+    pred, p_buyer = evaluation.predict_with_buyer(pipeline, rows.X)
+    labels = rows.labels
     res = {split: evaluation.split_metrics(labels, pred, p_buyer)}
     mlflow.log_metrics({f"{split}.{k}": v for k, v in res[split].items()})
     oracle = evaluation.load_oracle(cfg.data.get("oracle_root"), "train", row_ids)
