@@ -41,16 +41,15 @@ SINGLE_LGBM_PATIENCE = 100
 
 
 def single_lgbm(X, y, X_valid, y_valid, seed):
-    import lightgbm as lgb
+    """One LightGBM on log1p(y) through the project's fit path (X, X_valid: frames or Blocks), early-stopped
+    on the valid rows; returns its dollar prediction (streamed over Blocks)."""
+    from ltv.models.blocks import stream
+    from ltv.models.booster import fit_booster
 
-    model = lgb.LGBMRegressor(**SINGLE_LGBM, random_state=seed, n_jobs=2)
-    model.fit(
-        X,
-        np.log1p(y),
-        eval_set=[(X_valid, np.log1p(y_valid))],
-        callbacks=[lgb.early_stopping(SINGLE_LGBM_PATIENCE, verbose=False)],
-    )
-    return lambda Z: np.expm1(np.clip(model.predict(Z), 0, None))
+    params = {"objective": "regression", **SINGLE_LGBM, "random_state": seed, "n_jobs": 2}
+    model, rounds = fit_booster(params, X, np.log1p(y), eval_set=(X_valid, np.log1p(y_valid)),
+                                early_stopping_rounds=SINGLE_LGBM_PATIENCE)  # fmt: skip
+    return lambda Z: np.expm1(np.clip(stream(lambda F: model.predict(F, num_iteration=rounds), Z), 0, None))
 
 
 def main(argv=None) -> None:

@@ -44,7 +44,7 @@ from ltv.config import CONFIG_DIR  # noqa: E402
 from ltv.models import LabelledRows  # noqa: E402
 from ltv.models.dask_lgbm import TARGET_COLUMN, WEIGHT_COLUMN, fit_dask_booster  # noqa: E402
 from ltv.tasks import evaluation  # noqa: E402
-from ltv.tasks.data import load_local_splits  # noqa: E402
+from ltv.tasks.data import load_blocks  # noqa: E402
 from ltv.tasks.distributed import load_cluster_splits  # noqa: E402
 from ltv.tasks.train import build_model  # noqa: E402
 
@@ -130,13 +130,17 @@ def _single_on_cluster(X, lab, X_v, y_v, seed):
     return lambda Z: np.expm1(np.clip(model.predict(Z), 0, None))
 
 
-def _splits(base, builder, kind: str):
-    """(X, labels, time) of train, valid and holdout, the encodings fitted on train. ``local``: the train
-    split stays on the cluster's workers (Dask frames, encoded there and persisted)."""
+def _splits(base, builder, kind: str, engine):
+    """(X, labels, time) of train, valid and holdout, the encodings fitted on train. ``sync``: the
+    training task's blocks (``load_blocks``); ``local``: the train split stays on the cluster's workers
+    (Dask frames, encoded there and persisted)."""
     if kind == "sync":
-        _, splits, _ = load_local_splits(base, builder.extract)
-    else:
-        _, splits, _ = load_cluster_splits(base, builder.extract)
+        splits = load_blocks(base, engine).splits
+        (train, _), (valid, _), (holdout, ids_h) = (splits[s] for s in ("train", "valid", "holdout"))
+        return (train.X, train.labels, train.time), (valid.X, valid.labels, valid.time), (
+            holdout.X, holdout.labels, ids_h)  # fmt: skip
+    _, splits, _ = load_cluster_splits(base, builder.extract)
+    splits = {k: (rows.X, rows.labels, rows.time, ids) for k, (rows, ids) in splits.items()}
     (S, lab, t, _), (S_v, lab_v, t_v, _), (S_h, lab_h, _, ids_h) = (
         splits[s] for s in ("train", "valid", "holdout")
     )
@@ -155,8 +159,8 @@ def bench_size(
     extra = [f"cluster={kind}"] + (["train.distributed=true"] if kind == "local" else [])
     base = config(size, seed, [*overrides, *extra])
     builder = instantiate(base.features)
-    with cluster.connect(base.cluster):
-        (X, lab, t), (X_v, lab_v, t_v), (X_h, lab_h, ids_h) = _splits(base, builder, kind)
+    with cluster.connect(base.cluster) as engine:
+        (X, lab, t), (X_v, lab_v, t_v), (X_h, lab_h, ids_h) = _splits(base, builder, kind, engine)
         n_train = len(X)
         y_h = lab_h["iap_revenue_d7"].to_numpy()
         zero = evaluation.split_metrics(lab_h, np.zeros(len(y_h)))["rmsle"]
@@ -183,7 +187,7 @@ def bench_size(
                 name, lambda cfg=cfg: build_model(cfg).fit(LabelledRows(X, lab, t), LabelledRows(X_v, lab_v, t_v)),
                 lambda m, Z: m.predict(Z), X_h, lab_h, n_train, zero, best,
             )  # fmt: skip
-    return {"n_train": n_train, "n_features": X.shape[1], "cluster": kind, "rows": rows}
+    return {"n_train": n_train, "n_features": len(X.columns), "cluster": kind, "rows": rows}
 
 
 def print_tables(results: dict[str, dict]) -> None:

@@ -19,9 +19,9 @@ from tests.helpers.chain_data import fit_chain, small_chain, split_data
 def _log_reference(reg, X) -> pd.DataFrame:
     out = np.empty((len(X), len(reg.boosters_)))
     for k, (model, best) in enumerate(zip(reg.boosters_, reg.best_iterations_, strict=True)):
-        out[:, k] = np.clip(model.booster_.predict(X[reg.feature_names_in_], num_iteration=best), 0.0, None) + (
-            out[:, k - 1] if k else 0.0
-        )
+        out[:, k] = np.clip(
+            model.booster_.predict(X[reg.feature_names_in_], num_iteration=best), 0.0, None
+        ) + (out[:, k - 1] if k else 0.0)
     return pd.DataFrame(out, columns=list(reg.horizons), index=X.index)
 
 
@@ -30,7 +30,9 @@ def _stacking_reference(ens, frame, X) -> np.ndarray:
     M = M.clip(ens.lo_, ens.hi_, axis=1)
     Z = ens._with_base(M, {name: m.predict(M) for name, m in ens.base_.items()})[ens.meta_features_]
     score = np.clip(
-        Z[ens.init_column_].to_numpy() + ens.meta_.booster_.predict(Z, num_iteration=ens.meta_iteration_), 0.0, None
+        Z[ens.init_column_].to_numpy() + ens.meta_.booster_.predict(Z, num_iteration=ens.meta_iteration_),
+        0.0,
+        None,
     )
     if ens.objective_ == "revenue":
         factor = np.log1p(frame["rev_d7"].to_numpy()) - frame["log_rev_d7"].to_numpy()

@@ -172,7 +172,11 @@ class FeatureBuilder:
     def fit_columns(self) -> list[str]:
         """The extracted columns the fit reads (categorical features, segment keys, segment features):
         a window too big for one frame is fitted from these alone (:meth:`fit_from`)."""
-        keys = [c for cols in GROUP_KEYS.values() for c in cols] + GROUP_FEATURES if self.groups_["group_stats"] else []
+        keys = (
+            [c for cols in GROUP_KEYS.values() for c in cols] + GROUP_FEATURES
+            if self.groups_["group_stats"]
+            else []
+        )
         cats = list(stateless.CATEGORICAL_COLUMNS) if self.groups_["categoricals"] else []
         return list(dict.fromkeys(cats + keys))
 
@@ -190,7 +194,9 @@ class FeatureBuilder:
         if self.groups_["group_stats"]:
             if is_dask(values):  # exact quantiles need the values: gather these columns only
                 keys = [c for cols in GROUP_KEYS.values() for c in cols]
-                values = values[[c for c in dict.fromkeys(keys + GROUP_FEATURES) if c in values.columns]].compute()
+                values = values[
+                    [c for c in dict.fromkeys(keys + GROUP_FEATURES) if c in values.columns]
+                ].compute()
             self.group_stats_ = GroupStats(GROUP_FEATURES, self.min_group_count, self.n_quantiles).fit(values)
         # everything numeric that extract() produced; labels / ids a caller kept alongside never enter X
         skip = set(self.categorical_features_) | _NOT_FEATURES

@@ -16,6 +16,8 @@ pandas conversion builds, in one block.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +27,8 @@ import pandas as pd
 from pandas.api.internals import create_dataframe_from_blocks
 
 from ltv.frames import FloatMatrix
+
+log = logging.getLogger(__name__)
 
 BATCH_ROWS = 65_536  # rows a Sequence hands LightGBM at a time (~80 MB of float32 at 300 columns)
 
@@ -64,13 +68,30 @@ class Part:
         return dataclasses.replace(self, rows=base[np.asarray(positions, dtype=np.int64)])
 
 
+class _Binning:
+    """Rows handed to LightGBM for one Dataset, logged at least every ``every_s`` seconds with rows/s."""
+
+    def __init__(self, total: int, every_s: float = 30.0):
+        self.total, self.done, self.every_s = total, 0, every_s
+        self.t0 = self.last = time.perf_counter()
+
+    def add(self, rows: int) -> None:
+        self.done += rows
+        now = time.perf_counter()
+        if now - self.last >= self.every_s:
+            self.last = now
+            log.info("binning a LightGBM Dataset: %s / %s rows (%.0f rows/s)", f"{self.done:,}",
+                     f"{self.total:,}", self.done / max(now - self.t0, 1e-9))  # fmt: skip
+
+
 class _PartRows(lgb.Sequence):
     """A part as the rows LightGBM samples (bin boundaries) and pushes (binning) from."""
 
     batch_size = BATCH_ROWS
 
-    def __init__(self, part: Part):
+    def __init__(self, part: Part, progress: _Binning | None = None):
         self.part = part
+        self.progress = progress
         self._mapped = None  # one mapping while LightGBM samples single rows, dropped at the first batch
 
     def __len__(self) -> int:
@@ -80,6 +101,8 @@ class _PartRows(lgb.Sequence):
         if isinstance(idx, slice):
             self._mapped = None
             start, stop, _ = idx.indices(len(self))
+            if self.progress is not None:
+                self.progress.add(stop - start)
             return self.part.read(start, stop)
         # a single row: LightGBM's bin sampling, which wants float64 values
         if isinstance(self.part.source, np.ndarray):
@@ -139,7 +162,9 @@ class Blocks:
 
     def frame(self) -> pd.DataFrame:
         """Every row as one model matrix X (for small subsets: the buyers)."""
-        values = np.concatenate([p.read() for p in self.parts]) if self.parts else np.empty((0, len(self.columns)))
+        values = (
+            np.concatenate([p.read() for p in self.parts]) if self.parts else np.empty((0, len(self.columns)))
+        )
         return to_frame(FloatMatrix(self.columns, self.categories, values.astype(np.float32, copy=False)))
 
 
@@ -172,7 +197,8 @@ def dataset(X, label=None, weight=None, reference: lgb.Dataset | None = None, pa
     whole matrix in memory) or a pandas model matrix (one block). ``reference``: the train Dataset whose
     bin mappers a validation set uses."""
     if isinstance(X, Blocks):
-        data, names, categorical = [_PartRows(p) for p in X.parts], list(X.columns), X.categorical
+        progress = _Binning(len(X))
+        data, names, categorical = [_PartRows(p, progress) for p in X.parts], list(X.columns), X.categorical
     elif isinstance(X, np.ndarray):  # a plain matrix (no categoricals)
         data, names, categorical = X, "auto", []
     else:  # a pandas model matrix: the float matrix LightGBM's pandas path builds (same dtype, same codes)

@@ -140,7 +140,9 @@ def fit_booster(params: dict, X, y, sample_weight=None, eval_set=None, early_sto
     if stopping:
         init = None if eval_init_score is None else eval_init_score
         valid_sets = [dataset(eval_set[0], eval_set[1], reference=train, params=params, init_score=init)]
-        callbacks.append(lgb.early_stopping(int(early_stopping_rounds), first_metric_only=True, verbose=False))
+        callbacks.append(
+            lgb.early_stopping(int(early_stopping_rounds), first_metric_only=True, verbose=False)
+        )
         callbacks.append(lgb.record_evaluation(evals))
     constructed = _Constructed()
     try:

@@ -274,4 +274,6 @@ class LTVModel(FirstStageFit, StackingFit):
         ``matrix``: as in :meth:`predict_parts`."""
         self._check_fitted()
         check_frame(X)
+        if isinstance(X, Blocks):
+            return np.concatenate([self.predict(f, m) for f, m in X.frames()])
         return self._final(self._columns(X, matrix=matrix), X)

@@ -63,7 +63,12 @@ class BuyerClassifier(BoosterParams):
         if eval_set is not None:
             eval_set = (eval_set[0], metrics.binary_label(eval_set[1], "eval buyer label"))
         self.booster_, self.best_iteration_ = fit_booster(
-            {"objective": "binary", **self.lgbm_kwargs()}, X, y, sample_weight, eval_set, self.early_stopping_rounds
+            {"objective": "binary", **self.lgbm_kwargs()},
+            X,
+            y,
+            sample_weight,
+            eval_set,
+            self.early_stopping_rounds,
         )
         if self.refit_on_eval and eval_set is not None:
             self._refit(X, y, sample_weight, eval_set)

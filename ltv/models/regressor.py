@@ -133,7 +133,12 @@ class RevenueRegressor(Retransform, BoosterParams):
         t_all = np.vstack([target, eval_target])
         for k, best in enumerate(self.best_iterations_):
             y_k = t_all[:, k] - (t_all[:, k - 1] if k else 0.0)
-            params = {"objective": "regression", "metric": "None", **self.lgbm_kwargs(), "n_estimators": int(best)}
+            params = {
+                "objective": "regression",
+                "metric": "None",
+                **self.lgbm_kwargs(),
+                "n_estimators": int(best),
+            }
             self.boosters_[k], _ = fit_booster(params, X_all, y_k, w_all)
 
     def fixed_clone(self):

@@ -56,7 +56,12 @@ class WhaleClassifier(BoosterParams):
             if 0 < es_label.sum() < es_label.size:
                 es = (eval_set[0][self.feature_names_in_], es_label)
         self.booster_, self.best_iteration_ = fit_booster(
-            {"objective": "binary", **self.lgbm_kwargs()}, X, label, sample_weight, es, self.early_stopping_rounds
+            {"objective": "binary", **self.lgbm_kwargs()},
+            X,
+            label,
+            sample_weight,
+            es,
+            self.early_stopping_rounds,
         )
         return self
 

@@ -85,12 +85,14 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def encode(engine, builder, root: Path, window: Window, seed: int, store: BlockStore,
+def encode(engine, builder, root: Path, window: Window, seed: int, store: BlockStore, labels: list[str],
            keep_row_ids: bool = False) -> tuple[LabelledRows, pd.Series | None, LoadReport]:  # fmt: skip
     """The window's rows as (LabelledRows whose X is Blocks of ``builder``'s model matrix on disk in
-    ``store``, row ids when ``keep_row_ids`` (for the oracle), the load report). A row_id seen in an
+    ``store`` and whose labels are the ``labels`` columns (float64: only those the fit reads, ~8 bytes a
+    row each), row ids when ``keep_row_ids`` (for the oracle), the load report). A row_id seen in an
     earlier file is dropped and counted, as :func:`ltv.data.loader.load_split` does."""
-    fn = functools.partial(_encode_part, builder=builder, folder=str(store.path), name=window.name or "split")
+    fn = functools.partial(_encode_part, builder=builder, folder=str(store.path), name=window.name or "split",
+                           keep=list(labels))  # fmt: skip
     results, report = map_files(engine, root, "train", window, fn, seed=seed, labelled=True)
     hashes = np.concatenate([r["hashes"] for r in results])
     dup = pd.Series(hashes).duplicated(keep="first").to_numpy()
@@ -108,14 +110,16 @@ def encode(engine, builder, root: Path, window: Window, seed: int, store: BlockS
     time = np.concatenate([r["time"] for r in results])[~dup]
     ids = None
     if keep_row_ids:
-        ids = pd.Series(pa.chunked_array([r["row_ids"] for r in results]).to_numpy(zero_copy_only=False)[~dup])
+        ids = pd.Series(
+            pa.chunked_array([r["row_ids"] for r in results]).to_numpy(zero_copy_only=False)[~dup]
+        )
     mb = sum(len(p) for p in parts) * len(blocks.columns) * 4 / 1e6
     log.info("%s %s: %s rows encoded in %d blocks (%.0f MB on disk)", window.name, window.describe(),
              f"{len(labels):,}", len(parts), mb)  # fmt: skip
     return LabelledRows(blocks, labels, time), ids, report
 
 
-def _encode_part(table: pa.Table, i: int, builder, folder: str, name: str) -> dict:
+def _encode_part(table: pa.Table, i: int, builder, folder: str, name: str, keep: list[str]) -> dict:
     """Encode one file into its block file; return what the client keeps (labels, times, ids)."""
     from ltv.models._lgbm import pandas_matrix
 
@@ -130,9 +134,15 @@ def _encode_part(table: pa.Table, i: int, builder, folder: str, name: str) -> di
         "path": str(path),
         "n": table.num_rows,
         "labels": pd.DataFrame(
-            {c: pc.cast(table.column(c), pa.float64()).to_numpy(zero_copy_only=False) for c in labels}
+            {
+                c: pc.cast(table.column(c), pa.float64()).to_numpy(zero_copy_only=False)
+                for c in keep
+                if c in labels
+            }
         ),
         "time": request_time(table.column(contract.PARTITION_COLUMN).to_numpy(zero_copy_only=False)),
-        "hashes": pd.util.hash_pandas_object(pd.Series(ids.to_numpy(zero_copy_only=False)), index=False).to_numpy(),
+        "hashes": pd.util.hash_pandas_object(
+            pd.Series(ids.to_numpy(zero_copy_only=False)), index=False
+        ).to_numpy(),
         "row_ids": ids.combine_chunks(),
     }

@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import mlflow
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ltv.contract import LABEL_COLUMNS, PARTITION_COLUMN, ROW_ID
+from ltv.contract import LABEL_COLUMNS, PARTITION_COLUMN, ROW_ID, TARGET
 from ltv.data.loader import Window, load_split
 from ltv.pipeline import request_time
 from ltv.tracking.datasets import log_split_input
@@ -92,27 +93,43 @@ def load_splits(cfg: DictConfig, extract, splits=("train", "valid", "holdout")):
     return root, out, reports
 
 
-def load_blocks(cfg: DictConfig, engine):
-    """(root, {split: (LabelledRows with Blocks X, row ids)}, {split: LoadReport}, fitted FeatureBuilder):
+class LoadedBlocks(NamedTuple):
+    """What :func:`load_blocks` returns; ``close()`` removes the block files."""
+
+    root: Path
+    splits: dict
+    reports: dict
+    builder: object
+    store: object
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def load_blocks(cfg: DictConfig, engine) -> LoadedBlocks:
+    """(root, {split: (LabelledRows with Blocks X, row ids)}, {split: LoadReport}, fitted FeatureBuilder,
+    the BlockStore):
     the feature encodings fitted from the train files, then train, valid and holdout encoded file by file
     into blocks on disk (:mod:`ltv.tasks.blocks`; ``train.block_dir`` chooses the folder), one task per
     file on ``engine``. Nothing here holds a window's features whole."""
     from hydra.utils import instantiate
 
+    from ltv.models.rows import BUYER
     from ltv.tasks.blocks import BlockStore, encode, fit_features
 
     root = ensure_data(cfg.data)
     builder = instantiate(cfg.features)
     store = BlockStore((cfg.get("train") or {}).get("block_dir"))
     reports = {"train": fit_features(engine, builder, root, window(cfg.data, "train"), cfg.seed)}
+    labels = list(dict.fromkeys([TARGET, BUYER, *cfg.regressor.horizons]))  # what the chain and metrics read
     splits = {}
     for split in ("train", "valid", "holdout"):
-        rows, ids, report = encode(engine, builder, root, window(cfg.data, split), cfg.seed, store,
+        rows, ids, report = encode(engine, builder, root, window(cfg.data, split), cfg.seed, store, labels,
                                    keep_row_ids=split != "train")  # fmt: skip
         splits[split] = (rows, ids)
         if split != "train":  # the train window's files were counted by the fit pass
             reports[split] = report
-    return root, splits, reports, builder
+    return LoadedBlocks(root, splits, reports, builder, store)
 
 
 def log_loaded(cfg: DictConfig, root: Path, reports: dict) -> None:

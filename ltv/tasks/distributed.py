@@ -34,5 +34,8 @@ def load_cluster_splits(cfg: DictConfig, extract):
             out[name] = (LabelledRows(S, labels, time), row_ids)
     train = loaded["train"]
     labels = [c for c in LABEL_COLUMNS if c in train.columns]
-    out["train"] = (LabelledRows(train.drop(columns=[c for c in META if c in train.columns]), train[labels]), None)
+    out["train"] = (
+        LabelledRows(train.drop(columns=[c for c in META if c in train.columns]), train[labels]),
+        None,
+    )
     return root, out, reports

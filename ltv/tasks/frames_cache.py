@@ -36,6 +36,8 @@ def cached(cfg: DictConfig, load: Callable[[], object]) -> object:
     if key in _LAST:
         log.info("reusing the loaded and extracted frames of the previous job (key %s)", key)
         return _LAST[key]
-    _LAST.clear()  # one entry: the previous frames go before the new ones are loaded
+    for old in _LAST.values():  # one entry: the previous frames (and their block files) go first
+        getattr(old, "close", lambda: None)()
+    _LAST.clear()
     _LAST[key] = value = load()
     return value

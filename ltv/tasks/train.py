@@ -64,7 +64,9 @@ def train(cfg: DictConfig) -> float:
             builder = instantiate(cfg.features)
             root, splits, reports = distributed.load_cluster_splits(cfg, builder.extract)
         else:  # blocks on disk; a sweep's trials that change neither data, features nor seed reuse them
-            root, splits, reports, builder = frames_cache.cached(cfg, lambda: data_task.load_blocks(cfg, engine))
+            root, splits, reports, builder, _ = frames_cache.cached(
+                cfg, lambda: data_task.load_blocks(cfg, engine)
+            )
         data_task.log_loaded(cfg, root, reports)
         mlflow.log_metric("time.load_s", time.perf_counter() - t0)
 
