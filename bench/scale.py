@@ -26,6 +26,7 @@ Run by hand (``make bench-scale``), alone on the machine, not in tests.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -120,7 +121,7 @@ def run_train(args, name: str, root: Path, oracle: Path, rows_per_hour: int, ove
                     status = f"timeout ({args.timeout:.0f} s)"
                     _stop(proc)
         finally:
-            _stop(proc)  # also on Ctrl-C: the run's Dask workers are in its process group
+            _stop(proc)  # also on Ctrl-C or a stray: the run's Dask workers are in its process group
         wall = time.perf_counter() - t0
     if status != "ok":
         print(f"  {name}: {status}; the end of its log:\n" + "".join(log.read_text().splitlines(True)[-15:]))
@@ -128,18 +129,15 @@ def run_train(args, name: str, root: Path, oracle: Path, rows_per_hour: int, ove
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """End the run's process group (train.py and the Dask processes it started): TERM, then KILL."""
-    if proc.poll() is not None:
-        return
-    for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+    """End what is left of the run's process group (train.py and the Dask processes it started, also
+    strays of a run that ended): TERM, up to 30 s for train.py to exit, then KILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
-            proc.wait(timeout=grace)
+        except ProcessLookupError:  # nothing left in the group
             return
-        except subprocess.TimeoutExpired:
-            continue
-        except ProcessLookupError:
-            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=30)
 
 
 def _metrics(args, name: str) -> dict:
