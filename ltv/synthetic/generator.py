@@ -180,7 +180,7 @@ def generate(
     oracle_root : where the oracle goes; default ``<root>_oracle`` (a sibling, never inside ``root``).
     overwrite : replace an existing ``root`` / ``oracle_root``.
     workers : hours drawn and written at once (threads); default one per core. Peak memory is about
-        ``workers`` hours of rows (~0.6 GB each at 143,000 rows an hour), flat in the number of hours;
+        ``workers`` hours of rows (~0.5 GB each at 143,000 rows an hour), flat in the number of hours;
         the files do not depend on it.
 
     Returns
