@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install smoke test test-all train predict evaluate serve ui lint format clean \
-        bench bench-features bench-quality bench-serve bench-predict bench-train
+        bench bench-features bench-quality bench-serve bench-predict bench-train bench-scale
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -77,6 +77,9 @@ bench-predict: $(STAMP) ## predict.py rows/s and peak memory at two input sizes,
 
 bench-train: $(STAMP) ## chain vs single LightGBM training: s, rows/s, memory, RMSLE, seconds per stage, 3 sizes
 	$(BIN)/python bench/train.py $(ARGS)
+
+bench-scale: $(STAMP) ## train.py up to the real export's size (20.6M labelled rows): load/fit s, rows/s, peak tree MB, RMSLE
+	$(BIN)/python bench/scale.py $(ARGS)
 
 bench-serve: $(STAMP) ## model server latency (single row) and throughput (1,000-row requests)
 	$(BIN)/python bench/serve.py --model-uri "$(MODEL)" --stages

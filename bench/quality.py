@@ -40,6 +40,12 @@ SINGLE_LGBM = dict(n_estimators=2000, learning_rate=0.05, num_leaves=63, min_chi
 SINGLE_LGBM_PATIENCE = 100
 
 
+def gain(rmsle: float, zero: float, best: float | None) -> float:
+    """Fraction of the achievable RMSLE gain, (RMSLE_zero - RMSLE) / (RMSLE_zero - RMSLE_oracle): 0 for
+    predicting all zeros (``zero``: that prediction's RMSLE), 1 for the oracle (``best``); NaN without one."""
+    return (zero - rmsle) / (zero - best) if best is not None and zero > best else float("nan")
+
+
 def single_lgbm(X, y, X_valid, y_valid, seed):
     """One LightGBM on log1p(y) through the project's fit path (X, X_valid: frames or Blocks), early-stopped
     on the valid rows; returns its dollar prediction (streamed over Blocks)."""
@@ -120,7 +126,7 @@ def main(argv=None) -> None:
     zero = rows["all zeros"]["rmsle"]
     best = rows.get("oracle (rmsle)", {}).get("rmsle")
     for m in rows.values():
-        m["gain"] = (zero - m["rmsle"]) / (zero - best) if best is not None and zero > best else float("nan")
+        m["gain"] = gain(m["rmsle"], zero, best)
     print(
         f"\nholdout: {len(y_h)} rows, data={args.data}, features={len(X.columns)}, "
         f"mean revenue {y_h.mean():.3f}, buyers {lab_h['buyer_d7'].mean():.4f}"

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -37,7 +36,8 @@ sys.path.append(str(ROOT))  # appended: a PYTHONPATH checkout (e.g. an older com
 import psutil  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
-from quality import SINGLE_LGBM, SINGLE_LGBM_PATIENCE, single_lgbm  # noqa: E402  (bench/ is the script's folder)
+from proctree import PeakMemory  # noqa: E402  (bench/ is the script's folder)
+from quality import SINGLE_LGBM, SINGLE_LGBM_PATIENCE, gain, single_lgbm  # noqa: E402
 
 from ltv import cluster  # noqa: E402
 from ltv.config import CONFIG_DIR  # noqa: E402
@@ -49,39 +49,6 @@ from ltv.tasks.distributed import load_cluster_splits  # noqa: E402
 from ltv.tasks.train import build_model  # noqa: E402
 
 TRAIN_HOURS = 96  # the default train window: Oct 1-4
-
-
-class PeakMemory:
-    """Peak resident memory (MB) of this process and its children, sampled every ``every_s`` seconds."""
-
-    def __init__(self, every_s: float = 0.2):
-        self.every_s, self.peak = every_s, 0.0
-        self._stop = threading.Event()
-
-    def _rss(self) -> float:
-        me = psutil.Process()
-        total = 0
-        for p in [me, *me.children(recursive=True)]:
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:
-                pass
-        return total / 2**20
-
-    def _run(self):
-        while not self._stop.wait(self.every_s):
-            self.peak = max(self.peak, self._rss())
-
-    def __enter__(self):
-        self.peak = self._rss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
 
 
 def config(size: str, seed: int, overrides: list[str]):
@@ -106,8 +73,13 @@ def measure(name, fit, predict, X_h, lab_h, n_train, zero, best) -> dict:
         model = fit()
         seconds = time.perf_counter() - t0
     rmsle = evaluation.split_metrics(lab_h, predict(model, X_h))["rmsle"]
-    gain = (zero - rmsle) / (zero - best) if best is not None and zero > best else float("nan")
-    row = {"fit_s": seconds, "rows_s": n_train / seconds, "peak_mb": mem.peak, "rmsle": rmsle, "gain": gain}
+    row = {
+        "fit_s": seconds,
+        "rows_s": n_train / seconds,
+        "peak_mb": mem.peak,
+        "rmsle": rmsle,
+        "gain": gain(rmsle, zero, best),
+    }
     logging.getLogger("bench").info("%s: %s", name, row)
     return row | {"stages": getattr(model, "fit_times_", {})}
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ import pytest
 from ltv import contract
 from ltv.synthetic import generator
 from ltv.synthetic.generator import draw_hour, ensure_generated, generate, hour_table
+from ltv.synthetic.hour import oracle_table
 from ltv.synthetic.labels import LabelParams, draw_labels, oracle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +34,9 @@ UTC = dt.timezone.utc
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory) -> Path:
-    return generate(tmp_path_factory.mktemp("gen") / "synthetic", train_start="2025-10-04-22", **SMALL)
+    return generate(
+        tmp_path_factory.mktemp("gen") / "synthetic", train_start="2025-10-04-22", workers=2, **SMALL
+    )
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +124,52 @@ def test_pandas_sees_maps_as_key_value_tuples(small: Path):
     assert isinstance(lst, np.ndarray)
 
 
+PINNED = {  # sha256 of the JSON of one 60-row hour (features, labels, oracle) at seed 0, 2025-10-03 20h
+    "train": "19a14b65a8c0dd031a200a631a651164e80bba45d98095582bf337787edd303b",
+    "test": "2e01df6b3723151c595f8f4bdda2d4dffb25964ab6ee2ea3fe08acae03d22d83",
+}
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_values_are_pinned(split: str):
+    """The values a seed draws do not change when the generator is made faster (or for any other reason
+    than a deliberate change of the generative model, which updates these hashes and GENERATOR_VERSION)."""
+    cols, labels, orc = draw_hour(0, split, dt.datetime(2025, 10, 3, 20, tzinfo=UTC), 60)
+    data = hour_table(cols, labels, split).to_pylist()
+    orc = oracle_table(cols["row_id"], orc, labels if split != "train" else None).to_pylist()
+    text = json.dumps([data, orc], default=str)
+    assert hashlib.sha256(text.encode()).hexdigest() == PINNED[split]
+    assert (
+        hour_table(*draw_hour(0, split, dt.datetime(2025, 10, 3, 20, tzinfo=UTC), 1)[:2], split).num_rows == 1
+    )
+
+
+def _peak_memory(root: Path, hours: int, rows_per_hour: int) -> tuple[int, int]:
+    """Peak bytes of Python / numpy (tracemalloc) and of Arrow (a proxy of the default pool) while generating."""
+    pool, default = pa.proxy_memory_pool(pa.default_memory_pool()), pa.default_memory_pool()
+    pa.set_memory_pool(pool)
+    tracemalloc.start()
+    try:
+        generate(root, train_hours=0, test_hours=hours, rows_per_hour=rows_per_hour, workers=1)
+        return tracemalloc.get_traced_memory()[1], pool.max_memory()
+    finally:
+        tracemalloc.stop()
+        pa.set_memory_pool(default)
+
+
+def test_memory_is_flat_in_the_number_of_hours(tmp_path: Path):
+    """Four times the hours, the same peak: nothing per row (row ids for the sample submission, tables)
+    is kept across hours. One worker, so one hour is in memory at a time."""
+    generate(tmp_path / "warm", train_hours=1, test_hours=1, rows_per_hour=50, workers=1)  # imports, caches
+    rows, hours = 2000, 3
+    few = _peak_memory(tmp_path / "few", hours, rows)
+    many = _peak_memory(tmp_path / "many", 4 * hours, rows)
+    held_ids = 3 * hours * rows * 36  # what the extra hours' row ids alone would take
+    for name, a, b in zip(("python/numpy", "arrow"), few, many, strict=True):
+        assert b - a < 0.25 * held_ids, f"{name}: peak {a} -> {b} bytes with 4x the hours"
+    assert len(pd.read_csv(tmp_path / "many" / "sample_submission.csv")) == 4 * hours * rows
+
+
 def test_deterministic_per_seed_and_hour():
     when = dt.datetime(2025, 10, 2, 7, tzinfo=UTC)
     a = hour_table(*draw_hour(5, "train", when, 300)[:2], "train")
@@ -129,7 +180,8 @@ def test_deterministic_per_seed_and_hour():
 
 
 def test_same_params_give_identical_files(small: Path, tmp_path: Path):
-    again = generate(tmp_path / "again", train_start="2025-10-04-22", **SMALL)
+    """Same parameters, same bytes, however many hours are written at once (``small`` used 2 threads)."""
+    again = generate(tmp_path / "again", train_start="2025-10-04-22", workers=1, **SMALL)
     for split in ("train", "test"):
         for f, g in zip(_files(small, split), _files(again, split), strict=True):
             assert f.relative_to(small) == g.relative_to(again)

@@ -7,9 +7,22 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from scipy.special import expit, ndtr
 
-from ltv.synthetic.arrays import Items, draw_items, group_items, list_array, map_array, merge_items, subset
+from ltv.synthetic.arrays import (
+    Items,
+    draw_items,
+    group_items,
+    joined_strings,
+    list_array,
+    map_array,
+    merge_items,
+    subset,
+    unique_sorted,
+    vocab_strings,
+)
+from ltv.synthetic.flat import COUNTRY_NAMES, OSV_NAMES, REGION_SUFFIX
 from ltv.synthetic.history import (
     BUNDLE_CAT,
     BUNDLE_CDF,
@@ -24,7 +37,7 @@ from ltv.synthetic.history import (
 )
 from ltv.synthetic.vocab import FORMATS, LANGUAGES, WORLD, zipf_p
 
-COUNTRIES = pa.array(WORLD.countries, type=pa.string())
+CITY_SUFFIX = pa.array([f"-c{k:03d}" for k in range(1000)], type=pa.string())  # city k: "<cc>-c<kkk>"
 HOURS = pa.array([str(h) for h in range(24)], type=pa.string())
 FORMAT_NAMES = pa.array(FORMATS, type=pa.string())
 LANG_NAMES = pa.array(LANGUAGES, type=pa.string())
@@ -100,19 +113,15 @@ def draw_hists(rng: np.random.Generator, lat: dict, osv_major: np.ndarray) -> tu
     region_it, region_v = _own_plus_others(
         rng, n, has, region_k, 0.4 * expit(e), np.cumsum(zipf_p(30, 1.0)), seen
     )
-    region_names = pa.array(
-        np.char.add(
-            np.char.add(WORLD.countries[c[region_it.row]], "-r"), np.char.zfill(region_it.key.astype(str), 2)
-        )
+    region_names = joined_strings(
+        vocab_strings(COUNTRY_NAMES, c[region_it.row]), vocab_strings(REGION_SUFFIX, region_it.key)
     )
     city_k = rng.integers(0, 1000, n)
     city_it, city_v = _own_plus_others(
         rng, n, has, city_k, 0.1 + 1.5 * expit(e + rng.normal(0, 1, n)), np.cumsum(zipf_p(1000, 0.8)), seen
     )
-    city_names = pa.array(
-        np.char.add(
-            np.char.add(WORLD.countries[c[city_it.row]], "-c"), np.char.zfill(city_it.key.astype(str), 3)
-        )
+    city_names = joined_strings(
+        vocab_strings(COUNTRY_NAMES, c[city_it.row]), vocab_strings(CITY_SUFFIX, city_it.key)
     )
     lang_it, lang_v = _own_plus_others(
         rng, n, has, (c * 7) % len(LANGUAGES), 0.3, np.cumsum(zipf_p(len(LANGUAGES), 1.5)), seen
@@ -124,17 +133,16 @@ def draw_hists(rng: np.random.Generator, lat: dict, osv_major: np.ndarray) -> tu
     osv_rows = np.concatenate([np.flatnonzero(has), old_rows])
     order = np.lexsort((osv_keys, osv_rows))
     osv_it = Items(n, osv_rows[order], osv_keys[order])
-    osv_names = np.where(
-        osv_it.key < 0,
-        lat["osv"][osv_it.row],
-        np.char.add((osv_major[osv_it.row] - osv_it.key).astype(str), ".0.0"),
+    older = joined_strings(pc.cast(pa.array(osv_major[osv_it.row] - osv_it.key), pa.string()), ".0.0")
+    osv_names = pc.if_else(
+        pa.array(osv_it.key < 0), vocab_strings(OSV_NAMES, lat["osv_code"][osv_it.row]), older
     )
     osv_v = np.where(osv_it.key < 0, 1 + rng.poisson(seen[osv_it.row]), 1 + rng.poisson(3.0, len(osv_it.row)))
     cols = {
         "city_hist": _named_map(city_it, city_names, city_v, has),
-        "country_hist": map_array(country_it, COUNTRIES, country_v.astype(np.int64), has, I64),
+        "country_hist": map_array(country_it, COUNTRY_NAMES, country_v.astype(np.int64), has, I64),
         "dev_language_hist": map_array(lang_it, LANG_NAMES, lang_v.astype(np.int64), has, I64),
-        "dev_osv_hist": _named_map(osv_it, pa.array(osv_names.astype(object), type=pa.string()), osv_v, has),
+        "dev_osv_hist": _named_map(osv_it, osv_names, osv_v, has),
     }
     cols["region_hist"] = _named_map(region_it, region_names, region_v, has)
     obs = {"city_entropy": _entropy(city_it, city_v), "n_osv": osv_it.counts.astype(np.float64)}
@@ -155,7 +163,7 @@ def draw_hour_ratio(rng: np.random.Generator, lat: dict, hour: int) -> tuple[dic
     want = np.clip(counts_where(rng, has, 4.0 + 10.0 * expit(e), base=1), 0, 24)
     rows = np.repeat(np.arange(n), want)
     hours = np.round(peak[rows] + rng.normal(0, 4.0, len(rows))).astype(int) % 24
-    code = np.unique(rows * 24 + hours)
+    code = unique_sorted(rows * 24 + hours)
     it = Items(n, code // 24, code % 24)
     weight = rng.gamma(2.0, 1.0, len(it.row))
     share = weight / it.per_row_sum(weight)[it.row]

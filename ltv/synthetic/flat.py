@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 from scipy.special import expit, logit
 
-from ltv.synthetic.arrays import numbers_with_nulls, strings_with_nulls
+from ltv.synthetic.arrays import joined_strings, numbers_with_nulls, vocab_strings
 from ltv.synthetic.vocab import (
     ANDROID_MAKE_MSRP,
     ANDROID_MAKE_P,
@@ -29,6 +29,25 @@ _CARRIER_CDF = np.cumsum(zipf_p(len(CARRIERS), 1.0))
 _COUNTRY_CDF = np.cumsum(WORLD.country_p)
 _ADV_CDF = np.cumsum(WORLD.advertiser_p)
 _MAKE_CDF = np.cumsum(ANDROID_MAKE_P / ANDROID_MAKE_P.sum())
+
+# String columns are codes into these vocabularies (one Arrow take per column, no per-row Python strings).
+_S = pa.string()
+COUNTRY_NAMES = pa.array(WORLD.countries, type=_S)
+REGION_SUFFIX = pa.array([f"-r{k:02d}" for k in range(30)], type=_S)  # region k of a country: "<cc>-r<kk>"
+_CARRIER_NAMES = pa.array(CARRIERS, type=_S)
+_MAKE_NAMES = pa.array([*ANDROID_MAKES, "apple"], type=_S)
+_IPHONES = 9 * len(ANDROID_MAKES)  # model code: make * 9 + generation (Android), then "iphone <gen + 8>"
+_MODEL_NAMES = pa.array(
+    [f"{m} m{g}" for m in ANDROID_MAKES for g in range(9)] + [f"iphone {g + 8}" for g in range(9)]
+)
+_OS_NAMES = pa.array(["android", "ios"], type=_S)
+# OS version code: (major * 7 + minor) * 4 + patch
+OSV_NAMES = pa.array([f"{a}.{b}.{c}" for a in range(20) for b in range(7) for c in range(4)], type=_S)
+_RELEASE_NAMES = pa.array([f"{y}_{m}" for y in range(2016, 2026) for m in MONTHS], type=_S)
+_ADVERTISER_NAMES = pa.array(WORLD.bundles[WORLD.advertisers], type=_S)
+_CATEGORY_NAMES = pa.array(WORLD.categories, type=_S)
+_TAXONOMY_NAMES = pa.array(WORLD.taxonomy, type=_S)
+_SUBCATEGORY_NAMES = pa.array([t.split("/", 1)[1] for t in WORLD.taxonomy], type=_S)
 
 
 def _pick(rng: np.random.Generator, cdf: np.ndarray, n: int) -> np.ndarray:
@@ -62,21 +81,15 @@ def draw_latent(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     }
 
 
-def _device(rng: np.random.Generator, lat: dict, n: int) -> tuple[dict, np.ndarray, np.ndarray]:
+def _device(rng: np.random.Generator, lat: dict, n: int) -> tuple[dict, np.ndarray, tuple]:
     ios, wealth = lat["ios"], lat["wealth"]
     make_idx = _pick(rng, _MAKE_CDF, n)
-    make = np.where(ios, "apple", np.array(ANDROID_MAKES)[make_idx])
     gen = np.clip(np.round(2.0 + 1.2 * wealth + rng.normal(0, 1.5, n)), 0, 8).astype(int)  # newer if wealthy
-    model = np.where(
-        ios,
-        np.char.add("iphone ", (gen + 8).astype(str)),
-        np.char.add(make, np.char.add(" m", gen.astype(str))),
-    )
     major = np.where(ios, 14 + np.minimum(gen // 2, 4), 9 + np.minimum(gen // 1.5, 6)).astype(int)
-    osv = np.char.add(np.char.add(major.astype(str), "."), rng.integers(0, 7, n).astype(str))
-    osv = np.char.add(np.char.add(osv, "."), rng.integers(0, 4, n).astype(str))
+    minor = rng.integers(0, 7, n)
+    osv = (major * 7 + minor) * 4 + rng.integers(0, 4, n)  # code into OSV_NAMES
     year = np.clip(2017 + gen + rng.integers(-1, 2, n), 2016, 2025)
-    month = np.array(MONTHS)[rng.integers(0, 12, n)]
+    release = (year - 2016) * 12 + rng.integers(0, 12, n)
     log_msrp = np.where(ios, 6.6, ANDROID_MAKE_MSRP[make_idx]) + 0.12 * gen + rng.normal(0, 0.25, n)
     msrp = np.round(np.exp(log_msrp), 0) - 0.01
     msrp_null = _nulls(rng, n, 0.103)
@@ -84,30 +97,31 @@ def _device(rng: np.random.Generator, lat: dict, n: int) -> tuple[dict, np.ndarr
     # brands differ in buyers beyond their price (msrp is often null; the make is not)
     make_eff = np.where(make_null | ios, 0.0, 0.35 * (ANDROID_MAKE_MSRP[make_idx] - 5.5))
     cols = {
-        "dev_make": strings_with_nulls(make, make_null),
-        "dev_model": strings_with_nulls(model, _nulls(rng, n, 0.002)),
-        "dev_os": pa.array(np.where(ios, "ios", "android").astype(object), type=pa.string()),
-        "dev_osv": strings_with_nulls(osv, _nulls(rng, n, 0.009)),
-        "release_date": strings_with_nulls(
-            np.char.add(np.char.add(year.astype(str), "_"), month), _nulls(rng, n, 0.004)
+        "dev_make": vocab_strings(_MAKE_NAMES, np.where(ios, len(ANDROID_MAKES), make_idx), make_null),
+        "dev_model": vocab_strings(
+            _MODEL_NAMES, np.where(ios, _IPHONES + gen, make_idx * 9 + gen), _nulls(rng, n, 0.002)
         ),
+        "dev_os": vocab_strings(_OS_NAMES, ios.astype(np.int8)),
+        "dev_osv": vocab_strings(OSV_NAMES, osv, _nulls(rng, n, 0.009)),
+        "release_date": vocab_strings(_RELEASE_NAMES, release, _nulls(rng, n, 0.004)),
         "release_msrp": numbers_with_nulls(msrp, msrp_null),
     }
     return cols, np.where(msrp_null, np.nan, msrp), (osv, major, make_eff)
 
 
 def _advertiser(rng: np.random.Generator, lat: dict, n: int) -> dict:
-    tax_name = WORLD.taxonomy[lat["tax"]]
-    sub = np.array([t.split("/", 1)[1] for t in WORLD.taxonomy])[lat["tax"]]
     cat_null = _nulls(rng, n, 0.097)  # category and subcategory share one mask
     return {
-        "advertiser_bundle": pa.array(
-            WORLD.bundles[WORLD.advertisers[lat["adv"]]].astype(object), type=pa.string()
-        ),
-        "advertiser_category": strings_with_nulls(WORLD.categories[lat["cat"]], cat_null),
-        "advertiser_subcategory": strings_with_nulls(sub, cat_null),
-        "advertiser_bottom_taxonomy_level": strings_with_nulls(tax_name, _nulls(rng, n, 0.375)),
+        "advertiser_bundle": vocab_strings(_ADVERTISER_NAMES, lat["adv"]),
+        "advertiser_category": vocab_strings(_CATEGORY_NAMES, lat["cat"], cat_null),
+        "advertiser_subcategory": vocab_strings(_SUBCATEGORY_NAMES, lat["tax"], cat_null),
+        "advertiser_bottom_taxonomy_level": vocab_strings(_TAXONOMY_NAMES, lat["tax"], _nulls(rng, n, 0.375)),
     }
+
+
+def _region(country: np.ndarray, region_k: np.ndarray, null: np.ndarray) -> pa.Array:
+    """Region names "<country>-r<kk>" (null where ``null``)."""
+    return joined_strings(vocab_strings(COUNTRY_NAMES, country, null), vocab_strings(REGION_SUFFIX, region_k))
 
 
 def draw_flat(rng: np.random.Generator, lat: dict, when: dt.datetime) -> tuple[dict, dict]:
@@ -118,9 +132,6 @@ def draw_flat(rng: np.random.Generator, lat: dict, when: dt.datetime) -> tuple[d
     n = len(lat["country"])
     country_null = _nulls(rng, n, 0.0004)
     region_k = _pick(rng, np.cumsum(zipf_p(30, 1.0)), n)
-    region = np.char.add(
-        np.char.add(WORLD.countries[lat["country"]], "-r"), np.char.zfill(region_k.astype(str), 2)
-    )
     dev_cols, msrp, dev = _device(rng, lat, n)
     act_null = _nulls(rng, n, 0.45)  # avg_act_days, weekend_ratio, wifi_ratio, weeks_since_first_seen
     act_days = np.round(1.0 + 6.0 * expit(0.9 * lat["engage"] + rng.normal(0, 0.7, n)), 2)
@@ -133,11 +144,11 @@ def draw_flat(rng: np.random.Generator, lat: dict, when: dt.datetime) -> tuple[d
     first_null = _nulls(rng, n, 0.576)
     cols = {
         **_advertiser(rng, lat, n),
-        "carrier": strings_with_nulls(np.array(CARRIERS)[_pick(rng, _CARRIER_CDF, n)], _nulls(rng, n, 0.405)),
-        "country": strings_with_nulls(WORLD.countries[lat["country"]], country_null),
-        "region": strings_with_nulls(region, country_null | _nulls(rng, n, 0.03)),
+        "carrier": vocab_strings(_CARRIER_NAMES, _pick(rng, _CARRIER_CDF, n), _nulls(rng, n, 0.405)),
+        "country": vocab_strings(COUNTRY_NAMES, lat["country"], country_null),
+        "region": _region(lat["country"], region_k, country_null | _nulls(rng, n, 0.03)),
         **dev_cols,
-        "hour": pa.array(np.full(n, f"{when.hour:02d}", dtype=object), type=pa.string()),
+        "hour": pa.repeat(pa.scalar(f"{when.hour:02d}", type=_S), n),
         "weekday": pa.array(np.full(n, when.isoweekday(), dtype=np.int64)),
         "avg_act_days": numbers_with_nulls(act_days, act_null),
         "avg_days_ins": numbers_with_nulls(ins_days, _nulls(rng, n, 0.955)),
@@ -161,7 +172,7 @@ def draw_flat(rng: np.random.Generator, lat: dict, when: dt.datetime) -> tuple[d
         "wifi": np.where(act_null, np.nan, wifi),
         "day": day,
         "first_null": first_null,
-        "osv": dev[0],
+        "osv_code": dev[0],
         "osv_major": dev[1],
         "make_eff": dev[2],
     }

@@ -34,8 +34,8 @@ def draw_hour(seed: int, split: str, when: dt.datetime, n: int) -> tuple[dict, d
         hist.draw_actions(rng, lat, day),
         hist.draw_user_actions(rng, lat, day),
         act.draw_sessions(rng, lat),
-        act.draw_bundle_lists(rng, {**lat, "osv": obs["osv"]}),
-        act.draw_hists(rng, {**lat, "osv": obs["osv"]}, obs["osv_major"]),
+        act.draw_bundle_lists(rng, lat),
+        act.draw_hists(rng, {**lat, "osv_code": obs["osv_code"]}, obs["osv_major"]),
         act.draw_hour_ratio(rng, lat, when.hour),
         act.draw_ads(rng, lat),
     ):

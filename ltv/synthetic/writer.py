@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,11 +18,15 @@ def write_parquet(table: pa.Table, path: Path) -> None:
         pq.write_table(table, tmp, compression="snappy")
 
 
-def write_csv(row_ids: list[str], path: Path) -> None:
-    """``sample_submission.csv``: header ``row_id,iap_revenue_d7`` and one ``<row_id>,0.0`` line per row."""
+def write_csv(row_id_chunks: Iterable[list[str]], path: Path) -> None:
+    """``sample_submission.csv``: header ``row_id,iap_revenue_d7`` and one ``<row_id>,0.0`` line per row.
+
+    The row ids come in chunks (one file's at a time), so memory does not grow with the test rows.
+    """
     with atomic_write(path) as tmp, open(tmp, "w", encoding="ascii", newline="\n") as fh:
         fh.write("row_id,iap_revenue_d7\n")
-        fh.writelines(f"{r},0.0\n" for r in row_ids)
+        for row_ids in row_id_chunks:
+            fh.writelines(f"{r},0.0\n" for r in row_ids)
 
 
 def write_json(path: Path, obj: dict) -> None:
