@@ -67,7 +67,9 @@ class LTVPipeline:
             the same partitions): they are encoded where their partitions are and the model's boosters
             train on the cluster (``ltv.models.distributed``).
         """
-        if isinstance(getattr(train, "X", None), Blocks):  # the model matrix, encoded file by file by the fitted features
+        if isinstance(
+            getattr(train, "X", None), Blocks
+        ):  # the model matrix, encoded file by file by the fitted features
             self.features.check_fitted()
             self.model.fit(train, valid)
             self.feature_names_ = list(train.X.columns)

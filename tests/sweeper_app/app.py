@@ -42,7 +42,6 @@ def main(cfg: DictConfig) -> float:
 
 def _boost(learning_rate: float) -> float:
     """Valid log-loss of a seeded LightGBM classifier, fitted in stage 'boost' of a fit clock."""
-    import lightgbm as lgb
     import numpy as np
 
     from ltv.models import _progress
@@ -51,10 +50,12 @@ def _boost(learning_rate: float) -> float:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(4000, 4))
     y = (X[:, 0] + 0.5 * rng.normal(size=4000) > 0).astype(int)
-    model = lgb.LGBMClassifier(n_estimators=100, learning_rate=learning_rate, n_jobs=1, verbose=-1)
+    params = {"objective": "binary", "n_estimators": 100, "learning_rate": learning_rate, "n_jobs": 1}
     with _progress.sweep_trial(), _progress.FitClock(), _progress.stage("boost", 3000):
-        fit_booster(model, X[:3000], y[:3000], eval_set=(X[3000:], y[3000:]), early_stopping_rounds=20)
-    return float(model.best_score_["valid_0"]["binary_logloss"])
+        model, best = fit_booster(
+            params, X[:3000], y[:3000], eval_set=(X[3000:], y[3000:]), early_stopping_rounds=20
+        )
+    return float(model.evals_result_["valid"]["binary_logloss"][best - 1])
 
 
 if __name__ == "__main__":
