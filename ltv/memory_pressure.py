@@ -1,0 +1,178 @@
+"""Memory pressure gets an answer: the run stops with :class:`MemoryPressureError`, it does not loop.
+
+Dask's answer to a worker past its memory limit is to restart it (its nanny terminates it at
+``distributed.worker.memory.terminate``, 95% of ``memory_limit``) and to recompute elsewhere what it held or
+ran. On an input too big for the workers that goes round: each restart loses the data that pushed it over,
+and the recomputation pushes the next worker over. The nanny announces every such restart as a scheduler
+event (topic ``worker-restart-memory``); the client subscribes to it (:func:`guard`, one per connected
+engine) and, past ``allowed`` restarts (``cluster.memory_restarts``, 0 by default), cancels its futures
+with a message naming the running stage, the worker's memory limit and what to change. The call that waits
+(``future.result()``, ``dask.compute``, a ``lightgbm.dask`` fit) then raises, and :func:`stage` (or the
+engine's block) raises :class:`MemoryPressureError` from it. A ``MemoryError`` raised in this process (the
+client ran short, or ``cluster=sync``) or in a task becomes the same error.
+
+Stages are labels the tasks set around their steps (``with stage("load train"): ...``); they nest
+(``score valid > load model``) and cost nothing without a cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from dask.utils import format_bytes
+
+log = logging.getLogger(__name__)
+
+TOPIC = "worker-restart-memory"  # what distributed's nanny logs when it restarts a worker for memory
+REMEDIES = (
+    "To fit: sample the input (data.splits.train.fraction=0.15), give each worker more memory "
+    "(cluster.memory_limit=8GiB, with fewer cluster.n_workers on one machine), add workers "
+    "(cluster=remote cluster.address=tcp://host:8786), or keep the train split on the workers "
+    "(train.distributed=true)."
+)
+_STAGES: list[str] = []  # the running stages, outermost first (the tasks run in one thread)
+_GUARDS: list[MemoryGuard] = []  # the engines' guards that are subscribed now
+_NOT_OURS = (KeyboardInterrupt, SystemExit, GeneratorExit)  # a stop is a stop, never a memory error
+
+
+class MemoryPressureError(RuntimeError):
+    """A stage ran out of memory: a worker passed its memory limit, or this process ran short.
+
+    The message names the stage, the limit and what to change (:data:`REMEDIES`); ``stage``,
+    ``memory_limit`` (bytes per worker, None when unknown or for this process) and ``restarts`` (the
+    workers' memory restarts seen by the run) are attributes.
+    """
+
+    def __init__(self, message: str, stage: str, memory_limit: int | None = None, restarts: int = 0):
+        super().__init__(message)
+        self.stage, self.memory_limit, self.restarts = stage, memory_limit, restarts
+
+    def __reduce__(self):
+        return type(self), (str(self), self.stage, self.memory_limit, self.restarts)
+
+
+def current_stage() -> str:
+    """The running stages as ``outer > inner``, or 'an unnamed stage'."""
+    return " > ".join(list(_STAGES)) or "an unnamed stage"
+
+
+@contextlib.contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Label the block as stage ``name`` for memory errors, and raise :class:`MemoryPressureError` from
+    what the block raises when the run ran out of memory in it (see the module doc)."""
+    _STAGES.append(str(name))
+    try:
+        with translated():
+            yield
+    finally:
+        _STAGES.pop()
+
+
+class MemoryGuard:
+    """The memory restarts of a client's workers: past ``allowed`` of them (None: no limit, Dask's own
+    retries), the client's futures are cancelled with the message of :attr:`error`."""
+
+    def __init__(self, client, allowed: int | None = 0):
+        self.client, self.allowed = client, allowed
+        self.restarts: list[dict] = []
+        self.error: MemoryPressureError | None = None
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        self._limits = {w.get("memory_limit") or None for w in workers.values()}
+
+    async def on_restart(self, event) -> None:
+        """Handler of a :data:`TOPIC` event ``(time, {"worker", "pid", "rss"})``, in the client's loop."""
+        _, msg = event
+        self.restarts.append(dict(msg))
+        if self.error is not None:
+            return
+        limit = max((x for x in self._limits if x), default=None)
+        where = f"{msg.get('worker')} (process memory {format_bytes(int(msg.get('rss', 0)))})"
+        if self.allowed is not None and len(self.restarts) <= self.allowed:
+            log.warning("worker %s restarted for memory during %s (%d of %d allowed: cluster.memory_restarts)",
+                        where, current_stage(), len(self.restarts), self.allowed)  # fmt: skip
+            return
+        self.error = MemoryPressureError(
+            f"{current_stage()!r} ran out of memory: the Dask nanny restarted worker {where}, past its "
+            f"memory limit of {format_bytes(limit) if limit else 'unknown'} per worker "
+            f"({len(self.restarts)} memory restart(s), cluster.memory_restarts={self.allowed}); the run "
+            f"stops here rather than recompute on restarted workers. {REMEDIES}",
+            stage=current_stage(),
+            memory_limit=limit,
+            restarts=len(self.restarts),
+        )
+        log.error("worker %s restarted for memory during %r: stopping the run", where, current_stage())
+        await self._cancel_all(str(self.error))
+
+    async def _cancel_all(self, message: str) -> None:
+        from distributed import Future
+
+        futures = [Future(key, self.client) for key in list(self.client.futures)]
+        if futures:
+            await self.client.cancel(futures, asynchronous=True, reason="memory-pressure", msg=message)
+
+
+@contextlib.contextmanager
+def guard(client, allowed: int | None = 0) -> Iterator[MemoryGuard]:
+    """Subscribe ``client`` to its workers' memory restarts for the block (:class:`MemoryGuard`), and
+    raise :class:`MemoryPressureError` from what the block raises once they stopped the run."""
+    watch = MemoryGuard(client, allowed)
+    client.subscribe_topic(TOPIC, watch.on_restart)
+    _GUARDS.append(watch)
+    try:
+        with translated():
+            yield watch
+    finally:
+        _GUARDS.remove(watch)
+        with contextlib.suppress(Exception):  # the client may be closing already
+            client.unsubscribe_topic(TOPIC)
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Raise :class:`MemoryPressureError` from what the block raises when a guard stopped the run, or
+    from its ``MemoryError``; anything else (a stop, Ctrl-C / SIGTERM, included) passes unchanged."""
+    try:
+        yield
+    except (MemoryPressureError, *_NOT_OURS):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - asyncio's CancelledError is a BaseException
+        error = _pressure_error(exc)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _pressure_error(exc: BaseException) -> MemoryPressureError | None:
+    """The memory error that explains ``exc``: a guard's, or this process's MemoryError; else None."""
+    for watch in reversed(_GUARDS):
+        if watch.error is not None:
+            e = watch.error
+            return MemoryPressureError(str(e), e.stage, e.memory_limit, len(watch.restarts))
+    if isinstance(exc, MemoryError):
+        return MemoryPressureError(
+            f"{current_stage()!r} ran out of memory: MemoryError ({exc}) in this process or a task "
+            f"({format_bytes(_available_bytes())} available on this machine now). {REMEDIES}",
+            stage=current_stage(),
+        )
+    return None
+
+
+def _available_bytes() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def check_fits_here(nbytes: int, what: str) -> None:
+    """Raise :class:`MemoryPressureError` before gathering ``nbytes`` (``what``) into this process when
+    twice that (the parts, then the frame made of them) is more than this machine has available."""
+    available = _available_bytes()
+    if 2 * nbytes > available:
+        raise MemoryPressureError(
+            f"{current_stage()!r}: gathering {what} ({format_bytes(nbytes)} on the workers) into this "
+            f"process needs about {format_bytes(2 * nbytes)}, and {format_bytes(available)} is available "
+            f"on this machine. {REMEDIES}",
+            stage=current_stage(),
+        )
