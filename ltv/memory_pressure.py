@@ -12,13 +12,15 @@ engine's block) raises :class:`MemoryPressureError` from it. A ``MemoryError`` r
 client ran short, or ``cluster=sync``) or in a task becomes the same error.
 
 Stages are labels the tasks set around their steps (``with stage("load train"): ...``); they nest
-(``score valid > load model``) and cost nothing without a cluster.
+(``score valid > load model``), threads that run side by side have their own (``fit > fit classifier |
+fit > fit regressor``), and they cost nothing without a cluster.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 
 from dask.utils import format_bytes
@@ -32,7 +34,7 @@ REMEDIES = (
     "(cluster=remote cluster.address=tcp://host:8786), or keep the train split on the workers "
     "(train.distributed=true)."
 )
-_STAGES: list[str] = []  # the running stages, outermost first (the tasks run in one thread)
+_STAGES: dict[int, list[str]] = {}  # per thread: its running stages, outermost first
 _GUARDS: list[MemoryGuard] = []  # the engines' guards that are subscribed now
 _NOT_OURS = (KeyboardInterrupt, SystemExit, GeneratorExit)  # a stop is a stop, never a memory error
 
@@ -54,20 +56,25 @@ class MemoryPressureError(RuntimeError):
 
 
 def current_stage() -> str:
-    """The running stages as ``outer > inner``, or 'an unnamed stage'."""
-    return " > ".join(list(_STAGES)) or "an unnamed stage"
+    """The running stages as ``outer > inner`` (threads' own joined by `` | ``), or 'an unnamed stage'."""
+    running = [" > ".join(stack) for stack in list(_STAGES.values()) if stack]
+    return " | ".join(running) or "an unnamed stage"
 
 
 @contextlib.contextmanager
 def stage(name: str) -> Iterator[None]:
     """Label the block as stage ``name`` for memory errors, and raise :class:`MemoryPressureError` from
     what the block raises when the run ran out of memory in it (see the module doc)."""
-    _STAGES.append(str(name))
+    thread = threading.get_ident()
+    stack = _STAGES.setdefault(thread, [])
+    stack.append(str(name))
     try:
         with translated():
             yield
     finally:
-        _STAGES.pop()
+        stack.pop()
+        if not stack:
+            _STAGES.pop(thread, None)
 
 
 class MemoryGuard:

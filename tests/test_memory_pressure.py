@@ -122,3 +122,24 @@ def test_gathering_more_than_this_machine_has_is_refused_before_it_starts(small_
     assert "train.distributed=true" in message
     with cluster.connect({"kind": "sync"}) as engine:
         engine.check_gather(dd.from_pandas(frame, npartitions=2), what="nothing")  # in-process: no check
+
+
+def test_stages_of_threads_side_by_side_are_named_each():
+    import threading
+
+    inside, release = threading.Barrier(2), threading.Event()
+
+    def fit(name):
+        with cluster.stage("fit"), cluster.stage(name):
+            inside.wait(timeout=10)
+            release.wait(timeout=10)
+
+    worker = threading.Thread(target=fit, args=("fit regressor",))
+    worker.start()
+    with cluster.stage("fit"), cluster.stage("fit classifier"):
+        inside.wait(timeout=10)
+        seen = memory_pressure.current_stage()
+        release.set()
+    worker.join(timeout=10)
+    assert sorted(seen.split(" | ")) == ["fit > fit classifier", "fit > fit regressor"]
+    assert memory_pressure.current_stage() == "an unnamed stage"
