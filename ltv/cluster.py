@@ -15,7 +15,8 @@ The tasks describe their work as functions over files (:meth:`Engine.map`) and a
 retries a task whose worker died, and reports errors with the original exception. A worker restarted for
 memory stops the run instead (:mod:`ltv.memory_pressure`): past ``cluster.memory_restarts`` such restarts
 (0 by default) the block raises :class:`MemoryPressureError` naming the stage that was running (set with
-:func:`stage`), the workers' memory limit and what to change; so does a ``MemoryError`` in this process.
+:func:`stage`), the workers' memory limit and what to change; so do workers paused for memory past
+``no_workers_timeout`` (a LocalCluster's; a remote scheduler has its own), and a ``MemoryError`` here.
 """
 
 from __future__ import annotations
@@ -190,10 +191,15 @@ def connect(cfg) -> Iterator[Engine]:
 
     kwargs = {k: opts[k] for k in _LOCAL_KEYS if opts.get(k) is not None}
     started = time.perf_counter()
+    # read by the scheduler when it starts: tasks waiting that long with no running worker (all paused
+    # for memory, or gone) fail, and the memory guard names a pause
+    waiting = opts.get("no_workers_timeout")
+    with dask.config.set({"distributed.scheduler.no-workers-timeout": waiting} if waiting else {}):
+        local = LocalCluster(processes=True, **kwargs)
     with (
-        LocalCluster(processes=True, **kwargs) as cluster,
+        local as cluster,
         _client(cluster, timeout) as client,
-        memory_pressure.guard(client, allowed),
+        memory_pressure.guard(client, allowed, no_workers_timeout=waiting),
     ):
         log.info("local cluster up in %.1fs", time.perf_counter() - started)
         yield _announce(Engine("local", client, cluster.scheduler_address))

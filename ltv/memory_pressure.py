@@ -11,6 +11,13 @@ with a message naming the running stage, the worker's memory limit and what to c
 engine's block) raises :class:`MemoryPressureError` from it. A ``MemoryError`` raised in this process (the
 client ran short, or ``cluster=sync``) or in a task becomes the same error.
 
+A worker whose memory stays above ``distributed.worker.memory.pause`` (80%) without reaching the restart
+(memory that is not Dask's data, so it cannot spill) is paused for good: it runs nothing more, and the run
+would wait forever. Dask's ``distributed.scheduler.no-workers-timeout`` (``cluster.no_workers_timeout`` on
+a LocalCluster) fails the tasks that wait that long with no running worker and logs a
+``no-workers-timeout-exceeded`` event (topic ``scheduler``); when the workers are paused then, the guard
+stops the run the same way.
+
 Stages are labels the tasks set around their steps (``with stage("load train"): ...``); they nest
 (``score valid > load model``), threads that run side by side have their own (``fit > fit classifier |
 fit > fit regressor``), and they cost nothing without a cluster.
@@ -23,11 +30,13 @@ import logging
 import threading
 from collections.abc import Iterator
 
+import dask
 from dask.utils import format_bytes
 
 log = logging.getLogger(__name__)
 
 TOPIC = "worker-restart-memory"  # what distributed's nanny logs when it restarts a worker for memory
+SCHEDULER_TOPIC = "scheduler"  # where the scheduler logs no-workers-timeout-exceeded
 REMEDIES = (
     "To fit: sample the input (data.splits.train.fraction=0.15), give each worker more memory "
     "(cluster.memory_limit=8GiB, with fewer cluster.n_workers on one machine), add workers "
@@ -57,8 +66,16 @@ class MemoryPressureError(RuntimeError):
 
 def current_stage() -> str:
     """The running stages as ``outer > inner`` (threads' own joined by `` | ``), or 'an unnamed stage'."""
-    running = [" > ".join(stack) for stack in list(_STAGES.values()) if stack]
-    return " | ".join(running) or "an unnamed stage"
+    return _running() or "an unnamed stage"
+
+
+def _running() -> str:
+    return " | ".join(" > ".join(stack) for stack in list(_STAGES.values()) if stack)
+
+
+def _named_stage() -> str:
+    """For messages: "stage 'load train'", or 'an unnamed stage'."""
+    return f"stage {_running()!r}" if _running() else "an unnamed stage"
 
 
 @contextlib.contextmanager
@@ -81,12 +98,11 @@ class MemoryGuard:
     """The memory restarts of a client's workers: past ``allowed`` of them (None: no limit, Dask's own
     retries), the client's futures are cancelled with the message of :attr:`error`."""
 
-    def __init__(self, client, allowed: int | None = 0):
-        self.client, self.allowed = client, allowed
+    def __init__(self, client, allowed: int | None = 0, no_workers_timeout: str | None = None):
+        self.client, self.allowed, self.no_workers_timeout = client, allowed, no_workers_timeout
         self.restarts: list[dict] = []
         self.error: MemoryPressureError | None = None
-        workers = client.scheduler_info(n_workers=-1)["workers"]
-        self._limits = {w.get("memory_limit") or None for w in workers.values()}
+        self._limit = _limit(client.scheduler_info(n_workers=-1)["workers"])
 
     async def on_restart(self, event) -> None:
         """Handler of a :data:`TOPIC` event ``(time, {"worker", "pid", "rss"})``, in the client's loop."""
@@ -94,14 +110,14 @@ class MemoryGuard:
         self.restarts.append(dict(msg))
         if self.error is not None:
             return
-        limit = max((x for x in self._limits if x), default=None)
+        limit = self._limit
         where = f"{msg.get('worker')} (process memory {format_bytes(int(msg.get('rss', 0)))})"
         if self.allowed is not None and len(self.restarts) <= self.allowed:
             log.warning("worker %s restarted for memory during %s (%d of %d allowed: cluster.memory_restarts)",
                         where, current_stage(), len(self.restarts), self.allowed)  # fmt: skip
             return
         self.error = MemoryPressureError(
-            f"{current_stage()!r} ran out of memory: the Dask nanny restarted worker {where}, past its "
+            f"{_named_stage()} ran out of memory: the Dask nanny restarted worker {where}, past its "
             f"memory limit of {format_bytes(limit) if limit else 'unknown'} per worker "
             f"({len(self.restarts)} memory restart(s), cluster.memory_restarts={self.allowed}); the run "
             f"stops here rather than recompute on restarted workers. {REMEDIES}",
@@ -110,6 +126,31 @@ class MemoryGuard:
             restarts=len(self.restarts),
         )
         log.error("worker %s restarted for memory during %r: stopping the run", where, current_stage())
+        await self._cancel_all(str(self.error))
+
+    async def on_scheduler_event(self, event) -> None:
+        """Handler of a :data:`SCHEDULER_TOPIC` event: tasks timed out waiting for a running worker; the
+        run stops when the workers are paused (memory), else the tasks' NoWorkerError says it all."""
+        _, msg = event
+        if self.error is not None or msg.get("action") != "no-workers-timeout-exceeded":
+            return
+        workers = (await self.client.scheduler.identity(n_workers=-1))["workers"]
+        paused = [a for a, w in workers.items() if w.get("status") == "paused"]
+        if not paused:
+            return
+        limit = _limit(workers) or self._limit
+        waited = self.no_workers_timeout or "the scheduler's distributed.scheduler.no-workers-timeout"
+        self.error = MemoryPressureError(
+            f"{_named_stage()} ran out of memory: {len(paused)} of {len(workers)} worker(s) paused above "
+            f"{dask.config.get('distributed.worker.memory.pause'):.0%} of their memory limit of "
+            f"{format_bytes(limit) if limit else 'unknown'} per worker, memory that does not go down (not "
+            f"Dask's data: it cannot spill), and tasks waited {waited} with no running worker "
+            f"(cluster.no_workers_timeout). {REMEDIES}",
+            stage=current_stage(),
+            memory_limit=limit,
+            restarts=len(self.restarts),
+        )
+        log.error("workers %s paused for memory during %r: stopping the run", paused, current_stage())
         await self._cancel_all(str(self.error))
 
     async def _cancel_all(self, message: str) -> None:
@@ -121,19 +162,22 @@ class MemoryGuard:
 
 
 @contextlib.contextmanager
-def guard(client, allowed: int | None = 0) -> Iterator[MemoryGuard]:
-    """Subscribe ``client`` to its workers' memory restarts for the block (:class:`MemoryGuard`), and
-    raise :class:`MemoryPressureError` from what the block raises once they stopped the run."""
-    watch = MemoryGuard(client, allowed)
+def guard(client, allowed: int | None = 0, no_workers_timeout: str | None = None) -> Iterator[MemoryGuard]:
+    """Subscribe ``client`` to its workers' memory restarts and pauses for the block (:class:`MemoryGuard`;
+    ``no_workers_timeout``: the scheduler's, for the message), and raise :class:`MemoryPressureError` from
+    what the block raises once they stopped the run."""
+    watch = MemoryGuard(client, allowed, no_workers_timeout)
     client.subscribe_topic(TOPIC, watch.on_restart)
+    client.subscribe_topic(SCHEDULER_TOPIC, watch.on_scheduler_event)
     _GUARDS.append(watch)
     try:
         with translated():
             yield watch
     finally:
         _GUARDS.remove(watch)
-        with contextlib.suppress(Exception):  # the client may be closing already
-            client.unsubscribe_topic(TOPIC)
+        for topic in (TOPIC, SCHEDULER_TOPIC):
+            with contextlib.suppress(Exception):  # the client may be closing already
+                client.unsubscribe_topic(topic)
 
 
 @contextlib.contextmanager
@@ -159,11 +203,16 @@ def _pressure_error(exc: BaseException) -> MemoryPressureError | None:
             return MemoryPressureError(str(e), e.stage, e.memory_limit, len(watch.restarts))
     if isinstance(exc, MemoryError):
         return MemoryPressureError(
-            f"{current_stage()!r} ran out of memory: MemoryError ({exc}) in this process or a task "
+            f"{_named_stage()} ran out of memory: MemoryError ({exc}) in this process or a task "
             f"({format_bytes(_available_bytes())} available on this machine now). {REMEDIES}",
             stage=current_stage(),
         )
     return None
+
+
+def _limit(workers: dict) -> int | None:
+    """The largest memory limit of ``workers`` (a scheduler identity's), None when none has one."""
+    return max((w.get("memory_limit") or 0 for w in workers.values()), default=0) or None
 
 
 def _available_bytes() -> int:
@@ -178,7 +227,7 @@ def check_fits_here(nbytes: int, what: str) -> None:
     available = _available_bytes()
     if 2 * nbytes > available:
         raise MemoryPressureError(
-            f"{current_stage()!r}: gathering {what} ({format_bytes(nbytes)} on the workers) into this "
+            f"{_named_stage()}: gathering {what} ({format_bytes(nbytes)} on the workers) into this "
             f"process needs about {format_bytes(2 * nbytes)}, and {format_bytes(available)} is available "
             f"on this machine. {REMEDIES}",
             stage=current_stage(),

@@ -30,6 +30,20 @@ def _allocate_past_the_limit(i: int) -> int:
     return len(chunks)
 
 
+_KEPT: list = []  # memory a task leaves behind in its worker, as a leak would
+
+
+def _stay_above_the_pause(i: int) -> int:
+    """Grows this worker to 87% of its limit (paused at 80%, restarted at 95%) and keeps that memory."""
+    import psutil
+    from distributed import get_worker
+
+    limit, process = get_worker().memory_manager.memory_limit, psutil.Process()
+    while process.memory_info().rss < 0.87 * limit:
+        _KEPT.append(np.ones(2 * 2**20 // 8))
+    return i
+
+
 @pytest.fixture(scope="module")
 def small_cluster():
     """One worker with a 400 MiB memory limit: (cluster config for ``connect`` as ``remote``, client)."""
@@ -83,6 +97,21 @@ def test_allowed_restarts_are_recomputed_then_the_run_stops_and_stays_stopped(sm
     time.sleep(3)  # a loop would have restarted the worker again by now
     assert len(client.get_events(memory_pressure.TOPIC)) - before == 2
     assert sum(len(keys) for keys in client.processing().values()) == 0  # nothing left running
+
+
+def test_workers_paused_for_good_stop_the_run_after_no_workers_timeout():
+    options = {"kind": "local", "n_workers": 1, "threads_per_worker": 1, "memory_limit": "400MiB",
+               "dashboard_address": ":0", "no_workers_timeout": "2s"}  # fmt: skip
+    with pytest.raises(cluster.MemoryPressureError) as caught:
+        with cluster.connect(options) as engine:
+            connected = time.perf_counter()
+            with cluster.stage("features fit"):
+                list(engine.map(_stay_above_the_pause, range(6)))
+    assert time.perf_counter() - connected < 20  # ~2 s of no_workers_timeout, not forever
+    message = str(caught.value)
+    assert "'features fit' ran out of memory: 1 of 1 worker(s) paused above 80%" in message
+    assert "waited 2s with no running worker" in message and all(r in message for r in REMEDIES)
+    assert caught.value.memory_limit == LIMIT and caught.value.restarts == 0
 
 
 def test_a_memory_error_in_this_process_names_the_stage(monkeypatch):
