@@ -12,7 +12,11 @@
 
 The tasks describe their work as functions over files (:meth:`Engine.map`) and as Dask graphs
 (``dask.compute`` / ``dask.persist`` use the engine's scheduler inside the block); Dask schedules them,
-retries a task whose worker died, and reports errors with the original exception.
+retries a task whose worker died, and reports errors with the original exception. A worker restarted for
+memory stops the run instead (:mod:`ltv.memory_pressure`): past ``cluster.memory_restarts`` such restarts
+(0 by default) the block raises :class:`MemoryPressureError` naming the stage that was running (set with
+:func:`stage`), the workers' memory limit and what to change; so do workers paused for memory past
+``no_workers_timeout`` (a LocalCluster's; a remote scheduler has its own), and a ``MemoryError`` here.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import dask
+
+from ltv import memory_pressure
+from ltv.memory_pressure import MemoryPressureError, stage
+
+__all__ = ["ClusterError", "Engine", "MemoryPressureError", "connect", "stage", "tag_run"]
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +86,28 @@ class Engine:
         ]
         return self.client.gather(futures)
 
+    def check_gather(self, *collections, what: str) -> None:
+        """Raise :class:`MemoryPressureError` before ``collections`` (persisted on the cluster) are gathered
+        into this process when they would not fit in the memory this machine has available (twice their
+        size on the workers: the parts, then what is made of them), once they are computed; a collection
+        that is not persisted counts nothing. Without a cluster the data is here already: no check."""
+        if self.client is None:
+            return
+        from distributed import futures_of, wait
+
+        futures = futures_of(list(collections))
+        wait(futures)
+        keys = [f.key for f in futures if f.status == "finished"]
+        memory_pressure.check_fits_here(sum(self.client.nbytes(keys=keys, summary=False).values()), what)
+
     def map(self, fn: Callable, items: Iterable, *, name: Callable[[Any], str] = str, **kwargs) -> Iterator:
         """``fn(item, **kwargs)`` per item, yielded in input order.
 
         With a cluster every item is a task (submitted at once, earlier items first in priority) that runs
         wherever Dask places it; its result is released once yielded, and closing the iterator cancels
         what has not run. A task whose worker died is retried by Dask (``allowed-failures``); when it
-        cannot be, :class:`ClusterError` names the item (``name(item)``). Without one, each ``fn`` call
+        cannot be, :class:`ClusterError` names the item (``name(item)``). A worker restarted for memory
+        stops the run (:class:`MemoryPressureError`, raised by the engine's block or the :func:`stage`). Without one, each ``fn`` call
         runs here when the consumer asks for the next result.
         """
         if self.client is None:
@@ -139,6 +163,9 @@ def connect(cfg) -> Iterator[Engine]:
     ClusterError
         The scheduler at ``cluster.address`` does not answer within ``connect_timeout``, or its workers
         cannot import ``ltv``.
+    MemoryPressureError
+        From what the block raised once more than ``memory_restarts`` workers (0 by default; None: Dask's
+        own retries only) were restarted for memory, or from a ``MemoryError`` of the block.
     """
     opts = _options(cfg)
     logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines drown the task's own
@@ -146,23 +173,34 @@ def connect(cfg) -> Iterator[Engine]:
     if kind not in KINDS:
         raise ValueError(f"cluster.kind={kind!r}: expected one of {', '.join(KINDS)}")
     if kind == "sync":
-        with dask.config.set(scheduler="sync"):
+        with dask.config.set(scheduler="sync"), memory_pressure.translated():
             yield Engine("sync")
         return
     timeout = opts.get("connect_timeout") or "60s"
+    allowed = opts.get("memory_restarts", 0)
     if kind == "remote":
         address = opts.get("address")
         if not address:
             raise ValueError("cluster=remote needs cluster.address, e.g. cluster.address=tcp://host:8786")
         with _client(address, timeout) as client:
             _check_workers(client, address)
-            yield _announce(Engine("remote", client, address))
+            with memory_pressure.guard(client, allowed):
+                yield _announce(Engine("remote", client, address))
         return
     from distributed import LocalCluster
 
     kwargs = {k: opts[k] for k in _LOCAL_KEYS if opts.get(k) is not None}
     started = time.perf_counter()
-    with LocalCluster(processes=True, **kwargs) as cluster, _client(cluster, timeout) as client:
+    # read by the scheduler when it starts: tasks waiting that long with no running worker (all paused
+    # for memory, or gone) fail, and the memory guard names a pause
+    waiting = opts.get("no_workers_timeout")
+    with dask.config.set({"distributed.scheduler.no-workers-timeout": waiting} if waiting else {}):
+        local = LocalCluster(processes=True, **kwargs)
+    with (
+        local as cluster,
+        _client(cluster, timeout) as client,
+        memory_pressure.guard(client, allowed, no_workers_timeout=waiting),
+    ):
         log.info("local cluster up in %.1fs", time.perf_counter() - started)
         yield _announce(Engine("local", client, cluster.scheduler_address))
 

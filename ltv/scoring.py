@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ltv.cluster import stage
 from ltv.contract import LABEL_COLUMNS, ROW_ID
 from ltv.data.groups import file_groups, read_group
 from ltv.data.loader import DataError, Window, emit_warnings
@@ -157,7 +158,8 @@ def scored_window(engine, root, spec: Scoring):
     rate measured over the iteration leaves the load out); loader warnings are emitted once per load,
     the load report is logged at the end, and DataError is raised when no row survives."""
     groups, report = file_groups(root, spec.subset, spec.window, spec.batch_rows, seed=spec.seed)
-    engine.each_worker(_load, spec)
+    with stage("load model"):
+        engine.each_worker(_load, spec)
     return _collect(engine.map(score_group, groups, spec=spec, name=describe_group), report, root, spec)
 
 

@@ -45,7 +45,7 @@ def _score_window(cfg: DictConfig, root) -> tuple[pd.Series, np.ndarray, pd.Data
     predict.py scores it: memory holds a few numbers per row, not the window's features."""
     spec = scoring_spec(cfg, cfg.split, labelled=cfg.split != "test", parts=True)
     counts: dict[str, float] = {}
-    with cluster.connect(cfg.get("cluster")) as engine:
+    with cluster.connect(cfg.get("cluster")) as engine, cluster.stage(f"score {cfg.split}"):
         items = list(unique_rows(scored_window(engine, root, spec), counts))
     log.info("scored %s: %d rows, %.0f rows/s", cfg.split, counts["rows"], counts["rows_per_s"])
     row_ids = pd.Series(pa.chunked_array([i for i, _, _ in items]).to_pandas(), name=ROW_ID)

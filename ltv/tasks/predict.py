@@ -45,7 +45,7 @@ def predict(cfg: DictConfig) -> Path:
     setup_tracking(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_root)
     root = data_task.ensure_data(cfg.data)
     spec = scoring_spec(cfg, cfg.split)
-    with cluster.connect(cfg.get("cluster")) as engine:
+    with cluster.connect(cfg.get("cluster")) as engine, cluster.stage(f"score {cfg.split}"):
         counts = write_submission(scored_window(engine, root, spec), cfg.output)
     out = Path(cfg.output)
     print(f"submission: {out.resolve()} ({counts['rows']} rows, {counts['rows_per_s']:.0f} rows/s)")

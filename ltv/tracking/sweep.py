@@ -5,7 +5,8 @@ How the pieces meet (all in the process that runs Hydra; the basic launcher runs
 * :class:`MlflowParentRunCallback` (registered under ``hydra.callbacks``) creates the parent in
   ``on_multirun_start`` -- which Hydra calls before it builds the sweeper -- and exports its id in
   ``PARENT_RUN_ENV``; ``on_multirun_end`` ends it FINISHED. Hydra skips ``on_multirun_end`` when the
-  sweep raises, so an ``atexit`` hook ends a still-running parent FAILED.
+  sweep raises, so an ``atexit`` hook ends a still-running parent FAILED (KILLED when Ctrl-C or SIGTERM
+  stopped the process: :mod:`ltv.interrupt`).
 * The ``ltv_optuna`` sweeper calls :func:`parent_run`, which adopts that parent when the variable names
   a running run (so a sweep never gets two parents) and otherwise creates and ends its own.
 * Each job wraps its work in :func:`start_job_run`: a run nested under the parent, with the job's
@@ -27,6 +28,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from ltv.interrupt import run_status, stopped
 from ltv.io import atomic_write
 from ltv.tracking.names import multirun_name
 from ltv.tracking.names import run_name as overrides_run_name
@@ -112,7 +114,8 @@ def parent_run(
     """Yield the sweep's parent run id: the callback's running parent if there is one, else a new one.
 
     A new parent is ended FINISHED on success; any parent (adopted or new) is ended FAILED when the body
-    raises. An adopted parent is left running on success for its owner (the callback) to finish.
+    raises (KILLED on Ctrl-C / SIGTERM). An adopted parent is left running on success for its owner (the
+    callback) to finish.
     """
     import mlflow
 
@@ -128,8 +131,8 @@ def parent_run(
             client.set_tag(run_id, key, value)
     try:
         yield run_id
-    except BaseException:
-        end_parent_run(run_id, "FAILED")
+    except BaseException as exc:
+        end_parent_run(run_id, run_status(exc))
         raise
     if owned:
         end_parent_run(run_id, "FINISHED")
@@ -172,7 +175,8 @@ def start_job_run(
     Call after ``ltv.tracking.store.setup`` (it uses the current tracking URI and experiment; a child
     goes to its parent's experiment so the UI nests it). Inside Hydra it logs the job's task overrides
     as ``override.<key>`` params, tags the job number, and writes the run id to ``RUN_ID_FILE`` in the
-    job's output dir. The run ends FAILED if the body raises, FINISHED otherwise.
+    job's output dir. The run ends FINISHED, FAILED if the body raises, KILLED if Ctrl-C or SIGTERM
+    (:mod:`ltv.interrupt`) stopped it.
 
     Yields
     ------
@@ -193,14 +197,18 @@ def start_job_run(
     elif parent is not None:
         kwargs.update(parent_run_id=parent[0], experiment_id=parent[1])
     with mlflow.start_run(**kwargs) as run:
-        if out_dir is not None:
-            with atomic_write(out_dir / RUN_ID_FILE) as tmp:
-                tmp.write_text(run.info.run_id)
-        if log_overrides and overrides:
-            mlflow.log_params(
-                {param_key(f"override.{o.split('=', 1)[0]}"): o.split("=", 1)[-1] for o in overrides}
-            )
-        yield run
+        try:
+            if out_dir is not None:
+                with atomic_write(out_dir / RUN_ID_FILE) as tmp:
+                    tmp.write_text(run.info.run_id)
+            if log_overrides and overrides:
+                mlflow.log_params(
+                    {param_key(f"override.{o.split('=', 1)[0]}"): o.split("=", 1)[-1] for o in overrides}
+                )
+            yield run
+        except BaseException as exc:  # MLflow's own exit says FAILED for any exception, a stop included
+            mlflow.end_run(run_status(exc))
+            raise
 
 
 def read_job_run_id(output_dir: str | os.PathLike | None) -> str | None:
@@ -236,16 +244,19 @@ class MlflowParentRunCallback(Callback):
         )
         tags = {"hydra_sweep_dir": str(Path(sweep_dir).resolve())} if sweep_dir else None
         self.run_id = start_parent_run(config, run_name=name, tags=tags)
-        atexit.register(self._end_if_running, "FAILED")
+        atexit.register(self._end_at_exit)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra only gets here when the sweep returned: failed jobs the sweeper tolerated (Optuna's
         # max_failure_rate) do not fail the sweep; a sweep that raised is ended FAILED by the atexit hook.
         self._end_if_running("FINISHED")
 
+    def _end_at_exit(self) -> None:
+        self._end_if_running("KILLED" if stopped() else "FAILED")
+
     def _end_if_running(self, status: str) -> None:
         if self.run_id is None:
             return
         run_id, self.run_id = self.run_id, None
-        atexit.unregister(self._end_if_running)
+        atexit.unregister(self._end_at_exit)
         end_parent_run(run_id, status)
