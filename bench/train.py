@@ -111,7 +111,7 @@ def _splits(base, builder, kind: str, engine):
         (train, _), (valid, _), (holdout, ids_h) = (splits[s] for s in ("train", "valid", "holdout"))
         return (train.X, train.labels, train.time), (valid.X, valid.labels, valid.time), (
             holdout.X, holdout.labels, ids_h)  # fmt: skip
-    _, splits, _ = load_cluster_splits(base, builder.extract)
+    _, splits, _ = load_cluster_splits(base, builder.extract, engine)
     splits = {k: (rows.X, rows.labels, rows.time, ids) for k, (rows, ids) in splits.items()}
     (S, lab, t, _), (S_v, lab_v, t_v, _), (S_h, lab_h, _, ids_h) = (
         splits[s] for s in ("train", "valid", "holdout")

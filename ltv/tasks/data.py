@@ -114,18 +114,21 @@ def load_blocks(cfg: DictConfig, engine) -> LoadedBlocks:
     file on ``engine``. Nothing here holds a window's features whole."""
     from hydra.utils import instantiate
 
+    from ltv.cluster import stage
     from ltv.models.rows import BUYER
     from ltv.tasks.blocks import BlockStore, encode, fit_features
 
     root = ensure_data(cfg.data)
     builder = instantiate(cfg.features)
     store = BlockStore((cfg.get("train") or {}).get("block_dir"))
-    reports = {"train": fit_features(engine, builder, root, window(cfg.data, "train"), cfg.seed)}
+    with stage("fit the feature encodings on the train files"):
+        reports = {"train": fit_features(engine, builder, root, window(cfg.data, "train"), cfg.seed)}
     labels = list(dict.fromkeys([TARGET, BUYER, *cfg.regressor.horizons]))  # what the chain and metrics read
     splits = {}
     for split in ("train", "valid", "holdout"):
-        rows, ids, report = encode(engine, builder, root, window(cfg.data, split), cfg.seed, store, labels,
-                                   keep_row_ids=split != "train")  # fmt: skip
+        with stage(f"encode the {split} window into blocks"):
+            rows, ids, report = encode(engine, builder, root, window(cfg.data, split), cfg.seed, store, labels,
+                                       keep_row_ids=split != "train")  # fmt: skip
         splits[split] = (rows, ids)
         if split != "train":  # the train window's files were counted by the fit pass
             reports[split] = report

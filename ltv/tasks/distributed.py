@@ -23,13 +23,14 @@ def distributed_training(cfg: DictConfig, engine) -> bool:
     return True
 
 
-def load_cluster_splits(cfg: DictConfig, extract):
+def load_cluster_splits(cfg: DictConfig, extract, engine):
     """:func:`load_splits` with the valid and holdout windows computed here (post-processors, metrics) and
     the train split left on the cluster as (features, labels, None, None) Dask frames."""
     root, loaded, reports = load_splits(cfg, extract)
     out = {}
     for name, frame in loaded.items():
         if name != "train":
+            engine.check_gather(frame, what=f"the {name} window")  # a clear error, not a restart loop
             S, labels, time, row_ids = split_frame(frame.compute())
             out[name] = (LabelledRows(S, labels, time), row_ids)
     train = loaded["train"]

@@ -62,7 +62,7 @@ def train(cfg: DictConfig) -> float:
         cluster.tag_run(engine)
         if distributed.distributed_training(cfg, engine):  # the train split stays on the cluster: no cache
             builder = instantiate(cfg.features)
-            root, splits, reports = distributed.load_cluster_splits(cfg, builder.extract)
+            root, splits, reports = distributed.load_cluster_splits(cfg, builder.extract, engine)
         else:  # blocks on disk; a sweep's trials that change neither data, features nor seed reuse them
             root, splits, reports, builder, _ = frames_cache.cached(
                 cfg, lambda: data_task.load_blocks(cfg, engine)
@@ -75,14 +75,16 @@ def train(cfg: DictConfig) -> float:
         windows = [data_task.window(cfg.data, split) for split in ("train", "valid")]
         check_fit_buyers(train_rows.labels, valid_rows.labels, *windows)  # not an error from inside LightGBM
         t1 = time.perf_counter()
-        with sweep_trial():  # in an Optuna sweep: boosters report to the trial; its pruner may stop it
+        # in an Optuna sweep: boosters report to the trial; its pruner may stop it
+        with cluster.stage("fit the chain"), sweep_trial():
             pipeline.fit(train_rows, valid_rows)
         log_fitted(pipeline, time.perf_counter() - t1)
 
         results = {}
         for split in ("valid", "holdout"):
             t2 = time.perf_counter()
-            results.update(_evaluate(cfg, pipeline, split, *splits[split]))
+            with cluster.stage(f"evaluate {split}"):
+                results.update(_evaluate(cfg, pipeline, split, *splits[split]))
             mlflow.log_metric(f"time.{split}_s", time.perf_counter() - t2)
         print(evaluation.format_table(results))
         if cfg.tracking.get("log_model", True):
