@@ -11,7 +11,7 @@ import numpy as np
 from ltv.daskframe import is_dask
 from ltv.models._parallel import run_concurrently
 from ltv.models._progress import stage
-from ltv.models.blocks import Blocks
+from ltv.models.blocks import Blocks, compile_for
 from ltv.models.gate import IDENTITY
 from ltv.models.hurdle import hurdle_prediction
 from ltv.models.rows import LabelledRows
@@ -87,6 +87,10 @@ class FirstStageFit:
                 self.regressor_.fit_smearing(valid_buyers.X, valid_buyers.labels)
         self.gate_.params_ = dict(IDENTITY)
         with stage("gate", len(cal)):
+            from ltv.models.chain import score_requests
+
+            first = score_requests(self.classifier_, self.regressor_, self.whale_, None)
+            compile_for(cal.X, [(booster, rounds) for booster, rounds, _ in first])
             frame = self._frame(cal.X)
             log_rev, rev = frame["log_rev_d7"].to_numpy(), frame["rev_d7"].to_numpy()
             whale = frame["whale_score"].to_numpy() if self._has_whale() else None

@@ -38,7 +38,7 @@ from ltv.models.rows import BUYER, LabelledRows
 log = logging.getLogger(__name__)
 
 
-def _score_requests(clf, reg, whale, direct) -> list[tuple]:
+def score_requests(clf, reg, whale, direct) -> list[tuple]:
     """``(booster, num_iteration, features)`` of every first-stage booster, as each part scores it."""
     out = [(clf.booster_.booster_, clf.best_iteration_, clf.feature_names_in_)]
     if whale is not None and whale.fitted:
@@ -123,7 +123,7 @@ class LTVModel(FirstStageFit, StackingFit):
         clf, reg, whale = clf or self.classifier_, reg or self.regressor_, whale or self.whale_
         direct = direct or getattr(self, "direct_", None)
         cache = matrix_cache(matrix)  # X converted to LightGBM's matrix once, shared by every booster below
-        prefetch_scores(X, _score_requests(clf, reg, whale, direct), cache)  # compiled ones: one pass
+        prefetch_scores(X, score_requests(clf, reg, whale, direct), cache)  # compiled ones: one pass
         raw = clf.predict_raw(X, cache)
         p = raw if clf.calibrator_ is None else clf.calibrator_.transform(raw)
         whale = np.zeros(len(X)) if whale is None else whale.predict_p(X, cache)
@@ -236,9 +236,7 @@ class LTVModel(FirstStageFit, StackingFit):
     def boosters(self) -> list[tuple[object, int]]:
         """Every LightGBM booster the fitted chain predicts with, as ``(Booster, num_iteration)``."""
         self._check_fitted()
-        first = _score_requests(
-            self.classifier_, self.regressor_, self.whale_, getattr(self, "direct_", None)
-        )
+        first = score_requests(self.classifier_, self.regressor_, self.whale_, getattr(self, "direct_", None))
         pairs = [(booster, rounds) for booster, rounds, _ in first]
         if getattr(self.ensemble_, "meta_", None) is not None:
             pairs.append((self.ensemble_.meta_.booster_, self.ensemble_.meta_iteration_))

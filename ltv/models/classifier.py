@@ -7,7 +7,7 @@ import numpy as np
 from ltv import metrics
 from ltv.models._lgbm import booster_predict
 from ltv.models._progress import stage
-from ltv.models.blocks import stream
+from ltv.models.blocks import compile_for, stream
 from ltv.models.booster import BoosterParams, append_eval_rows, check_frame, fit_booster
 from ltv.models.calibration import Calibrator
 
@@ -83,6 +83,7 @@ class BuyerClassifier(BoosterParams):
 
     def _calibrate(self, X_cal, y_cal) -> None:
         y_cal = metrics.binary_label(y_cal, "calibration buyer label")
+        compile_for(X_cal, [(self.booster_.booster_, self.best_iteration_)])
         raw = stream(self.predict_raw, X_cal)
         self.calibrator_ = Calibrator(self.calibration).fit(raw, y_cal)
         p = self.calibrator_.transform(raw)

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from ltv import cluster
 from ltv.data.sense import check_fit_buyers
 from ltv.models._progress import sweep_trial
+from ltv.models.blocks import compile_for
 from ltv.models.rows import LabelledRows
 from ltv.pipeline import LTVPipeline
 from ltv.tasks import data as data_task
@@ -109,6 +110,7 @@ def _optimized_metric(results: dict[str, dict[str, float]], name: str) -> float:
 
 
 def _evaluate(cfg, pipeline, split, rows: LabelledRows, row_ids) -> dict[str, dict[str, float]]:
+    compile_for(rows.X, pipeline.model.boosters())  # a window of blocks: the compiled trees score it
     pred, p_buyer = evaluation.predict_with_buyer(pipeline, rows.X)
     labels = rows.labels
     res = {split: evaluation.split_metrics(labels, pred, p_buyer)}
