@@ -24,9 +24,18 @@ from tests.conftest import ROOT
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One sqlite store for the module (creating one costs seconds); each test uses its own experiment."""
-    before = mlflow.get_tracking_uri()
+    import os
+
+    before, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     yield f"sqlite:///{tmp_path_factory.mktemp('tracking')}/mlruns/mlflow.db"
     mlflow.set_tracking_uri(before)
+    mlflow.set_registry_uri(registry)
+    for k, v in env.items():  # set_registry_uri exports its URI to child processes: later tests' children
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture
