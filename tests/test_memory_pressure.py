@@ -41,6 +41,7 @@ def _stay_above_the_pause(i: int) -> int:
     limit, process = get_worker().memory_manager.memory_limit, psutil.Process()
     while process.memory_info().rss < 0.87 * limit:
         _KEPT.append(np.ones(2 * 2**20 // 8))
+    time.sleep(1.0)  # long enough for the memory monitor to pause the worker before the next task starts
     return i
 
 
