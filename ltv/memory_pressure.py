@@ -116,17 +116,14 @@ class MemoryGuard:
             log.warning("worker %s restarted for memory during %s (%d of %d allowed: cluster.memory_restarts)",
                         where, current_stage(), len(self.restarts), self.allowed)  # fmt: skip
             return
-        self.error = MemoryPressureError(
+        await self._stop(
             f"{_named_stage()} ran out of memory: the Dask nanny restarted worker {where}, past its "
             f"memory limit of {format_bytes(limit) if limit else 'unknown'} per worker "
             f"({len(self.restarts)} memory restart(s), cluster.memory_restarts={self.allowed}); the run "
             f"stops here rather than recompute on restarted workers. {REMEDIES}",
-            stage=current_stage(),
-            memory_limit=limit,
-            restarts=len(self.restarts),
+            limit,
+            f"worker {where} restarted for memory",
         )
-        log.error("worker %s restarted for memory during %r: stopping the run", where, current_stage())
-        await self._cancel_all(str(self.error))
 
     async def on_scheduler_event(self, event) -> None:
         """Handler of a :data:`SCHEDULER_TOPIC` event: tasks timed out waiting for a running worker; the
@@ -140,18 +137,22 @@ class MemoryGuard:
             return
         limit = _limit(workers) or self._limit
         waited = self.no_workers_timeout or "the scheduler's distributed.scheduler.no-workers-timeout"
-        self.error = MemoryPressureError(
+        await self._stop(
             f"{_named_stage()} ran out of memory: {len(paused)} of {len(workers)} worker(s) paused above "
             f"{dask.config.get('distributed.worker.memory.pause'):.0%} of their memory limit of "
             f"{format_bytes(limit) if limit else 'unknown'} per worker, memory that does not go down (not "
             f"Dask's data: it cannot spill), and tasks waited {waited} with no running worker "
             f"(cluster.no_workers_timeout). {REMEDIES}",
-            stage=current_stage(),
-            memory_limit=limit,
-            restarts=len(self.restarts),
+            limit,
+            f"workers {paused} paused for memory",
         )
-        log.error("workers %s paused for memory during %r: stopping the run", paused, current_stage())
-        await self._cancel_all(str(self.error))
+
+    async def _stop(self, message: str, limit, what: str) -> None:
+        """Record the run's MemoryPressureError and cancel every future, so whatever waits raises now."""
+        self.error = MemoryPressureError(message, stage=current_stage(), memory_limit=limit,
+                                         restarts=len(self.restarts))  # fmt: skip
+        log.error("%s during %r: stopping the run", what, current_stage())
+        await self._cancel_all(message)
 
     async def _cancel_all(self, message: str) -> None:
         from distributed import Future
