@@ -59,6 +59,9 @@ def fit_features(engine, builder, root: Path, window: Window, seed: int) -> Load
     results, report = map_files(engine, root, "train", window, functools.partial(_fit_part, builder=builder),
                                 seed=seed)  # fmt: skip
     values = _concat([frame for frame, _ in results])
+    log.info(
+        "fitting the feature encodings on %s train rows x %d columns", f"{len(values):,}", values.shape[1]
+    )
     builder.fit_from(values, results[0][1])
     log.info("features fitted on %s train rows: %d columns", f"{len(values):,}", len(builder.feature_names_))
     return report
