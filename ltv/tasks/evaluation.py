@@ -67,11 +67,13 @@ def load_oracle(
 
     dataset = ds.dataset(str(folder), format="parquet", partitioning="hive")
     label_cols = [c for c in LABEL_COLUMNS if labels and c in dataset.schema.names]
-    wanted = set(row_ids)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    wanted = pa.array(pd.unique(np.asarray(row_ids, dtype=object)), type=pa.string())  # a hash set in C++
     frames = []
     for batch in dataset.to_batches(columns=[ROW_ID, *ORACLE_COLUMNS, *label_cols]):
-        df = batch.to_pandas()
-        frames.append(df[df[ROW_ID].isin(wanted)])
+        frames.append(batch.filter(pc.is_in(batch.column(ROW_ID), value_set=wanted)).to_pandas())
     found = pd.concat(frames) if frames else pd.DataFrame(columns=[ROW_ID, *ORACLE_COLUMNS, *label_cols])
     aligned = found.drop_duplicates(ROW_ID).set_index(ROW_ID).reindex(pd.Index(row_ids))
     missing = int(aligned["e_log1p"].isna().sum())
