@@ -176,9 +176,10 @@ class GroupStats:
         grid = np.full((n_groups + 1, len(self.levels_)), np.nan)
         if ok.any():
             grid[:] = np.quantile(x[ok], self.levels_)  # global first; groups overwrite their row
+        x_ok = x[ok]  # once: indexing x[ok] per group copied every row once per group
         for g, rows in _split_by(row[ok]):
             if g > 0 and len(rows) >= self.min_group_count:
-                grid[g] = np.quantile(x[ok][rows], self.levels_)
+                grid[g] = np.quantile(x_ok[rows], self.levels_)
         return grid
 
     def _derive(self) -> None:
