@@ -10,6 +10,7 @@ import pytest
 from ltv.models import LabelledRows
 from ltv.models._lgbm import pandas_matrix
 from ltv.models.blocks import Blocks, Part, _PartRows, dataset
+from ltv.sampling import NegativeUndersampler, SamplingPlan
 from tests.helpers.chain_data import small_chain, split_data
 
 
@@ -63,15 +64,29 @@ def test_a_dataset_binned_from_blocks_trains_the_booster_of_the_matrix(data, tmp
     np.testing.assert_array_equal(whole.predict(matrix), blocked.predict(matrix))
 
 
-@pytest.mark.parametrize("objective", ["rmsle", "revenue"])
-def test_the_chain_on_blocks_predicts_as_on_the_frame(data, tmp_path, objective):
+@pytest.mark.parametrize("objective,negatives", [("rmsle", False), ("revenue", False), ("rmsle", True)])
+def test_the_chain_on_blocks_predicts_as_on_the_frame(data, tmp_path, objective, negatives):
+    """Also with negative undersampling: weighted train rows, whose valid Dataset binned from blocks by
+    reference had a zero weight field (NaN valid loss, early stopping at round 1) until fit_booster set it."""
     (X, L, t, _), (Xv, Lv, tv, _), (Xh, _, _, _) = data["train"], data["valid"], data["holdout"]
-    on_frame = small_chain(objective=objective).fit(LabelledRows(X, L, t), LabelledRows(Xv, Lv, tv))
-    train = LabelledRows(_blocks(X, tmp_path, f"train-{objective}", [1500, 3000, 4500]), L, t)
-    valid = LabelledRows(_blocks(Xv, tmp_path, f"valid-{objective}", [1000, 2000]), Lv, tv)
-    on_blocks = small_chain(objective=objective).fit(train, valid)
+
+    def chain():
+        plan = (
+            SamplingPlan(classifier=NegativeUndersampler(keep_rate=0.25, random_state=0))
+            if negatives
+            else None
+        )
+        return small_chain(objective=objective, sampling=plan)
+
+    on_frame = chain().fit(LabelledRows(X, L, t), LabelledRows(Xv, Lv, tv))
+    name = f"{objective}-{negatives}"
+    train = LabelledRows(_blocks(X, tmp_path, f"train-{name}", [1500, 3000, 4500]), L, t)
+    valid = LabelledRows(_blocks(Xv, tmp_path, f"valid-{name}", [1000, 2000]), Lv, tv)
+    on_blocks = chain().fit(train, valid)
+    losses = on_blocks.classifier_.booster_.evals_result_["valid"]["binary_logloss"]
+    assert np.isfinite(losses).all() and on_blocks.classifier_.best_iteration_ > 1
     assert on_blocks.classifier_.best_iteration_ == on_frame.classifier_.best_iteration_
     np.testing.assert_allclose(on_blocks.predict(Xh), on_frame.predict(Xh), rtol=1e-9, atol=1e-12)
     # predictions over blocks stream block by block and equal the frame's
-    holdout = _blocks(Xh, tmp_path, f"holdout-{objective}", [700, 2000])
+    holdout = _blocks(Xh, tmp_path, f"holdout-{name}", [700, 2000])
     pd.testing.assert_frame_equal(on_blocks.predict_parts(holdout), on_blocks.predict_parts(Xh))

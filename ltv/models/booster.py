@@ -146,6 +146,8 @@ def fit_booster(params: dict, X, y, sample_weight=None, eval_set=None, early_sto
         callbacks.append(lgb.record_evaluation(evals))
     constructed = _Constructed()
     try:
+        if valid_sets and sample_weight is not None:
+            _unit_weights(train, valid_sets[0])
         booster = lgb.train(params, train, num_boost_round=rounds, valid_sets=valid_sets,
                             valid_names=["valid"] * len(valid_sets), feval=feval,
                             callbacks=[constructed, *callbacks])  # fmt: skip
@@ -154,6 +156,15 @@ def fit_booster(params: dict, X, y, sample_weight=None, eval_set=None, early_sto
     booster.pandas_categorical = _categories(X)  # predictions re-code a frame of other categories as before
     best = booster.best_iteration if stopping else 0
     return FittedBooster(booster, n_jobs, evals), int(best) if best else rounds
+
+
+def _unit_weights(train: lgb.Dataset, valid: lgb.Dataset) -> None:
+    """Give the valid rows weight 1 when the train rows have weights. A valid Dataset binned by reference
+    from ``lightgbm.Sequence`` batches gets the train set's weight field zero-filled, and its loss is NaN;
+    ``set_weight`` of all ones is a no-op by design, so the field is written directly."""
+    train.construct()
+    valid.construct()
+    valid.set_field("weight", np.ones(valid.num_data(), dtype=np.float32))
 
 
 def _categories(X) -> list[list] | None:
