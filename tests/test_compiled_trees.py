@@ -171,13 +171,13 @@ def test_one_pass_over_the_batch_gives_each_boosters_own_scores(chain, tmp_path)
     equals the booster scored alone, bit for bit, at any size and thread count; chunks are cast from the
     float32 matrix as they are scored, with LightGBM's zero snapping."""
     from ltv.models._lgbm import lgbm_matrix, prefetch_scores
-    from ltv.models.chain import _score_requests
+    from ltv.models.chain import score_requests
 
     model, X = pickle.loads(pickle.dumps(chain[0])), chain[1]
     model.compile_trees(tmp_path)
     X = pd.concat([X] * 2, ignore_index=True)  # > CHUNK_ROWS rows: several chunks on the pool
     assert len(X) > compiled.CHUNK_ROWS
-    requests = _score_requests(model.classifier_, model.regressor_, model.whale_, model.direct_)
+    requests = score_requests(model.classifier_, model.regressor_, model.whale_, model.direct_)
     assert len(requests) == 9  # every first-stage booster: all but the meta learner
     cache = []
     prefetch_scores(X, requests, cache)
