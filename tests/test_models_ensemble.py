@@ -95,6 +95,7 @@ def test_stacking_meta_features_come_from_models_that_did_not_see_the_row(small,
         for i, (k, v) in enumerate(small.items())
     }
     fits, preds, kind = {}, {}, {}
+    alive = []  # every fitted copy is kept, so no id() is reused by a later copy
     for cls, fit_name, pred_name in (
         (BuyerClassifier, "fit", "predict_raw"),
         (RevenueRegressor, "fit", "log_array"),  # predict_log goes through it too
@@ -104,6 +105,7 @@ def test_stacking_meta_features_come_from_models_that_did_not_see_the_row(small,
         def fit(self, X, *a, _real=real_fit, **k):
             if getattr(self, "retransform", None) == "smearing":  # the variance model's own OOF copies
                 return _real(self, X, *a, **k)
+            alive.append(self)
             fits[id(self)] = set(X["uid"].tolist())
             kind[id(self)] = (type(self).__name__, tuple(getattr(self, "horizons", ())))
             return _real(self, X, *a, **k)
