@@ -19,7 +19,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
@@ -230,7 +229,3 @@ def dataset(X, label=None, weight=None, reference: lgb.Dataset | None = None, pa
         feature_name=names, categorical_feature=categorical,
         params=params, free_raw_data=True,
     )  # fmt: skip
-
-
-def spill_path(directory: str | Path, name: str) -> Path:
-    return Path(directory) / f"{name}.npy"

@@ -138,8 +138,9 @@ def fit_booster(params: dict, X, y, sample_weight=None, eval_set=None, early_sto
     train = dataset(X, y, sample_weight, params=params, init_score=init_score)
     valid_sets, evals = [], {}
     if stopping:
-        init = None if eval_init_score is None else eval_init_score
-        valid_sets = [dataset(eval_set[0], eval_set[1], reference=train, params=params, init_score=init)]
+        valid_sets = [
+            dataset(eval_set[0], eval_set[1], reference=train, params=params, init_score=eval_init_score)
+        ]
         callbacks.append(
             lgb.early_stopping(int(early_stopping_rounds), first_metric_only=True, verbose=False)
         )
