@@ -34,7 +34,7 @@ KEYS = ("rmsle", "gain", "rmse", "gini", "buyer_auc", "total_ratio", "fit_s")
 
 
 # the single-LightGBM baseline on log1p(y): its parameters and early-stopping patience (bench/train.py fits
-# the same booster on a cluster with lightgbm.dask)
+# the same booster trained on a cluster's workers)
 SINGLE_LGBM = dict(n_estimators=2000, learning_rate=0.05, num_leaves=63, min_child_samples=50, subsample=0.8,
                    subsample_freq=1, colsample_bytree=0.8, verbose=-1)  # fmt: skip
 SINGLE_LGBM_PATIENCE = 100

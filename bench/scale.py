@@ -13,7 +13,7 @@ Per size and configuration, `train.py` runs as its own process on that data (``d
 MLflow store in a work folder, ``tracking.log_model=false``; overrides after the options apply to every
 run). Configurations (``--configs``): ``local`` = ``cluster=local`` (a LocalCluster, the chain fitted in
 the client), ``sync`` = ``cluster=sync`` (everything in one process), ``distributed`` = ``cluster=local
-train.distributed=true`` (the boosters trained with lightgbm.dask where the rows were loaded);
+train.distributed=true`` (the workers train the boosters that read every train row, each on its share);
 ``--variant NAME=OVERRIDES`` adds chain options as bench/train.py does. The peak memory is the sum of the
 resident memory of the whole process tree (train.py, Dask's nannies and workers), sampled every 0.5 s.
 The rest comes from the run's MLflow metrics: ``time.load_s``, ``time.fit_s``, ``time.total_s`` (holdout

@@ -14,10 +14,9 @@ processes, sampled by psutil), holdout RMSLE and the fraction of the achievable 
 
 ``--clusters sync,local`` (default) fits every model twice: ``sync``, the matrices in this process (the
 chain's independent fits on threads); ``local``, a LocalCluster of ``cluster.n_workers`` one-thread
-workers (default one per core) holding the train split where it was loaded, the boosters trained with
-``lightgbm.dask`` (the chain with ``train.distributed=true``; the single LightGBM as ``DaskLGBMRegressor``,
-cut at its valid curve's best round as the chain's boosters are). Each row's "x single" is against the
-single LightGBM of its own cluster kind.
+workers (default one per core) that train every booster reading the train blocks, each on its share
+(``train.distributed=true``; the single LightGBM too). Each row's "x single" is against the single
+LightGBM of its own cluster kind.
 """
 
 from __future__ import annotations
@@ -35,17 +34,14 @@ sys.path.append(str(ROOT))  # appended: a PYTHONPATH checkout (e.g. an older com
 
 import psutil  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
 from proctree import PeakMemory  # noqa: E402  (bench/ is the script's folder)
-from quality import SINGLE_LGBM, SINGLE_LGBM_PATIENCE, gain, single_lgbm  # noqa: E402
+from quality import gain, single_lgbm  # noqa: E402
 
 from ltv import cluster  # noqa: E402
 from ltv.config import CONFIG_DIR  # noqa: E402
 from ltv.models import LabelledRows  # noqa: E402
-from ltv.models.dask_lgbm import TARGET_COLUMN, WEIGHT_COLUMN, fit_dask_booster  # noqa: E402
 from ltv.tasks import evaluation  # noqa: E402
 from ltv.tasks.data import load_blocks  # noqa: E402
-from ltv.tasks.distributed import load_cluster_splits  # noqa: E402
 from ltv.tasks.train import build_model  # noqa: E402
 
 TRAIN_HOURS = 96  # the default train window: Oct 1-4
@@ -84,45 +80,17 @@ def measure(name, fit, predict, X_h, lab_h, n_train, zero, best) -> dict:
     return row | {"stages": getattr(model, "fit_times_", {})}
 
 
-def _single_on_cluster(X, lab, X_v, y_v, seed):
-    """The single LightGBM of ``bench/quality.py`` (its ``SINGLE_LGBM`` parameters) as
-    ``lightgbm.DaskLGBMRegressor`` on the train partitions, cut at its valid curve's best round (its
-    early-stopping patience)."""
-    import lightgbm as lgb
-
-    def with_target(x, labels):
-        target = np.log1p(np.clip(labels["iap_revenue_d7"].to_numpy(np.float64), 0, None))
-        return x.assign(**{TARGET_COLUMN: target, WEIGHT_COLUMN: 1.0})
-
-    frame = X.map_partitions(with_target, lab, meta=with_target(X._meta, lab._meta))
-    params = {**SINGLE_LGBM, "random_state": seed}
-    model, _ = fit_dask_booster(
-        lgb.DaskLGBMRegressor, params, frame, (X_v, np.log1p(y_v)), patience=SINGLE_LGBM_PATIENCE
+def _splits(base, kind: str, engine):
+    """(X, labels, time) of train, valid and holdout as the training task loads them (``load_blocks``);
+    ``local``: the train blocks bound to the cluster, whose workers train the boosters that read them."""
+    splits = load_blocks(base, engine).splits
+    (train, _), (valid, _), (holdout, ids_h) = (splits[s] for s in ("train", "valid", "holdout"))
+    X = train.X.on(engine.client) if kind == "local" else train.X
+    return (
+        (X, train.labels, train.time),
+        (valid.X, valid.labels, valid.time),
+        (holdout.X, holdout.labels, ids_h),
     )
-    return lambda Z: np.expm1(np.clip(model.predict(Z), 0, None))
-
-
-def _splits(base, builder, kind: str, engine):
-    """(X, labels, time) of train, valid and holdout, the encodings fitted on train. ``sync``: the
-    training task's blocks (``load_blocks``); ``local``: the train split stays on the cluster's workers
-    (Dask frames, encoded there and persisted)."""
-    if kind == "sync":
-        splits = load_blocks(base, engine).splits
-        (train, _), (valid, _), (holdout, ids_h) = (splits[s] for s in ("train", "valid", "holdout"))
-        return (train.X, train.labels, train.time), (valid.X, valid.labels, valid.time), (
-            holdout.X, holdout.labels, ids_h)  # fmt: skip
-    _, splits, _ = load_cluster_splits(base, builder.extract, engine)
-    splits = {k: (rows.X, rows.labels, rows.time, ids) for k, (rows, ids) in splits.items()}
-    (S, lab, t, _), (S_v, lab_v, t_v, _), (S_h, lab_h, _, ids_h) = (
-        splits[s] for s in ("train", "valid", "holdout")
-    )
-    builder.fit(S)
-    if kind == "sync":
-        X = builder.transform(S)
-    else:
-        X = S.map_partitions(builder.transform, meta=builder.transform(S._meta)).persist()
-        lab = lab.persist()
-    return (X, lab, t), (builder.transform(S_v), lab_v, t_v), (builder.transform(S_h), lab_h, ids_h)
 
 
 def bench_size(
@@ -130,9 +98,8 @@ def bench_size(
 ) -> dict:
     extra = [f"cluster={kind}"] + (["train.distributed=true"] if kind == "local" else [])
     base = config(size, seed, [*overrides, *extra])
-    builder = instantiate(base.features)
     with cluster.connect(base.cluster) as engine:
-        (X, lab, t), (X_v, lab_v, t_v), (X_h, lab_h, ids_h) = _splits(base, builder, kind, engine)
+        (X, lab, t), (X_v, lab_v, t_v), (X_h, lab_h, ids_h) = _splits(base, kind, engine)
         n_train = len(X)
         y_h = lab_h["iap_revenue_d7"].to_numpy()
         zero = evaluation.split_metrics(lab_h, np.zeros(len(y_h)))["rmsle"]
@@ -145,11 +112,7 @@ def bench_size(
         y_v = lab_v["iap_revenue_d7"].to_numpy()
         rows = {}
         if single:
-            fit_single = (
-                (lambda: single_lgbm(X, lab["iap_revenue_d7"].to_numpy(), X_v, y_v, base.seed))
-                if kind == "sync"
-                else (lambda: _single_on_cluster(X, lab, X_v, y_v, base.seed))
-            )
+            fit_single = lambda: single_lgbm(X, lab["iap_revenue_d7"].to_numpy(), X_v, y_v, base.seed)  # noqa: E731
             rows["single LightGBM"] = measure(
                 "single LightGBM", fit_single, lambda f, Z: f(Z), X_h, lab_h, n_train, zero, best
             )

@@ -7,7 +7,7 @@ and the recomputation pushes the next worker over. The nanny announces every suc
 event (topic ``worker-restart-memory``); the client subscribes to it (:func:`guard`, one per connected
 engine) and, past ``allowed`` restarts (``cluster.memory_restarts``, 0 by default), cancels its futures
 with a message naming the running stage, the worker's memory limit and what to change. The call that waits
-(``future.result()``, ``dask.compute``, a ``lightgbm.dask`` fit) then raises, and :func:`stage` (or the
+(``future.result()``, ``dask.compute``, a booster fitted on the cluster) then raises, and :func:`stage` (or the
 engine's block) raises :class:`MemoryPressureError` from it. A ``MemoryError`` raised in this process (the
 client ran short, or ``cluster=sync``) or in a task becomes the same error.
 

@@ -17,7 +17,6 @@ import pandas as pd
 import pyarrow as pa
 
 from ltv.contract import PARTITION_FORMAT
-from ltv.daskframe import is_dask
 from ltv.models.blocks import Blocks
 from ltv.models.rows import LabelledRows
 
@@ -63,9 +62,7 @@ class LTVPipeline:
             Raw labelled contract rows (an Arrow table: small data, tests), or their extracted features
             (the builder's ``extract`` output, as the training loader produces it per file) with labels
             and request time in ``LabelledRows``, or the model matrix as ``Blocks`` (the training task's
-            windows, encoded per file by these already fitted features). The train rows' ``X`` may be a Dask DataFrame (labels of
-            the same partitions): they are encoded where their partitions are and the model's boosters
-            train on the cluster (``ltv.models.distributed``).
+            windows, encoded per file by these already fitted features).
         """
         if isinstance(
             getattr(train, "X", None), Blocks
@@ -76,16 +73,10 @@ class LTVPipeline:
             return self
         train, valid = self._extracted(train), self._extracted(valid)
         self.features.fit(train.X)
-        train, valid = (dataclasses.replace(rows, X=self._encoded(rows.X)) for rows in (train, valid))
+        train, valid = (dataclasses.replace(rows, X=self.features.transform(rows.X)) for rows in (train, valid))
         self.model.fit(train, valid)
         self.feature_names_ = list(train.X.columns)
         return self
-
-    def _encoded(self, X):
-        if not is_dask(X):
-            return self.features.transform(X)
-        # a train split on a cluster: encoded where its partitions are, kept there
-        return X.map_partitions(self.features.transform, meta=self.features.transform(X._meta)).persist()
 
     def _extracted(self, rows: pa.Table | LabelledRows) -> LabelledRows:
         if isinstance(rows, LabelledRows):

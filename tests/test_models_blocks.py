@@ -39,7 +39,7 @@ def test_a_part_reads_its_rows_and_blocks_take_across_parts(tmp_path):
     np.save(tmp_path / "a.npy", values)
     part = Part(str(tmp_path / "a.npy"), 10, rows=np.array([1, 4, 5, 9]))
     np.testing.assert_array_equal(part.read(1, 3), values[[4, 5]])
-    seq = _PartRows(part)
+    seq = _PartRows(part, 4)
     assert len(seq) == 4 and seq[3].dtype == np.float64
     np.testing.assert_array_equal(seq[3], values[9])
     np.testing.assert_array_equal(seq[0:4], values[[1, 4, 5, 9]])

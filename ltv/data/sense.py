@@ -181,9 +181,8 @@ def check_buyers(labels, window: str, minimum: int, label: str = "buyer_d7") -> 
 
     Parameters
     ----------
-    labels : pandas.DataFrame or Dask DataFrame
-        The window's label columns (``label`` at least); a Dask one (``train.distributed``) is counted on
-        its workers and only the label column comes here.
+    labels : pandas.DataFrame
+        The window's label columns (``label`` at least).
     window : str
         How to name the window in the message, e.g. ``Window.describe()``.
     minimum : int

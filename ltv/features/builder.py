@@ -28,7 +28,6 @@ import pyarrow as pa
 from pandas.api.internals import create_dataframe_from_blocks  # pandas >= 2.3
 
 from ltv import contract
-from ltv.daskframe import is_dask
 from ltv.features import registry, stateless
 from ltv.features.fitted import GROUP_FEATURES, GROUP_KEYS, CategoryEncoder, GroupStats
 from ltv.frames import FloatMatrix, FloatRows, column_run, feature_frame
@@ -161,9 +160,6 @@ class FeatureBuilder:
     def fit(self, S: pd.DataFrame, y=None) -> FeatureBuilder:
         """Learn vocabularies and segment statistics from ``S`` = ``extract`` of TRAIN rows only.
 
-        ``S`` may be a Dask DataFrame (``train.distributed``): value counts are computed on its partitions;
-        only the segment keys and ``GROUP_FEATURES`` columns are gathered here (exact quantiles).
-
         Label, ``row_id`` and ``datetime`` columns in ``S`` are ignored, as is any non-numeric column
         that is not a categorical feature. ``y`` is unused (sklearn signature).
         """
@@ -189,14 +185,9 @@ class FeatureBuilder:
             list(stateless.CATEGORICAL_COLUMNS) if self.groups_["categoricals"] else []
         )
         self.encoder_ = CategoryEncoder(self.max_categories, self.min_category_count)
-        self.encoder_.fit(values, self.categorical_features_)  # value counts (aggregated where S is)
+        self.encoder_.fit(values, self.categorical_features_)
         self.group_stats_ = None
         if self.groups_["group_stats"]:
-            if is_dask(values):  # exact quantiles need the values: gather these columns only
-                keys = [c for cols in GROUP_KEYS.values() for c in cols]
-                values = values[
-                    [c for c in dict.fromkeys(keys + GROUP_FEATURES) if c in values.columns]
-                ].compute()
             self.group_stats_ = GroupStats(GROUP_FEATURES, self.min_group_count, self.n_quantiles).fit(values)
         # everything numeric that extract() produced; labels / ids a caller kept alongside never enter X
         skip = set(self.categorical_features_) | _NOT_FEATURES
@@ -307,5 +298,5 @@ class FeatureBuilder:
 
     @staticmethod
     def _check_frame(S: pd.DataFrame) -> None:
-        if not isinstance(S, pd.DataFrame) and not is_dask(S):
+        if not isinstance(S, pd.DataFrame):
             raise TypeError(f"expected the DataFrame returned by extract(), got {type(S).__name__}")

@@ -8,7 +8,6 @@ import copy
 
 import numpy as np
 
-from ltv.daskframe import is_dask
 from ltv.models._parallel import run_concurrently
 from ltv.models._progress import stage
 from ltv.models.blocks import Blocks, compile_for
@@ -25,13 +24,9 @@ class FirstStageFit:
                          cal: LabelledRows | None = None) -> None:  # fmt: skip
         """Fit ``parts`` = (classifier, regressor, whale or None, direct or None) on ``train`` rows as
         concurrent fits; ``es`` early-stops them and ``cal`` calibrates the classifier (the full
-        model; cross-fitted copies get neither). A Dask ``train.X`` trains them on the cluster
-        (:mod:`.distributed`)."""
-        if is_dask(train.X):  # a train split on a cluster: lightgbm.dask where its rows are
-            from ltv.models import distributed  # training on a cluster only: a served model never imports it
-
-            distributed.fit_first_stage(self, parts, train, es, cal)
-            return
+        model; cross-fitted copies get neither). Train Blocks bound to a cluster (``train.distributed``)
+        train the boosters that read them on its workers (:mod:`.cluster_training`); the buyers' models
+        read a frame of the buyers here."""
         clf, reg, whale, direct = parts
         X, labels = train.X, train.labels
         plan = self.sampling if self.sampling is not None else SamplingPlan()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Iterator
 
@@ -29,7 +30,7 @@ from ltv.frames import FloatMatrix
 
 log = logging.getLogger(__name__)
 
-BATCH_ROWS = 65_536  # rows a Sequence hands LightGBM at a time (~80 MB of float32 at 300 columns)
+BATCH_BYTES = 32 << 20  # float32 a Sequence hands LightGBM at a time (~28k rows at 300 columns)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,19 +87,19 @@ class _Binning:
 class _PartRows(lgb.Sequence):
     """A part as the rows LightGBM samples (bin boundaries) and pushes (binning) from."""
 
-    batch_size = BATCH_ROWS
-
-    def __init__(self, part: Part, progress: _Binning | None = None):
+    def __init__(self, part: Part, n_columns: int, progress: _Binning | None = None):
         self.part = part
+        self.n_columns = int(n_columns)
+        self.batch_size = max(1024, BATCH_BYTES // (4 * max(self.n_columns, 1)))
         self.progress = progress
-        self._mapped = None  # one mapping while LightGBM samples single rows, dropped at the first batch
+        self._file = None  # (open file, offset of row 0) while LightGBM samples single rows
 
     def __len__(self) -> int:
         return len(self.part)
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):
-            self._mapped = None
+            self._close()
             start, stop, _ = idx.indices(len(self))
             if self.progress is not None:
                 self.progress.add(stop - start)
@@ -106,24 +107,48 @@ class _PartRows(lgb.Sequence):
         # a single row: LightGBM's bin sampling, which wants float64 values
         if isinstance(self.part.source, np.ndarray):
             return self.part.read(int(idx), int(idx) + 1)[0].astype(np.float64)
-        if self._mapped is None:
-            self._mapped = np.load(self.part.source, mmap_mode="r")
+        # read, not mapped: a mapping's touched pages (and their read-ahead) would count in this process's
+        # memory, up to the whole file over a sample of rows spread across it
+        if self._file is None:
+            fh = open(self.part.source, "rb")  # noqa: SIM115 - closed at the first batch (_close)
+            version = np.lib.format.read_magic(fh)
+            fmt = np.lib.format
+            (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(fh)
+            self._file = (fh, fh.tell())
+        fh, offset = self._file
         row = int(idx) if self.part.rows is None else int(self.part.rows[idx])
-        return np.array(self._mapped[row], dtype=np.float64)
+        width = 4 * self.n_columns
+        raw = os.pread(fh.fileno(), width, offset + row * width)
+        return np.frombuffer(raw, dtype="<f4").astype(np.float64)
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file[0].close()
+            self._file = None
+
+    def __del__(self):
+        self._close()
 
 
 @dataclasses.dataclass(frozen=True)
 class Blocks:
     """Rows of a window as blocks of the model matrix: ``columns`` in order, the last ``len(categories)``
     of them categorical (codes under ``categories``, NaN for missing), as ``FeatureBuilder.transform``
-    lays out X."""
+    lays out X. ``client``: the cluster whose workers train on these rows (:meth:`on`), or None (this
+    process)."""
 
     columns: list[str]
     categories: list[list]
     parts: list[Part]
+    client: object = dataclasses.field(default=None, repr=False, compare=False)  # train.distributed
 
     def __len__(self) -> int:
         return sum(len(p) for p in self.parts)
+
+    def on(self, client) -> Blocks:
+        """These rows, trained on by ``client``'s workers (a ``distributed.Client``; each worker reads its
+        share of the block files, which must be at the same path there: ``train.block_dir``)."""
+        return dataclasses.replace(self, client=client)
 
     @property
     def categorical(self) -> list[str]:
@@ -215,7 +240,8 @@ def dataset(X, label=None, weight=None, reference: lgb.Dataset | None = None, pa
     bin mappers a validation set uses."""
     if isinstance(X, Blocks):
         progress = _Binning(len(X))
-        data, names, categorical = [_PartRows(p, progress) for p in X.parts], list(X.columns), X.categorical
+        names, categorical = list(X.columns), X.categorical
+        data = [_PartRows(p, len(names), progress) for p in X.parts]
     elif isinstance(X, np.ndarray):  # a plain matrix (no categoricals)
         data, names, categorical = X, "auto", []
     else:  # a pandas model matrix: the float matrix LightGBM's pandas path builds (same dtype, same codes)

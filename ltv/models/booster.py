@@ -84,7 +84,7 @@ def append_eval_rows(X, X_eval, sample_weight=None):
 class FittedBooster:
     """A trained LightGBM ``Booster`` (``booster_``) with the threads it predicts with (``n_jobs``): what
     every booster estimator keeps, read by :func:`ltv.models._lgbm.booster_predict` as it reads a fitted
-    LightGBM sklearn model (``lightgbm.dask``'s ``to_local()`` models are used the same way)."""
+    LightGBM sklearn model."""
 
     def __init__(self, booster: lgb.Booster, n_jobs=None, evals_result: dict | None = None):
         self.booster_ = booster
@@ -108,14 +108,14 @@ def fit_booster(params: dict, X, y, sample_weight=None, eval_set=None, early_sto
     """Train a LightGBM booster with ``params`` (LightGBM's own names or the sklearn aliases it accepts:
     ``n_estimators``, ``random_state``, ``n_jobs``, ...) on model matrix ``X``: a pandas frame or
     :class:`ltv.models.blocks.Blocks` (binned batch by batch, never one float matrix), early-stopping on
-    ``eval_set = (X_es, y_es)`` (first metric only) if given.
+    ``eval_set = (X_es, y_es)`` (first metric only) if given. Blocks bound to a cluster (``Blocks.on``,
+    ``train.distributed=true``) are trained by its workers, each on its share (:mod:`.cluster_training`),
+    with this same :func:`train_dataset`.
 
     ``eval_metric``: ``(y_true, y_pred) -> (name, value, higher_is_better)`` callables (the metrics then
     are these only). ``init_score`` / ``eval_init_score``: a base prediction the boosting corrects (raw
     score scale). Returns the fitted booster and the number of rounds to predict with.
     """
-    from ltv.models.blocks import dataset
-
     params = {"verbose": -1, **params}
     rounds = int(params.pop("n_estimators", 100))
     params.pop("importance_type", None)  # the sklearn wrapper's own keys: no LightGBM parameter
@@ -125,25 +125,44 @@ def fit_booster(params: dict, X, y, sample_weight=None, eval_set=None, early_sto
 
         cw = compute_sample_weight(class_weight, y)
         sample_weight = cw if sample_weight is None else np.asarray(sample_weight, dtype=np.float64) * cw
-    stopping = eval_set is not None and bool(early_stopping_rounds)
-    callbacks = _progress.booster_callbacks(rounds, stopping)
-    threads = _parallel.fit_threads()  # one of several concurrent fits: its share of the cores
+    patience = int(early_stopping_rounds) if eval_set is not None and early_stopping_rounds else None
     n_jobs = params.get("n_jobs")
-    if threads is not None:
-        params["n_jobs"] = threads
     feval = None
     if eval_metric is not None:
         params["metric"] = "None"
         feval = [_feval(fn) for fn in (eval_metric if isinstance(eval_metric, list) else [eval_metric])]
+    args = (X, y, sample_weight, init_score, eval_set, eval_init_score, patience, feval)
+    client = getattr(X, "client", None)
+    if client is not None:  # train.distributed: the cluster's workers train it, each on its share
+        from ltv.models.cluster_training import fit_on_cluster
+
+        booster, evals = fit_on_cluster(train_dataset, client, params, rounds, *args)
+    else:
+        threads = _parallel.fit_threads()  # one of several concurrent fits: its share of the cores
+        if threads is not None:
+            params["n_jobs"] = threads
+        booster, evals = train_dataset(
+            params, rounds, *args, _progress.booster_callbacks(rounds, bool(patience))
+        )
+    booster.pandas_categorical = _categories(X)  # predictions re-code a frame of other categories as before
+    best = booster.best_iteration if patience else 0
+    return FittedBooster(booster, n_jobs, evals), int(best) if best else rounds
+
+
+def train_dataset(params: dict, rounds: int, X, y, sample_weight, init_score, eval_set, eval_init_score,
+                  patience: int | None, feval, callbacks: list) -> tuple[lgb.Booster, dict]:  # fmt: skip
+    """LightGBM's binned Datasets of X (and of the eval set, by X's bin mappers), then ``lightgbm.train``:
+    ``rounds`` at most, early-stopped after ``patience`` rounds without improvement of the first metric
+    (None: every round). Returns the booster and its valid curves."""
+    from ltv.models.blocks import dataset
+
     train = dataset(X, y, sample_weight, params=params, init_score=init_score)
-    valid_sets, evals = [], {}
-    if stopping:
+    valid_sets, evals, callbacks = [], {}, list(callbacks)
+    if patience:
         valid_sets = [
             dataset(eval_set[0], eval_set[1], reference=train, params=params, init_score=eval_init_score)
         ]
-        callbacks.append(
-            lgb.early_stopping(int(early_stopping_rounds), first_metric_only=True, verbose=False)
-        )
+        callbacks.append(lgb.early_stopping(patience, first_metric_only=True, verbose=False))
         callbacks.append(lgb.record_evaluation(evals))
     constructed = _Constructed()
     try:
@@ -154,9 +173,7 @@ def fit_booster(params: dict, X, y, sample_weight=None, eval_set=None, early_sto
                             callbacks=[constructed, *callbacks])  # fmt: skip
     finally:
         constructed.release()  # a fit that failed before its first round
-    booster.pandas_categorical = _categories(X)  # predictions re-code a frame of other categories as before
-    best = booster.best_iteration if stopping else 0
-    return FittedBooster(booster, n_jobs, evals), int(best) if best else rounds
+    return booster, evals
 
 
 def _unit_weights(train: lgb.Dataset, valid: lgb.Dataset) -> None:

@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from ltv.contract import TARGET
-from ltv.daskframe import is_dask
 from ltv.models._first_stage import FirstStageFit
 from ltv.models._lgbm import matrix_cache, prefetch_scores
 from ltv.models._progress import FitClock, stage
@@ -155,12 +154,7 @@ class LTVModel(FirstStageFit, StackingFit):
                 f"regressor horizons must start with {TARGET}, got {list(self.regressor.horizons)}"
             )
         valid = self._check(valid, "valid")
-        if is_dask(train.X):  # a Dask train split: boosters train where its partitions are
-            from ltv.models import distributed  # training on a cluster only: a served model never imports it
-
-            distributed.check_supported(self)
-        else:
-            train = self._check(train, "train")
+        train = self._check(train, "train")
         self.n_train_ = len(train)
         es, cal = (valid.take(rows) for rows in self._split_valid(len(valid), valid.time))
         self.classifier_ = copy.deepcopy(self.classifier)

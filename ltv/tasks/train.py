@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -16,7 +17,7 @@ from ltv.models.blocks import compile_for
 from ltv.models.rows import LabelledRows
 from ltv.pipeline import LTVPipeline
 from ltv.tasks import data as data_task
-from ltv.tasks import distributed, evaluation, frames_cache
+from ltv.tasks import evaluation, frames_cache
 from ltv.tracking import logging as tlog
 from ltv.tracking.fitted import log_fitted, log_importance
 from ltv.tracking.store import setup as setup_tracking
@@ -61,18 +62,17 @@ def train(cfg: DictConfig) -> float:
         tlog.log_config(cfg)
         mlflow.set_tag("git_commit", tlog.git_commit() or "unknown")
         cluster.tag_run(engine)
-        if distributed.distributed_training(cfg, engine):  # the train split stays on the cluster: no cache
-            builder = instantiate(cfg.features)
-            root, splits, reports = distributed.load_cluster_splits(cfg, builder.extract, engine)
-        else:  # blocks on disk; a sweep's trials that change neither data, features nor seed reuse them
-            root, splits, reports, builder, _ = frames_cache.cached(
-                cfg, lambda: data_task.load_blocks(cfg, engine)
-            )
+        # blocks on disk; a sweep's trials that change neither data, features nor seed reuse them
+        root, splits, reports, builder, _ = frames_cache.cached(
+            cfg, lambda: data_task.load_blocks(cfg, engine)
+        )
         data_task.log_loaded(cfg, root, reports)
         mlflow.log_metric("time.load_s", time.perf_counter() - t0)
 
         pipeline = LTVPipeline(builder, build_model(cfg))
         (train_rows, _), (valid_rows, _) = splits["train"], splits["valid"]
+        if distributed_training(cfg, engine):  # the boosters that read the train blocks train on the workers
+            train_rows = dataclasses.replace(train_rows, X=train_rows.X.on(engine.client))
         windows = [data_task.window(cfg.data, split) for split in ("train", "valid")]
         check_fit_buyers(train_rows.labels, valid_rows.labels, *windows)  # not an error from inside LightGBM
         t1 = time.perf_counter()
@@ -97,6 +97,20 @@ def train(cfg: DictConfig) -> float:
         mlflow.log_metric("time.total_s", time.perf_counter() - t0)
         print(f"run: {run.info.run_id} (experiment {cfg.tracking.experiment}, store {cfg.tracking.uri})")
         return _optimized_metric(results, cfg.get("optimized_metric", "valid.rmsle"))
+
+
+def distributed_training(cfg: DictConfig, engine) -> bool:
+    """``train.distributed``, checked against the cluster: a clear error without 2+ workers (the boosters
+    that read every train row would otherwise train in this process, which the option says they must not)."""
+    if not (cfg.get("train") or {}).get("distributed", False):
+        return False
+    if engine.client is None or engine.n_workers < 2:
+        raise ValueError(
+            f"train.distributed=true trains the boosters on 2+ workers, but cluster={engine.kind} "
+            f"has {engine.n_workers} worker(s): use cluster=local with cluster.n_workers=2 or more (or "
+            "cluster=remote), or set train.distributed=false"
+        )
+    return True
 
 
 def _optimized_metric(results: dict[str, dict[str, float]], name: str) -> float:
