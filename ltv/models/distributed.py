@@ -200,7 +200,7 @@ def fit_first_stage(chain, parts, train, es, cal) -> None:
     revenue = labels[TARGET][labels[BUYER] == 1].compute().to_numpy(dtype=np.float64)
     with stage("regressors", revenue.size):
         _regressor(reg, X, labels, True, plan.regressor, buyers_es)
-    if getattr(reg, "retransform", None) == "variance":
+    if getattr(reg, "retransform", None) in ("variance", "mixture"):
         with stage("variance", revenue.size):  # in process, on the gathered train buyers
             meta = pd.concat([X._meta, labels._meta, pd.DataFrame({_W: np.ones(0)})], axis=1)
             rows = X.map_partitions(_with_labels, labels, True, plan.regressor, meta=meta).compute()

@@ -67,16 +67,18 @@ def load_oracle(
 
     dataset = ds.dataset(str(folder), format="parquet", partitioning="hive")
     label_cols = [c for c in LABEL_COLUMNS if labels and c in dataset.schema.names]
+    # an oracle written before the distribution columns existed has the expectations only
+    oracle_cols = [c for c in ORACLE_COLUMNS if c in dataset.schema.names]
     import pyarrow as pa
 
     # one hash table of the wanted ids, built once (pandas 3's Series.isin on Arrow strings loops in
     # Python, and Arrow's is_in rebuilds its set per batch: minutes per million ids either way)
     wanted = pd.Index(np.asarray(row_ids, dtype=object))
     frames = []
-    for batch in dataset.to_batches(columns=[ROW_ID, *ORACLE_COLUMNS, *label_cols]):
+    for batch in dataset.to_batches(columns=[ROW_ID, *oracle_cols, *label_cols]):
         ids = batch.column(ROW_ID).to_numpy(zero_copy_only=False)
         frames.append(batch.filter(pa.array(wanted.get_indexer(ids) >= 0)).to_pandas())
-    found = pd.concat(frames) if frames else pd.DataFrame(columns=[ROW_ID, *ORACLE_COLUMNS, *label_cols])
+    found = pd.concat(frames) if frames else pd.DataFrame(columns=[ROW_ID, *oracle_cols, *label_cols])
     aligned = found.drop_duplicates(ROW_ID).set_index(ROW_ID).reindex(pd.Index(row_ids))
     missing = int(aligned["e_log1p"].isna().sum())
     if labels and (missing or "iap_revenue_d7" not in label_cols):
