@@ -11,7 +11,8 @@ train window (96 hours x rows-per-hour); every estimand below is computed from i
 - smearing: one total-matching factor from the valid buyers, p (exp(m) S - 1);
 - mixture K=c (valid): the residual mixture with c components, fitted on the valid spenders' residuals;
 - empirical (valid): the mean of exp(s z) over the valid spenders' standardised residuals;
-- mixture (train OOF): the library's fit (train spenders' out-of-fold residuals, regressor.mixture_components);
+- mixture (train OOF): the library's mixture (train spenders' out-of-fold residuals, regressor.mixture_components);
+- mixture + OOF level (library): that, times the level matching the train buyers' out-of-fold dollar total;
 - ... + total / + bins: a final calibration of dollars on the valid window, one factor / by 5 predicted-revenue
   bins shrunk to the total factor by the bin's buyer count (credibility 100 buyers);
 - tweedie (all rows), p x gamma (spenders): dollar-scale LightGBM objectives.
@@ -99,7 +100,9 @@ def run_dataset(name: str, cfg, seed: int) -> tuple[dict, dict, dict]:
     builder = instantiate(cfg.features)
     _, loaded, _ = load_splits(cfg, builder.extract)
     splits = {s: split_frame(frame.compute()) for s, frame in loaded.items()}
-    (S, lab, t, _), (S_v, lab_v, t_v, _), (S_h, lab_h, _, ids_h) = (splits[s] for s in ("train", "valid", "holdout"))
+    (S, lab, t, ids), (S_v, lab_v, t_v, _), (S_h, lab_h, _, ids_h) = (
+        splits[s] for s in ("train", "valid", "holdout")
+    )
     builder.fit(S)
     X, X_v, X_h = builder.transform(S), builder.transform(S_v), builder.transform(S_h)
     t0 = time.perf_counter()
@@ -126,12 +129,13 @@ def run_dataset(name: str, cfg, seed: int) -> tuple[dict, dict, dict]:
         out = {"variance": p * pi * np.clip(np.exp(m / pi + s2 / 2) - 1, 0, None),
                "smearing": p * np.clip(np.exp(m) * smear - 1, 0, None),
                "empirical (valid)": p * pi * np.clip(np.exp(m / pi) * np.exp(np.outer(s, z_v)).mean(1) - 1, 0, None),
-               "mixture (train OOF)": parts["final"].to_numpy()}  # fmt: skip
+               "mixture (train OOF)": p * pi * spend_mean(m / pi, s, reg.mixtures_[0]),
+               "mixture + OOF level (library)": parts["final"].to_numpy()}  # fmt: skip
         for k in (1, 2, 3):
             mix = ResidualMixture(k, seed).fit(z_v)
             out[f"mixture K={k} (valid)"] = p * pi * spend_mean(m / pi, s, mix)
         preds[tag] = out
-    for base in ("variance", "mixture (train OOF)"):
+    for base in ("variance", "mixture + OOF level (library)"):
         pv, ph = preds["v"][base], preds["h"][base]
         preds["h"][f"{base} + total"] = ph * total_factor(y_v, pv)
         preds["h"][f"{base} + bins"] = binned_calibration(pv, y_v, lab_v["buyer_d7"].to_numpy(), ph)
@@ -144,8 +148,16 @@ def run_dataset(name: str, cfg, seed: int) -> tuple[dict, dict, dict]:
     preds["h"]["p x gamma (spenders)"] = parts_h["p_gated"].to_numpy() * pi * gamma(X_h)
     table = {k: scores(y_h, e_h, v) for k, v in preds["h"].items()}
     table["oracle E[y|x]"] = scores(y_h, e_h, e_h)
-    return table, spender_quantiles(reg, model, X, lab, X_v, lab_v, X_h, lab_h, oracle, seed), \
-        holdout_distribution(model, parts_h, y_h, oracle)
+    # the level a model can learn from this train sample: its realized total over its oracle total
+    e_train = evaluation.load_oracle(cfg.data.oracle_root, "train", ids)["e_revenue"].to_numpy()
+    nan = float("nan")
+    table["train sample: realized/oracle"] = {"total": float(lab["iap_revenue_d7"].sum() / e_train.sum()),
+                                              "rmse": nan, "gini": nan, "worst_dec": nan}  # fmt: skip
+    return (
+        table,
+        spender_quantiles(reg, model, X, lab, X_v, lab_v, X_h, lab_h, oracle, seed),
+        holdout_distribution(model, parts_h, y_h, oracle),
+    )
 
 
 def spender_quantiles(reg, model, X, lab, X_v, lab_v, X_h, lab_h, oracle, seed) -> dict:
@@ -156,15 +168,24 @@ def spender_quantiles(reg, model, X, lab, X_v, lab_v, X_h, lab_h, oracle, seed) 
     s = np.sqrt(np.clip(reg.predict_variance(X_h)[:, 0], 1e-6, None))
     truth = np.log1p(y_h[spend_h])
     normal, mixture = ResidualMixture(1), reg.mixtures_[0]
-    normal.weights_, normal.means_, normal.sigmas_ = np.ones(1), np.zeros(1), np.ones(1)  # N(0, 1): log-normal
+    normal.weights_, normal.means_, normal.sigmas_ = (
+        np.ones(1),
+        np.zeros(1),
+        np.ones(1),
+    )  # N(0, 1): log-normal
     rows = {"log-normal": {}, "mixture (train OOF)": {}, "quantile boosters": {}, "oracle": {}}
     y_tr, y_v = lab["iap_revenue_d7"].to_numpy(), lab_v["iap_revenue_d7"].to_numpy()
     for a in LEVELS:
         rows["log-normal"][a] = m[spend_h] + s[spend_h] * normal.quantile(np.array([a]))[0]
         rows["mixture (train OOF)"][a] = m[spend_h] + s[spend_h] * mixture.quantile(np.array([a]))[0]
         params = {"objective": "quantile", "alpha": a, **DOLLAR_BOOSTER, "random_state": seed, "n_jobs": 2}
-        booster, rounds = fit_booster(params, X[y_tr > 0], np.log1p(y_tr[y_tr > 0]),
-                                      eval_set=(X_v[y_v > 0], np.log1p(y_v[y_v > 0])), early_stopping_rounds=30)
+        booster, rounds = fit_booster(
+            params,
+            X[y_tr > 0],
+            np.log1p(y_tr[y_tr > 0]),
+            eval_set=(X_v[y_v > 0], np.log1p(y_v[y_v > 0])),
+            early_stopping_rounds=30,
+        )
         rows["quantile boosters"][a] = booster.predict(X_h[spend_h], num_iteration=rounds)
         spenders = {k: oracle[k].to_numpy()[spend_h] for k in oracle_dist.DISTRIBUTION_COLUMNS}
         spenders["p_paid"] = np.ones(spend_h.sum())  # given a spender
@@ -179,8 +200,10 @@ def holdout_distribution(model, parts_h, y_h, oracle) -> dict:
     model_cols = {c: parts_h[c].to_numpy() for c in parts_h.columns}
     oracle_cols = {**{quantile_name(a): oracle_dist.quantile(oracle, a) for a in qs},
                    **{exceedance_name(t): oracle_dist.exceedance(oracle, t) for t in ts}}  # fmt: skip
-    return {"model": dm.distribution_report(y_h, model_cols, qs, ts),
-            "oracle": dm.distribution_report(y_h, oracle_cols, qs, ts)}
+    return {
+        "model": dm.distribution_report(y_h, model_cols, qs, ts),
+        "oracle": dm.distribution_report(y_h, oracle_cols, qs, ts),
+    }
 
 
 def main(argv=None) -> None:
@@ -210,7 +233,9 @@ def main(argv=None) -> None:
 def print_tables(results: dict, rows_per_hour: int) -> None:
     names = list(results)
     print(f"\n## expected revenue on holdout ({24 * rows_per_hour} rows; train {96 * rows_per_hour} rows)")
-    print("total = sum(pred) / sum(oracle E[y|x]); worst_dec = the predicted decile farthest from its oracle sum")
+    print(
+        "total = sum(pred) / sum(oracle E[y|x]); worst_dec = the predicted decile farthest from its oracle sum"
+    )
     rows = list(next(iter(results.values()))[0])
     print(f"{'estimand':<30}" + "".join(f"{n:>44}" for n in names))
     print(f"{'':<30}" + "".join(f"{'total':>11}{'rmse':>11}{'gini':>11}{'worst_dec':>11}" for _ in names))

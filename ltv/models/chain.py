@@ -272,6 +272,13 @@ class LTVModel(FirstStageFit, StackingFit):
             frame = frame.assign(**spread)
         return frame
 
+    def spend_pit(self, parts: pd.DataFrame, revenue) -> np.ndarray | None:
+        """PIT of the spenders' d7 ``revenue`` under the distribution in :meth:`predict_parts` output
+        (NaN for non-spenders; None without a predictive distribution)."""
+        if "spend_scale" not in parts:
+            return None
+        return self.regressor_.spend_pit(parts["log_rev_d7"], parts["spend_scale"], revenue)
+
     def predict(self, X, matrix=None) -> np.ndarray:
         """Final ``iap_revenue_d7`` prediction in dollars: finite, >= 0 (``predict_parts``' "final",
         computed on arrays: no DataFrame per stage, which a one-row request would pay ~2 ms for).

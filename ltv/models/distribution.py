@@ -52,8 +52,12 @@ class ResidualMixture:
         if k < 1:
             raise ValueError(f"mixture_components must be >= 1, got {self.n_components!r}")
         if z.size < 10 * k or not np.all(np.isfinite(z)):
-            raise ValueError(f"ResidualMixture needs >= {10 * k} finite residuals for {k} component(s), got {z.size}")
-        gm = GaussianMixture(k, covariance_type="diag", n_init=2, random_state=self.random_state).fit(z[:, None])
+            raise ValueError(
+                f"ResidualMixture needs >= {10 * k} finite residuals for {k} component(s), got {z.size}"
+            )
+        gm = GaussianMixture(k, covariance_type="diag", n_init=2, random_state=self.random_state).fit(
+            z[:, None]
+        )
         self.weights_ = gm.weights_.astype(np.float64)
         self.means_ = gm.means_[:, 0].astype(np.float64)
         self.sigmas_ = np.sqrt(gm.covariances_[:, 0]).astype(np.float64)

@@ -67,7 +67,7 @@ class RevenueRegressor(Retransform, BoosterParams):
         ``booster``'s).
     mixture_components : components of the residual mixture (``retransform='mixture'``).
     quantiles, thresholds : the levels and dollar thresholds of the predictive distribution that
-        :meth:`predictive` reports (``retransform='mixture'``).
+        :meth:`predictive` reports (``retransform='mixture'``), with ``spend_scale``, s(x).
     """
 
     def __init__(
@@ -134,7 +134,9 @@ class RevenueRegressor(Retransform, BoosterParams):
             self._refit(X, target, sample_weight, eval_set[0], eval_target)
         self.best_iteration_ = int(max(self.best_iterations_))
         self.smearing_ = {h: 1.0 for h in horizons}
-        self.variance_ = self.spend_share_ = self.mixtures_ = None  # a refit drops the old retransformation
+        self.variance_ = self.spend_share_ = self.mixtures_ = self.level_ = (
+            None  # a refit drops the retransform
+        )
         return self
 
     def _refit(self, X, target, sample_weight, X_es, eval_target):
@@ -207,7 +209,7 @@ class RevenueRegressor(Retransform, BoosterParams):
             pi = np.asarray(self.spend_share_)
             scale = np.sqrt(self.predict_variance(X, cache))
             spend = [spend_mean(log[:, k] / pi[k], scale[:, k], mix) for k, mix in enumerate(mixtures)]
-            dollars = pi * np.column_stack(spend)
+            dollars = pi * np.column_stack(spend) * np.asarray(self.level_)
         elif getattr(self, "variance_", None):
             pi = np.asarray(self.spend_share_)
             spend = np.exp(log / pi + self.predict_variance(X, cache) / 2.0) - 1.0
@@ -226,5 +228,13 @@ class RevenueRegressor(Retransform, BoosterParams):
             return {}
         pi = float(self.spend_share_[0])
         scale = np.sqrt(self.predict_variance(X, cache)[:, 0])
-        return predictive_columns(np.asarray(p_buyer) * pi, np.asarray(log)[:, 0] / pi, scale, mixtures[0],
+        cols = predictive_columns(np.asarray(p_buyer) * pi, np.asarray(log)[:, 0] / pi, scale, mixtures[0],
                                   self.quantiles, self.thresholds)  # fmt: skip
+        return {**cols, "spend_scale": scale}
+
+    def spend_pit(self, log_d7, spend_scale, revenue) -> np.ndarray:
+        """PIT of spenders' d7 revenue under their predicted distribution, P(Y <= y | spender, x), from
+        ``predict_parts``' log_rev_d7 and spend_scale; NaN where revenue <= 0 (uniform when calibrated)."""
+        pi, y = float(self.spend_share_[0]), np.asarray(revenue, dtype=np.float64)
+        z = (np.log1p(np.clip(y, 0.0, None)) - np.asarray(log_d7) / pi) / np.asarray(spend_scale)
+        return np.where(y > 0, 1.0 - self.mixtures_[0].sf(z), np.nan)

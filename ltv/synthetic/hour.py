@@ -20,7 +20,9 @@ SPLIT_CODE = {"train": 1, "test": 2}
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
-def draw_hour(seed: int, split: str, when: dt.datetime, n: int, tail: dict | None = None) -> tuple[dict, dict, dict]:
+def draw_hour(
+    seed: int, split: str, when: dt.datetime, n: int, tail: dict | None = None
+) -> tuple[dict, dict, dict]:
     """One hour of ``n`` rows: (feature columns as Arrow arrays incl. row_id, labels, oracle), numpy for the last two.
     ``tail``: ``label_params``' whale_logit / whale_sigma (None: the default tail)."""
     hour_index = int((when - _EPOCH).total_seconds() // 3600)

@@ -166,7 +166,9 @@ def quantile(dist, level: float, iterations: int = 60) -> np.ndarray:
 def exceedance_log(a: dict, log_t: np.ndarray) -> np.ndarray:
     """P(y > exp(log_t)) per row (``log_t`` an array), for :func:`quantile`."""
     w = a["whale_weight"]
-    tail = (1 - w) * ndtr((a["mu"] - log_t) / a["sigma"]) + w * ndtr((a["mu_whale"] - log_t) / a["sigma_whale"])
+    tail = (1 - w) * ndtr((a["mu"] - log_t) / a["sigma"]) + w * ndtr(
+        (a["mu_whale"] - log_t) / a["sigma_whale"]
+    )
     return a["p_paid"] * tail
 
 
