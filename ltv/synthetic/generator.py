@@ -285,18 +285,8 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--rows-per-hour", type=int, default=1000)
     ap.add_argument("--files-per-hour", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--whale-logit",
-        type=float,
-        default=TAIL_DEFAULTS["whale_logit"],
-        help="added to the whale weight's logit: more whales (a heavier tail)",
-    )
-    ap.add_argument(
-        "--whale-sigma",
-        type=float,
-        default=TAIL_DEFAULTS["whale_sigma"],
-        help="log spread of the whale component (a heavier tail above the default)",
-    )
+    for name, what in (("logit", "added to the whale weight's logit"), ("sigma", "the whale log spread")):
+        ap.add_argument(f"--whale-{name}", type=float, default=TAIL_DEFAULTS[f"whale_{name}"], help=what)
     ap.add_argument("--oracle-root", default=None)
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--workers", type=int, default=None, help="hours written at once (default: one per core)")
