@@ -12,7 +12,8 @@ train window (96 hours x rows-per-hour); every estimand below is computed from i
 - mixture K=c (valid): the residual mixture with c components, fitted on the valid spenders' residuals;
 - empirical (valid): the mean of exp(s z) over the valid spenders' standardised residuals;
 - mixture (train OOF): the library's mixture (train spenders' out-of-fold residuals, regressor.mixture_components);
-- mixture + OOF level (library): that, times the level matching the train buyers' out-of-fold dollar total;
+- mixture + level (default): that, times the level matching the dollar total of the train buyers (out of fold)
+  and the held-out buyers: the library's objective=revenue prediction;
 - ... + total / + bins: a final calibration of dollars on the valid window, one factor / by 5 predicted-revenue
   bins shrunk to the total factor by the bin's buyer count (credibility 100 buyers);
 - tweedie (all rows), p x gamma (spenders): dollar-scale LightGBM objectives.
@@ -130,12 +131,12 @@ def run_dataset(name: str, cfg, seed: int) -> tuple[dict, dict, dict]:
                "smearing": p * np.clip(np.exp(m) * smear - 1, 0, None),
                "empirical (valid)": p * pi * np.clip(np.exp(m / pi) * np.exp(np.outer(s, z_v)).mean(1) - 1, 0, None),
                "mixture (train OOF)": p * pi * spend_mean(m / pi, s, reg.mixtures_[0]),
-               "mixture + OOF level (library)": parts["final"].to_numpy()}  # fmt: skip
+               "mixture + level (default)": parts["final"].to_numpy()}  # fmt: skip
         for k in (1, 2, 3):
             mix = ResidualMixture(k, seed).fit(z_v)
             out[f"mixture K={k} (valid)"] = p * pi * spend_mean(m / pi, s, mix)
         preds[tag] = out
-    for base in ("variance", "mixture + OOF level (library)"):
+    for base in ("variance", "mixture + level (default)"):
         pv, ph = preds["v"][base], preds["h"][base]
         preds["h"][f"{base} + total"] = ph * total_factor(y_v, pv)
         preds["h"][f"{base} + bins"] = binned_calibration(pv, y_v, lab_v["buyer_d7"].to_numpy(), ph)
@@ -237,12 +238,12 @@ def print_tables(results: dict, rows_per_hour: int) -> None:
         "total = sum(pred) / sum(oracle E[y|x]); worst_dec = the predicted decile farthest from its oracle sum"
     )
     rows = list(next(iter(results.values()))[0])
-    print(f"{'estimand':<30}" + "".join(f"{n:>44}" for n in names))
-    print(f"{'':<30}" + "".join(f"{'total':>11}{'rmse':>11}{'gini':>11}{'worst_dec':>11}" for _ in names))
+    print(f"{'estimand':<34}" + "".join(f"{n:>44}" for n in names))
+    print(f"{'':<34}" + "".join(f"{'total':>11}{'rmse':>11}{'gini':>11}{'worst_dec':>11}" for _ in names))
     for r in rows:
         cells = "".join("".join(f"{results[n][0][r][k]:>11.3f}" for k in ("total", "rmse", "gini", "worst_dec"))
                         for n in names)  # fmt: skip
-        print(f"{r:<30}{cells}")
+        print(f"{r:<34}{cells}")
     print("\n## spenders' conditional distribution: pinball loss of log1p revenue (held-out spenders)")
     print(f"{'model':<24}" + "".join(f"{n + ' a=' + str(a):>22}" for n in names for a in LEVELS))
     for r in results[names[0]][1]:
