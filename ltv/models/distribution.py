@@ -102,13 +102,14 @@ def predictive_columns(p_paid, center, scale, mixture: ResidualMixture, quantile
     center = np.asarray(center, dtype=np.float64)
     scale = np.clip(np.asarray(scale, dtype=np.float64), 1e-6, None)
     out = {}
-    for a in quantiles:
-        a = float(a)
-        if not 0.0 < a < 1.0:
-            raise ValueError(f"quantiles: each level must lie in (0, 1), got {a}")
-        b = (a - (1.0 - p)) / np.maximum(p, 1e-300)  # the level within the spenders
-        spend = np.expm1(center + scale * mixture.quantile(np.clip(b, 1e-12, 1.0 - 1e-12)))
-        out[quantile_name(a)] = np.where(b > 0.0, np.clip(spend, 0.0, None), 0.0)
+    levels = np.array([float(a) for a in quantiles])
+    if np.any((levels <= 0.0) | (levels >= 1.0)):
+        raise ValueError(f"quantiles: each level must lie in (0, 1), got {list(quantiles)}")
+    if levels.size:  # one bisection for every level at once: (rows, levels)
+        b = (levels - (1.0 - p[:, None])) / np.maximum(p[:, None], 1e-300)  # the level within the spenders
+        z = mixture.quantile(np.clip(b, 1e-12, 1.0 - 1e-12))
+        spend = np.where(b > 0.0, np.clip(np.expm1(center[:, None] + scale[:, None] * z), 0.0, None), 0.0)
+        out.update({quantile_name(a): spend[:, k] for k, a in enumerate(levels)})
     for t in thresholds:
         t = float(t)
         if t < 0.0:

@@ -227,7 +227,8 @@ class RevenueRegressor(Retransform, BoosterParams):
         if not mixtures:
             return {}
         pi = float(self.spend_share_[0])
-        scale = np.sqrt(self.predict_variance(X, cache)[:, 0])
+        model, best = self.variance_[0]  # the first horizon's only
+        scale = np.sqrt(np.clip(booster_predict(model, X, self.feature_names_in_, best, cache), 0.0, None))
         cols = predictive_columns(np.asarray(p_buyer) * pi, np.asarray(log)[:, 0] / pi, scale, mixtures[0],
                                   self.quantiles, self.thresholds)  # fmt: skip
         return {**cols, "spend_scale": scale}
