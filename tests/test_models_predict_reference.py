@@ -57,7 +57,7 @@ def reference_predict(model, X) -> np.ndarray:
         ]
     )
     pi = np.asarray(reg.spend_share_)
-    if reg.mixtures_:  # retransform=mixture: exp(m / pi) E[exp(s z)] over the residual mixture, times the level
+    if reg.mixtures_:  # mixture: exp(m / pi) E[exp(s z)] over the residual mixture, times the level
         s = np.sqrt(s2)
         mgf = np.column_stack([np.exp(s[:, k, None] * mix.means_ + 0.5 * (s[:, k, None] * mix.sigmas_) ** 2)
                                @ mix.weights_ for k, mix in enumerate(reg.mixtures_)])  # fmt: skip
