@@ -72,7 +72,7 @@ def known():
     X, labels, _, _ = make_chain_data(30_000, seed=5)
     b = np.flatnonzero(labels["buyer_d7"].to_numpy() == 1)
     tr, es, ho = b[: len(b) // 2], b[len(b) // 2 : 5 * len(b) // 8], b[5 * len(b) // 8 :]
-    reg = regressor(learning_rate=0.1, n_estimators=300, early_stopping_rounds=20, n_jobs=2, retransform="mixture",
+    reg = regressor(learning_rate=0.1, n_estimators=300, early_stopping_rounds=20, n_jobs=1, retransform="mixture",
                     mixture_components=2, quantiles=LEVELS, thresholds=THRESHOLDS)  # fmt: skip
     es_set = (X.iloc[es], labels.iloc[es])
     reg.fit(X.iloc[tr], labels.iloc[tr], eval_set=es_set).fit_variance(
