@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install smoke test test-all train predict evaluate serve ui lint format clean \
-        bench bench-features bench-quality bench-serve bench-predict bench-train bench-scale
+        bench bench-features bench-quality bench-serve bench-predict bench-train bench-scale bench-revenue
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,7 +53,8 @@ evaluate: $(STAMP) ## metrics of the champion on the holdout window
 serve: $(STAMP) ## serve the champion over HTTP on $(HOST):$(SERVE_PORT) (POST /invocations), one worker process per core
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow models serve -m "$(MODEL)" --env-manager local -h $(HOST) -p $(SERVE_PORT) --workers $(SERVE_WORKERS)
 
-ui: $(STAMP) ## MLflow UI on $(HOST):$(UI_PORT) over the project's store
+ui: $(STAMP) ## MLflow UI on $(HOST):$(UI_PORT) over the project's store (prints the URL of the ltv runs table)
+	@$(BIN)/python -m ltv.tracking.store "$(MLFLOW_TRACKING_URI)" $(HOST) $(UI_PORT)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) -h $(HOST) -p $(UI_PORT)
 
 lint: $(STAMP) ## ruff lint + format check
@@ -80,6 +81,9 @@ bench-train: $(STAMP) ## chain vs single LightGBM training: s, rows/s, memory, R
 
 bench-scale: $(STAMP) ## train.py up to the real export's size (20.6M labelled rows): load/fit s, rows/s, peak tree MB, RMSLE
 	$(BIN)/python bench/scale.py $(ARGS)
+
+bench-revenue: $(STAMP) ## objective=revenue: estimands and predictive distributions vs the oracle, 2 seeds x 2 tails
+	$(BIN)/python bench/revenue.py $(ARGS)
 
 bench-serve: $(STAMP) ## model server latency (single row) and throughput (1,000-row requests)
 	$(BIN)/python bench/serve.py --model-uri "$(MODEL)" --stages

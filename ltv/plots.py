@@ -85,3 +85,34 @@ def importance_plot(importance: pd.Series, top: int = 30, title: str = "Feature 
     ax.set(xlabel="importance", title=title)
     fig.tight_layout()
     return fig
+
+
+def pit_plot(pit: np.ndarray, n_bins: int = 20, title: str = "PIT of spenders' revenue"):
+    """Histogram of probability integral transforms (flat at 1 when the predicted distribution is right)."""
+    u = np.asarray(pit, dtype=float)
+    u = u[np.isfinite(u)]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(
+        u, bins=np.linspace(0, 1, n_bins + 1), density=True, alpha=0.8, label=f"model ({u.size} spenders)"
+    )
+    ax.axhline(1.0, color="grey", lw=1, ls="--", label="calibrated")
+    ax.set(xlabel="P(Y <= y | spender, x)", ylabel="density", title=title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def exceedance_plot(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str = "Reliability of P(revenue > t)"
+):
+    """Reliability diagram of exceedance probabilities: name -> (mean predicted, observed share) per bin."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    lo = 1e-5
+    for name, (pred, obs) in curves.items():
+        ax.plot(np.clip(pred, lo, None), np.clip(obs, lo, None), marker="o", label=name)
+    ax.plot([lo, 1], [lo, 1], color="grey", lw=1, ls="--", label="perfect")
+    ax.set(xscale="log", yscale="log", xlabel="mean predicted P(y > t)", ylabel="observed share over t",
+           title=title)  # fmt: skip
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

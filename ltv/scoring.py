@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ltv.cluster import stage
-from ltv.contract import LABEL_COLUMNS, ROW_ID
+from ltv.contract import LABEL_COLUMNS, ROW_ID, TARGET
 from ltv.data.groups import file_groups, read_group
 from ltv.data.loader import DataError, Window, emit_warnings
 from ltv.data.schema import SeenRowIds
@@ -39,7 +39,7 @@ class Scoring:
     seed: int = 0
     batch_rows: int = 50_000
     labelled: bool = False  # read (and return) the label columns
-    parts: bool = False  # return labels and p_buyer beside the prediction, for metrics
+    parts: bool = False  # return labels, p_buyer and the predictive distribution beside the prediction
     compile_trees: bool = True
     keep_memory: bool = False
 
@@ -104,9 +104,17 @@ def score_rows(pipeline, table: pa.Table, labelled: bool = False, parts: bool = 
     extra = pd.DataFrame(
         {c: table.column(c).to_numpy().astype(np.float64) for c in label_cols}, index=pd.RangeIndex(len(ids))
     )
-    pred, p_buyer = prediction_and_buyer(pipeline.predict_parts(table.drop_columns(label_cols)))
+    parts = pipeline.predict_parts(table.drop_columns(label_cols))
+    pred, p_buyer = prediction_and_buyer(parts)
     if p_buyer is not None:
         extra["p_buyer"] = p_buyer
+    # the predictive distribution (objective=revenue), and its PIT where the revenue is known
+    dist = [c for c in parts.columns if c == "expected_revenue" or c.startswith(("q", "p_over_"))]
+    extra = extra.assign(**{c: parts[c].to_numpy() for c in dist})
+    if TARGET in extra:
+        pit = pipeline.model.spend_pit(parts, extra[TARGET].to_numpy())
+        if pit is not None:
+            extra["pit"] = pit
     return ids, pred, extra
 
 

@@ -36,25 +36,28 @@ def round_significant(x, digits: int = 6) -> np.ndarray:
 _CSV_OPTIONS = pa_csv.WriteOptions(include_header=False, quoting_style="none")
 
 
-def csv_rows(ids: pa.Array | pa.ChunkedArray, pred: np.ndarray) -> bytes:
-    """``row_id,prediction`` lines (no header), predictions to 6 significant digits.
+def csv_rows(ids: pa.Array | pa.ChunkedArray, pred: np.ndarray, extra: pd.DataFrame | None = None) -> bytes:
+    """``row_id,prediction[,extra columns]`` lines (no header), numbers to 6 significant digits.
 
     Arrow's CSV writer (C++, outside the GIL; pandas' ``to_csv`` cost ~3 us a row); a row_id holding a
     comma, quote or newline sends the batch through pandas, which quotes it.
     """
-    values = round_significant(pred)
+    values = {TARGET: round_significant(pred)}
+    for c in [] if extra is None else extra.columns:
+        values[c] = round_significant(extra[c].to_numpy(dtype=np.float64))
     try:
         sink = pa.BufferOutputStream()
-        pa_csv.write_csv(pa.table({ROW_ID: ids, TARGET: values}), sink, _CSV_OPTIONS)
+        pa_csv.write_csv(pa.table({ROW_ID: ids, **values}), sink, _CSV_OPTIONS)
         return sink.getvalue().to_pybytes()
     except pa.ArrowInvalid:
-        frame = pd.DataFrame({ROW_ID: ids.to_pandas(), TARGET: values})
+        frame = pd.DataFrame({ROW_ID: ids.to_pandas(), **values})
         return frame.to_csv(header=False, index=False, float_format="%.6g", lineterminator="\n").encode()
 
 
 def write_submission(scored, output: str | os.PathLike) -> dict[str, float]:
-    """Write ``(row_ids, predictions, ...)`` items to ``output``, each row_id once (its first
-    prediction: :func:`ltv.scoring.unique_rows`); returns the counts (rows, rows/s, duplicates).
+    """Write ``(row_ids, predictions, extra or None, ...)`` items to ``output``, each row_id once (its first
+    prediction: :func:`ltv.scoring.unique_rows`); returns the counts (rows, rows/s, duplicates). An
+    ``extra`` DataFrame (``predict.py parts=true``) adds its columns after the prediction.
 
     The file is written to a temp name beside ``output`` and renamed at the end, so a failure or an
     interrupt leaves no submission behind (and an older one in place).
@@ -63,9 +66,13 @@ def write_submission(scored, output: str | os.PathLike) -> dict[str, float]:
 
     out, counts = Path(output), {}
     with atomic_write(out) as tmp, open(tmp, "wb") as fh:
-        fh.write(f"{ROW_ID},{TARGET}\n".encode())
-        for ids, pred, *_ in unique_rows(scored, counts):
-            fh.write(csv_rows(ids, pred))
+        header = None
+        for ids, pred, *rest in unique_rows(scored, counts):
+            extra = rest[0] if rest and isinstance(rest[0], pd.DataFrame) else None
+            if header is None:
+                header = ",".join([ROW_ID, TARGET, *([] if extra is None else extra.columns)])
+                fh.write(f"{header}\n".encode())
+            fh.write(csv_rows(ids, pred, extra))
         if counts.get("rows", 0) == 0:
             raise ValueError("no rows were scored: the input window is empty")
     log.info(

@@ -129,11 +129,13 @@ def test_the_rmsle_hurdle_fits_no_variance_model_and_the_revenue_head_does():
     fitted = {}
     for objective in ("rmsle", "revenue"):
         model = small_chain("hurdle", objective, seed=5)
-        assert model.regressor.retransform == "variance"
+        assert model.regressor.retransform == "mixture"
         fitted[objective] = model.fit(LabelledRows(*data["train"][:3]), LabelledRows(*data["valid"][:3]))
     rmsle, revenue = fitted["rmsle"], fitted["revenue"]
-    assert rmsle.regressor.retransform == "variance"  # the configuration is left as it was
+    assert rmsle.regressor.retransform == "mixture"  # the configuration is left as it was
     assert rmsle.regressor_.retransform == "smearing" and rmsle.regressor_.variance_ is None
+    assert rmsle.regressor_.mixtures_ is None and "q90" not in rmsle.predict_parts(data["valid"][0].iloc[:5])
     assert "first_stage.variance" not in rmsle.fit_times_
-    assert revenue.regressor_.retransform == "variance" and len(revenue.regressor_.variance_) == 3
+    assert revenue.regressor_.retransform == "mixture" and len(revenue.regressor_.variance_) == 3
+    assert len(revenue.regressor_.mixtures_) == 3 and len(revenue.regressor_.level_) == 3
     assert revenue.fit_times_["first_stage.variance"] > 0

@@ -57,7 +57,14 @@ def reference_predict(model, X) -> np.ndarray:
         ]
     )
     pi = np.asarray(reg.spend_share_)
-    dollars = np.clip(pi * (np.exp(log_rev.to_numpy() / pi + s2 / 2) - 1.0), 0.0, None)
+    if reg.mixtures_:  # mixture: exp(m / pi) E[exp(s z)] over the residual mixture, times the level
+        s = np.sqrt(s2)
+        mgf = np.column_stack([np.exp(s[:, k, None] * mix.means_ + 0.5 * (s[:, k, None] * mix.sigmas_) ** 2)
+                               @ mix.weights_ for k, mix in enumerate(reg.mixtures_)])  # fmt: skip
+        spend = np.clip(np.exp(log_rev.to_numpy() / pi) * mgf - 1.0, 0.0, None)
+        dollars = pi * spend * np.asarray(reg.level_)
+    else:
+        dollars = np.clip(pi * (np.exp(log_rev.to_numpy() / pi + s2 / 2) - 1.0), 0.0, None)
     dollars = np.maximum.accumulate(dollars, axis=1)
     dollars = pd.DataFrame(dollars, columns=log_rev.columns, index=X.index)
     frame = first_stage_frame(raw, p, whale, log_rev, dollars, gate.params_, X.index)

@@ -9,23 +9,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ltv.contract import LABEL_COLUMNS, PARTITION_FORMAT
+from ltv.contract import LABEL_COLUMNS
 from ltv.features import FeatureBuilder
 from ltv.models import LabelledRows
 from ltv.pipeline import LTVPipeline, _labels, request_time
-from ltv.synthetic.hour import draw_hour, hour_table
 from tests.helpers.chain_data import small_chain
-
-
-def _window(start: dt.datetime, hours: int, rows: int) -> pa.Table:
-    """Labelled contract rows of ``hours`` synthetic hours, with their ``datetime`` partition value."""
-    tables = []
-    for h in range(hours):
-        when = start + dt.timedelta(hours=h)
-        cols, labels, _ = draw_hour(5, "train", when, rows)
-        table = hour_table(cols, labels, "train")
-        tables.append(table.append_column("datetime", pa.array([when.strftime(PARTITION_FORMAT)] * rows)))
-    return pa.concat_tables(tables)
+from tests.helpers.chain_data import synthetic_window as _window
 
 
 @pytest.fixture(scope="module")

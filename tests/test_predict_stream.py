@@ -95,3 +95,20 @@ def test_csv_values_are_those_of_six_significant_digits():
     # a row_id with a delimiter or a quote is quoted (the batch goes through pandas), never split
     odd = csv_rows(pa.array(["a,b", 'q"x', "c"]), np.array([1.0, 2.0, 0.25]))
     assert pd.read_csv(io.BytesIO(odd), header=None)[0].tolist() == ["a,b", 'q"x', "c"]
+
+
+def test_parts_columns_follow_the_prediction_and_are_deduplicated(tmp_path):
+    """predict.py parts=true: the extra DataFrame's columns come after iap_revenue_d7, row by row."""
+
+    def items():
+        for ids, values in ((["a", "b"], [1.0, 2.0]), (["a", "c"], [5.0, 3.0])):
+            extra = pd.DataFrame({"p_buyer": np.asarray(values) / 10, "q99": np.asarray(values) * 7})
+            yield pa.chunked_array([pa.array(ids, pa.string())]), np.asarray(values), extra
+
+    out = tmp_path / "sub.csv"
+    write_submission(items(), out)
+    sub = pd.read_csv(out)
+    assert list(sub.columns) == ["row_id", "iap_revenue_d7", "p_buyer", "q99"]
+    assert sub.row_id.tolist() == ["a", "b", "c"]
+    np.testing.assert_allclose(sub.p_buyer, [0.1, 0.2, 0.3])
+    np.testing.assert_allclose(sub.q99, [7.0, 14.0, 21.0])

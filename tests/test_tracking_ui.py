@@ -132,3 +132,19 @@ def test_windows_are_logged_as_run_inputs(store, tmp_path):
     assert columns[0] == "buyer_d1" and "row_id" in columns and "datetime" in columns
     assert by_context["validation"].digest == "b" * 16
     assert json.loads(by_context["holdout"].profile)["num_rows"] == 250
+
+
+def test_runs_url_opens_the_experiment_on_its_runs_table(store, capsys):
+    from ltv.tracking.store import main, runs_url
+
+    uri, _ = store
+    exp_id = setup(uri, "url-exp", Path(uri[len("sqlite:///") :]).parent)
+    assert runs_url(uri, "url-exp", "127.0.0.1", 5000) == (
+        f"http://127.0.0.1:5000/#/experiments/{exp_id}?workflowType=machine_learning"
+    )
+    main([uri, "h", "1"])  # conf/tracking's experiment (ltv), created in this store if missing
+    ltv_id = mlflow.MlflowClient().get_experiment_by_name("ltv").experiment_id
+    assert (
+        capsys.readouterr().out.strip()
+        == f"ltv runs: http://h:1/#/experiments/{ltv_id}?workflowType=machine_learning"
+    )

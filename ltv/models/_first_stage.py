@@ -52,7 +52,7 @@ class FirstStageFit:
             with stage("regressors", len(idx)):
                 reg.fit(Xb.iloc[idx], Lb.iloc[idx], w, eval_set=reg_es)
             # the full model only (cross-fitted copies share it: share_retransform), and only where it is used
-            if es is not None and reg.retransform == "variance":
+            if es is not None and reg.retransform in ("variance", "mixture"):
                 with stage("variance", len(idx)):
                     reg.fit_variance(Xb.iloc[idx], Lb.iloc[idx], w, eval_set=reg_es)
 

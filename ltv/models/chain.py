@@ -168,12 +168,11 @@ class LTVModel(FirstStageFit, StackingFit):
         stacking = getattr(self.ensemble, "needs_oof", False)
         if stacking and not self.ensemble.cross_fit:
             self._check_held_out()
-        if objective == "rmsle" and not stacking and self.regressor_.retransform == "variance":
+        if objective == "rmsle" and not stacking and self.regressor_.retransform != "smearing":
             # the RMSLE hurdle reads log revenue only: dollars (the parts' rev_d7) come from the smearing
             # factor, and the per-row variance model, three refits and a booster per horizon, is not fitted
-            log.info(
-                "objective rmsle with the hurdle head: regressor.retransform=variance not needed, smearing"
-            )
+            log.info("objective rmsle with the hurdle head: regressor.retransform=%s not needed, smearing",
+                     self.regressor_.retransform)  # fmt: skip
             self.regressor_.retransform = "smearing"
         with FitClock(self.progress_every_s) as clock:
             with stage("first_stage", self.n_train_):
@@ -245,7 +244,9 @@ class LTVModel(FirstStageFit, StackingFit):
 
     def predict_parts(self, X, matrix=None) -> pd.DataFrame:
         """Per row: p_buyer_raw, p_buyer (calibrated), whale_score, p_gated, log_rev_<h> (E[log1p y |
-        buyer, x]), rev_<h> (E[y | buyer, x] in dollars), hurdle (product prediction), final.
+        buyer, x]), rev_<h> (E[y | buyer, x] in dollars), hurdle (product prediction), final; with
+        objective 'revenue' also expected_revenue (= final) and, with ``regressor.retransform=mixture``,
+        the predictive distribution: q<level> quantiles and p_over_<t> (``RevenueRegressor.predictive``).
         ``matrix``: X as its boosters' float32 matrix where the caller has it (``ltv.frames.FloatMatrix``,
         which ``LTVPipeline`` gets from the feature builder), else built from X. X may be Blocks (a
         window too big for one frame): its blocks are predicted one after another."""
@@ -258,7 +259,19 @@ class LTVModel(FirstStageFit, StackingFit):
             frame["p_gated"], frame["log_rev_d7"], frame["rev_d7"], self.objective
         )
         frame["final"] = self._final(frame, X)
+        if self.objective == "revenue":  # the mean and the predictive distribution (retransform=mixture)
+            frame["expected_revenue"] = frame["final"]
+            log_rev = frame[["log_rev_d7"]].to_numpy()
+            spread = self.regressor_.predictive(X, frame["p_gated"], log_rev, matrix_cache(matrix))
+            frame = frame.assign(**spread)
         return frame
+
+    def spend_pit(self, parts: pd.DataFrame, revenue) -> np.ndarray | None:
+        """PIT of the spenders' d7 ``revenue`` under the distribution in :meth:`predict_parts` output
+        (NaN for non-spenders; None without a predictive distribution)."""
+        if "spend_scale" not in parts:
+            return None
+        return self.regressor_.spend_pit(parts["log_rev_d7"], parts["spend_scale"], revenue)
 
     def predict(self, X, matrix=None) -> np.ndarray:
         """Final ``iap_revenue_d7`` prediction in dollars: finite, >= 0 (``predict_parts``' "final",

@@ -18,6 +18,7 @@ import pandas as pd
 from ltv import metrics
 from ltv.models._lgbm import booster_predict
 from ltv.models.booster import BoosterParams, append_eval_rows, check_frame, fit_booster
+from ltv.models.distribution import predictive_columns, spend_mean
 from ltv.models.retransform import RETRANSFORMS, Retransform, cumulative_log_targets
 
 
@@ -59,10 +60,14 @@ class RevenueRegressor(Retransform, BoosterParams):
     refit_on_eval : after early stopping, refit each horizon on train + eval rows with its stopped round
         count. Off for the buyer regressor (its smearing uses the eval buyers, which must stay out of
         sample); the stacking's direct all-rows model may turn it on.
-    retransform : 'variance' (per-row residual variance, fitted by ``fit_variance``) or 'smearing' (one
-        held-out factor per horizon, ``fit_smearing``); see :mod:`ltv.models.retransform`.
+    retransform : 'variance' (per-row residual variance, fitted by ``fit_variance``), 'mixture' (that
+        variance and a mixture of the standardised residuals) or 'smearing' (one held-out factor per
+        horizon, ``fit_smearing``); see :mod:`ltv.models.retransform`.
     variance_booster : LightGBM parameters of the variance model (n_jobs and random_state default to
         ``booster``'s).
+    mixture_components : components of the residual mixture (``retransform='mixture'``).
+    quantiles, thresholds : the levels and dollar thresholds of the predictive distribution that
+        :meth:`predictive` reports (``retransform='mixture'``), with ``spend_scale``, s(x).
     """
 
     def __init__(
@@ -73,6 +78,9 @@ class RevenueRegressor(Retransform, BoosterParams):
         refit_on_eval: bool = False,
         retransform: str = "smearing",
         variance_booster: dict | None = None,
+        mixture_components: int = 1,
+        quantiles=(),
+        thresholds=(),
     ):
         if retransform not in RETRANSFORMS:
             raise ValueError(f"retransform must be one of {RETRANSFORMS}, got {retransform!r}")
@@ -82,6 +90,9 @@ class RevenueRegressor(Retransform, BoosterParams):
         self.refit_on_eval = refit_on_eval
         self.retransform = retransform
         self.variance_booster = variance_booster
+        self.mixture_components = mixture_components
+        self.quantiles = quantiles
+        self.thresholds = thresholds
 
     def fit(self, X, Y: pd.DataFrame, sample_weight=None, eval_set=None) -> RevenueRegressor:
         """Fit one booster per horizon on buyer rows ``X`` with revenue labels ``Y``.
@@ -123,7 +134,9 @@ class RevenueRegressor(Retransform, BoosterParams):
             self._refit(X, target, sample_weight, eval_set[0], eval_target)
         self.best_iteration_ = int(max(self.best_iterations_))
         self.smearing_ = {h: 1.0 for h in horizons}
-        self.variance_ = self.spend_share_ = None  # a refit drops the old retransformation (fit_variance)
+        self.variance_ = self.spend_share_ = self.mixtures_ = self.level_ = (
+            None  # a refit drops the retransform
+        )
         return self
 
     def _refit(self, X, target, sample_weight, X_es, eval_target):
@@ -191,10 +204,38 @@ class RevenueRegressor(Retransform, BoosterParams):
     def dollars_array(self, X, log: np.ndarray, cache: list | None = None) -> np.ndarray:
         """:meth:`predict_dollars` as an array, from this model's :meth:`log_array` of ``X``."""
         smear = np.array([self.smearing_[h] for h in self.horizons])
-        if getattr(self, "variance_", None):
+        mixtures = getattr(self, "mixtures_", None)
+        if mixtures:
+            pi = np.asarray(self.spend_share_)
+            scale = np.sqrt(self.predict_variance(X, cache))
+            spend = [spend_mean(log[:, k] / pi[k], scale[:, k], mix) for k, mix in enumerate(mixtures)]
+            dollars = pi * np.column_stack(spend) * np.asarray(self.level_)
+        elif getattr(self, "variance_", None):
             pi = np.asarray(self.spend_share_)
             spend = np.exp(log / pi + self.predict_variance(X, cache) / 2.0) - 1.0
             dollars = np.clip(pi * spend * smear, 0.0, None)
         else:
             dollars = np.clip(np.exp(log) * smear - 1.0, 0.0, None)
         return np.maximum.accumulate(dollars, axis=1)
+
+    def predictive(self, X, p_buyer, log: np.ndarray, cache: list | None = None) -> dict[str, np.ndarray]:
+        """The first horizon's predictive distribution of revenue per row (``retransform='mixture'``; an
+        empty dict otherwise): :attr:`quantiles` and P(y > t) for :attr:`thresholds` (see
+        :func:`ltv.models.distribution.predictive_columns`), from the buyer probability ``p_buyer`` and this
+        model's :meth:`log_array` of ``X``."""
+        mixtures = getattr(self, "mixtures_", None)
+        if not mixtures:
+            return {}
+        pi = float(self.spend_share_[0])
+        model, best = self.variance_[0]  # the first horizon's only
+        scale = np.sqrt(np.clip(booster_predict(model, X, self.feature_names_in_, best, cache), 0.0, None))
+        cols = predictive_columns(np.asarray(p_buyer) * pi, np.asarray(log)[:, 0] / pi, scale, mixtures[0],
+                                  self.quantiles, self.thresholds)  # fmt: skip
+        return {**cols, "spend_scale": scale}
+
+    def spend_pit(self, log_d7, spend_scale, revenue) -> np.ndarray:
+        """PIT of spenders' d7 revenue under their predicted distribution, P(Y <= y | spender, x), from
+        ``predict_parts``' log_rev_d7 and spend_scale; NaN where revenue <= 0 (uniform when calibrated)."""
+        pi, y = float(self.spend_share_[0]), np.asarray(revenue, dtype=np.float64)
+        z = (np.log1p(np.clip(y, 0.0, None)) - np.asarray(log_d7) / pi) / np.asarray(spend_scale)
+        return np.where(y > 0, 1.0 - self.mixtures_[0].sf(z), np.nan)

@@ -29,6 +29,7 @@ from ltv.contract import PARTITION_COLUMN, PARTITION_FORMAT, ROW_ID
 from ltv.io import atomic_write
 from ltv.synthetic.arrays import uuid4_strings
 from ltv.synthetic.hour import ORACLE_COLUMNS, SPLIT_CODE, draw_hour, hour_table, oracle_table
+from ltv.synthetic.labels import SIGMA_WHALE
 from ltv.synthetic.writer import write_csv, write_json, write_parquet
 
 __all__ = ["ORACLE_COLUMNS", "draw_hour", "ensure_generated", "generate", "hour_table", "main", "parse_hour"]
@@ -47,6 +48,9 @@ _PARAM_NAMES = (
     "files_per_hour",
     "seed",
 )
+# the spenders' tail (labels.label_params): recorded in the marker only when not the default, so data written
+# before the knob existed keeps its marker
+TAIL_DEFAULTS = {"whale_logit": 0.0, "whale_sigma": SIGMA_WHALE}
 
 
 def parse_hour(text: str) -> dt.datetime:
@@ -68,7 +72,7 @@ def _folder(when: dt.datetime) -> str:
 
 def _write_hour(tmp: Path, otmp: Path, split: str, when: dt.datetime, names: list[str], p: dict) -> int:
     """Draw one hour and write it as the data files ``names`` plus one oracle file; return its row count."""
-    cols, labels, orc = draw_hour(p["seed"], split, when, p["rows_per_hour"])
+    cols, labels, orc = draw_hour(p["seed"], split, when, p["rows_per_hour"], p.get("tail"))
     table = hour_table(cols, labels, split)
     bounds = np.linspace(0, table.num_rows, len(names) + 1).astype(int)
     for k, name in enumerate(names):
@@ -122,7 +126,8 @@ def _row_ids(files: list[Path]):
         yield pq.read_table(f, columns=[ROW_ID]).column(ROW_ID).to_pylist()
 
 
-def _params(train_start, train_hours, test_start, test_hours, rows_per_hour, files_per_hour, seed) -> dict:
+def _params(train_start, train_hours, test_start, test_hours, rows_per_hour, files_per_hour, seed,
+            tail: dict | None = None) -> dict:  # fmt: skip
     for name, value in (("train_hours", train_hours), ("test_hours", test_hours)):
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
@@ -136,6 +141,10 @@ def _params(train_start, train_hours, test_start, test_hours, rows_per_hour, fil
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
     parse_hour(train_start), parse_hour(test_start)
+    tail = {**TAIL_DEFAULTS, **(tail or {})}
+    if tail["whale_sigma"] <= 0:
+        raise ValueError(f"whale_sigma: expected a positive spread, got {tail['whale_sigma']!r}")
+    extra = {"tail": {k: float(v) for k, v in tail.items()}} if tail != TAIL_DEFAULTS else {}
     return {
         "generator_version": GENERATOR_VERSION,
         "train_start": str(train_start)[:13],
@@ -145,6 +154,7 @@ def _params(train_start, train_hours, test_start, test_hours, rows_per_hour, fil
         "rows_per_hour": rows_per_hour,
         "files_per_hour": files_per_hour,
         "seed": seed,
+        **extra,
     }
 
 
@@ -164,6 +174,8 @@ def generate(
     rows_per_hour: int = 1000,
     files_per_hour: int = 1,
     seed: int = 0,
+    whale_logit: float = TAIL_DEFAULTS["whale_logit"],
+    whale_sigma: float = TAIL_DEFAULTS["whale_sigma"],
     oracle_root: str | os.PathLike | None = None,
     overwrite: bool = False,
     workers: int | None = None,
@@ -177,6 +189,8 @@ def generate(
     train_hours, test_hours : number of hourly partitions per split.
     rows_per_hour : rows in every hour; ``files_per_hour`` part files share them.
     seed : seeds every hour together with (split, hour); same parameters -> same values.
+    whale_logit, whale_sigma : a heavier spenders' tail (``labels.label_params``): added to the whale
+        weight's logit, and the whale component's log spread; the defaults draw the default data.
     oracle_root : where the oracle goes; default ``<root>_oracle`` (a sibling, never inside ``root``).
     overwrite : replace an existing ``root`` / ``oracle_root``.
     workers : hours drawn and written at once (threads); default one per core. Peak memory is about
@@ -189,7 +203,8 @@ def generate(
     (:func:`ltv.io.atomic_write`) and renamed at the end, data last, with ``_GENERATOR.json`` written last
     inside it, so an interrupted run leaves nothing that looks complete.
     """
-    p = _params(train_start, train_hours, test_start, test_hours, rows_per_hour, files_per_hour, seed)
+    tail = {"whale_logit": whale_logit, "whale_sigma": whale_sigma}
+    p = _params(train_start, train_hours, test_start, test_hours, rows_per_hour, files_per_hour, seed, tail)
     root, oroot = _targets(root, oracle_root, overwrite)
     t0 = time.perf_counter()
     # the oracle is renamed into place first (inner block), the data root last
@@ -242,11 +257,12 @@ def ensure_generated(root: str | os.PathLike, **kwargs) -> Path:
     """
     root = Path(root).absolute()
     overwrite = kwargs.pop("overwrite", False)
-    unknown = set(kwargs) - set(_PARAM_NAMES) - {"oracle_root", "workers"}
+    unknown = set(kwargs) - set(_PARAM_NAMES) - set(TAIL_DEFAULTS) - {"oracle_root", "workers"}
     if unknown:
         raise TypeError(f"ensure_generated: unexpected argument(s) {sorted(unknown)}")
     defaults = {k: v.default for k, v in inspect.signature(generate).parameters.items() if k in _PARAM_NAMES}
-    wanted = _params(*({**defaults, **kwargs}[k] for k in _PARAM_NAMES))
+    tail = {k: kwargs.get(k, v) for k, v in TAIL_DEFAULTS.items()}
+    wanted = _params(*({**defaults, **kwargs}[k] for k in _PARAM_NAMES), tail)
     oroot = Path(kwargs["oracle_root"]).absolute() if kwargs.get("oracle_root") else default_oracle_root(root)
     marker = root / MARKER
     if marker.exists():
@@ -269,6 +285,8 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--rows-per-hour", type=int, default=1000)
     ap.add_argument("--files-per-hour", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    for name, what in (("logit", "added to the whale weight's logit"), ("sigma", "the whale log spread")):
+        ap.add_argument(f"--whale-{name}", type=float, default=TAIL_DEFAULTS[f"whale_{name}"], help=what)
     ap.add_argument("--oracle-root", default=None)
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--workers", type=int, default=None, help="hours written at once (default: one per core)")

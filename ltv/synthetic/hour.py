@@ -12,15 +12,19 @@ from ltv.synthetic import activity as act
 from ltv.synthetic import history as hist
 from ltv.synthetic.arrays import uuid4_strings
 from ltv.synthetic.flat import draw_flat, draw_latent
-from ltv.synthetic.labels import draw_labels, label_params, oracle
+from ltv.synthetic.labels import DISTRIBUTION_COLUMNS, draw_labels, label_params, oracle
 
-ORACLE_COLUMNS = ["p_buyer", "e_log1p", "e_revenue"]
+EXPECTATION_COLUMNS = ["p_buyer", "e_log1p", "e_revenue"]
+ORACLE_COLUMNS = [*EXPECTATION_COLUMNS, *DISTRIBUTION_COLUMNS]
 SPLIT_CODE = {"train": 1, "test": 2}
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
-def draw_hour(seed: int, split: str, when: dt.datetime, n: int) -> tuple[dict, dict, dict]:
-    """One hour of ``n`` rows: (feature columns as Arrow arrays incl. row_id, labels, oracle), numpy for the last two."""
+def draw_hour(
+    seed: int, split: str, when: dt.datetime, n: int, tail: dict | None = None
+) -> tuple[dict, dict, dict]:
+    """One hour of ``n`` rows: (feature columns as Arrow arrays incl. row_id, labels, oracle), numpy for the last two.
+    ``tail``: ``label_params``' whale_logit / whale_sigma (None: the default tail)."""
     hour_index = int((when - _EPOCH).total_seconds() // 3600)
     rng = np.random.default_rng(np.random.SeedSequence([seed, SPLIT_CODE[split], hour_index]))
     lat = draw_latent(rng, n)
@@ -42,7 +46,7 @@ def draw_hour(seed: int, split: str, when: dt.datetime, n: int) -> tuple[dict, d
         cols.update(c)
         obs.update(o)
     cols.update(act.draw_first_request(rng, n, obs["first_null"], day))
-    params = label_params(obs)
+    params = label_params(obs, **(tail or {}))
     labels = draw_labels(rng, params, obs)
     cols[ROW_ID] = uuid4_strings(rng, n)
     return cols, labels, oracle(params)

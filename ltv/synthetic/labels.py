@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit
+from scipy.special import expit, ndtr
 
 from ltv.synthetic.vocab import WORLD
 
@@ -29,12 +29,14 @@ def _f(x: np.ndarray, fill: float = 0.0) -> np.ndarray:
 
 @dataclass
 class LabelParams:
-    """Per-row parameters: buyer logit ``eta``, whale weight ``w``, log-normal ``mu`` / ``mu_w``."""
+    """Per-row parameters: buyer logit ``eta``, whale weight ``w``, log-normal ``mu`` / ``mu_w``; the whale
+    component's spread ``sigma_w`` (one for every row)."""
 
     eta: np.ndarray
     w: np.ndarray
     mu: np.ndarray
     mu_w: np.ndarray
+    sigma_w: float = SIGMA_WHALE
 
 
 def _logit(o: dict) -> np.ndarray:
@@ -79,8 +81,12 @@ def _logit(o: dict) -> np.ndarray:
     return INTERCEPT + flat + nested
 
 
-def label_params(obs: dict) -> LabelParams:
-    """Label-distribution parameters of each row from the observed-feature summaries ``obs``."""
+def label_params(obs: dict, whale_logit: float = 0.0, whale_sigma: float = SIGMA_WHALE) -> LabelParams:
+    """Label-distribution parameters of each row from the observed-feature summaries ``obs``.
+
+    ``whale_logit`` (added to the whale weight's logit) and ``whale_sigma`` (the whale component's log
+    spread) make the spenders' tail heavier than the default; 0.0 and ``SIGMA_WHALE`` draw the default data.
+    """
     log_msrp = np.clip(_f(np.log(obs["msrp"]) - 5.8), -1.5, 1.5)
     casino = (obs["cat"] == _CASINO).astype(np.float64)
     mu = (
@@ -101,9 +107,10 @@ def label_params(obs: dict) -> LabelParams:
         + 0.9 * casino
         + 0.5 * obs["ios"]
         + 0.8 * obs["rba_own"]
+        + whale_logit
     )
     mu_w = 4.5 + 0.25 * obs["whale_rev"] + 0.5 * obs["country_rev"] + 0.3 * casino
-    return LabelParams(eta=_logit(obs), w=w, mu=mu, mu_w=mu_w)
+    return LabelParams(eta=_logit(obs), w=w, mu=mu, mu_w=mu_w, sigma_w=float(whale_sigma))
 
 
 def _e_log1p_lognormal(mu: np.ndarray, sigma: float) -> np.ndarray:
@@ -113,12 +120,56 @@ def _e_log1p_lognormal(mu: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def oracle(p: LabelParams) -> dict[str, np.ndarray]:
-    """Exact P(buyer_d7), E[log1p(iap_revenue_d7)] and E[iap_revenue_d7] given the observed features."""
+    """Exact P(buyer_d7), E[log1p(iap_revenue_d7)] and E[iap_revenue_d7] given the observed features, and
+    the parameters of the d7 revenue's distribution (:data:`DISTRIBUTION_COLUMNS`, read by
+    :func:`exceedance` and :func:`quantile`)."""
     p_buyer = expit(p.eta)
     pos = p_buyer * (1.0 - ZERO_SHARE)
-    e_log = (1 - p.w) * _e_log1p_lognormal(p.mu, SIGMA_BASE) + p.w * _e_log1p_lognormal(p.mu_w, SIGMA_WHALE)
-    e_rev = (1 - p.w) * np.exp(p.mu + SIGMA_BASE**2 / 2) + p.w * np.exp(p.mu_w + SIGMA_WHALE**2 / 2)
-    return {"p_buyer": p_buyer, "e_log1p": pos * e_log, "e_revenue": pos * e_rev}
+    sw = p.sigma_w
+    e_log = (1 - p.w) * _e_log1p_lognormal(p.mu, SIGMA_BASE) + p.w * _e_log1p_lognormal(p.mu_w, sw)
+    e_rev = (1 - p.w) * np.exp(p.mu + SIGMA_BASE**2 / 2) + p.w * np.exp(p.mu_w + sw**2 / 2)
+    n = len(p_buyer)
+    return {"p_buyer": p_buyer, "e_log1p": pos * e_log, "e_revenue": pos * e_rev, "p_paid": pos,
+            "whale_weight": p.w, "mu": p.mu, "mu_whale": p.mu_w, "sigma": np.full(n, SIGMA_BASE),
+            "sigma_whale": np.full(n, float(sw))}  # fmt: skip
+
+
+# y = 0 with probability 1 - p_paid, else log y ~ (1 - whale_weight) N(mu, sigma²) + whale_weight N(mu_whale,
+# sigma_whale²): what the oracle folder holds per row besides its expectations
+DISTRIBUTION_COLUMNS = ["p_paid", "whale_weight", "mu", "mu_whale", "sigma", "sigma_whale"]
+
+
+def exceedance(dist, t: float) -> np.ndarray:
+    """Exact P(iap_revenue_d7 > t) per row of ``dist`` (a mapping with :data:`DISTRIBUTION_COLUMNS`)."""
+    a = _columns(dist)
+    if t < 0:
+        return np.ones(len(a["mu"]))
+    return exceedance_log(a, np.full(len(a["mu"]), np.log(t) if t > 0 else -np.inf))
+
+
+def _columns(dist) -> dict[str, np.ndarray]:
+    return {k: np.asarray(dist[k], dtype=np.float64) for k in DISTRIBUTION_COLUMNS}
+
+
+def quantile(dist, level: float, iterations: int = 60) -> np.ndarray:
+    """Exact ``level``-quantile of iap_revenue_d7 per row of ``dist`` (0 where ``level <= 1 - p_paid``),
+    by bisection on the log scale (60 halvings of [-30, 30]: far below a cent)."""
+    a = _columns(dist)
+    lo, hi = np.full(len(a["mu"]), -30.0), np.full(len(a["mu"]), 30.0)
+    for _ in range(iterations):  # P(y > exp(mid)) > 1 - level: the quantile lies above mid
+        mid = (lo + hi) / 2
+        above = exceedance_log(a, mid) > 1.0 - level
+        lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+    return np.where(a["p_paid"] > 1.0 - level, np.exp((lo + hi) / 2), 0.0)
+
+
+def exceedance_log(a: dict, log_t: np.ndarray) -> np.ndarray:
+    """P(y > exp(log_t)) per row (``log_t`` an array), for :func:`quantile`."""
+    w = a["whale_weight"]
+    tail = (1 - w) * ndtr((a["mu"] - log_t) / a["sigma"]) + w * ndtr(
+        (a["mu_whale"] - log_t) / a["sigma_whale"]
+    )
+    return a["p_paid"] * tail
 
 
 def draw_labels(rng: np.random.Generator, p: LabelParams, obs: dict) -> dict[str, np.ndarray]:
@@ -129,7 +180,7 @@ def draw_labels(rng: np.random.Generator, p: LabelParams, obs: dict) -> dict[str
     paid = buyer7 & (rng.random(n) >= ZERO_SHARE)
     whale = rng.random(n) < p.w
     log_y = np.where(
-        whale, p.mu_w + SIGMA_WHALE * rng.standard_normal(n), p.mu + SIGMA_BASE * rng.standard_normal(n)
+        whale, p.mu_w + p.sigma_w * rng.standard_normal(n), p.mu + SIGMA_BASE * rng.standard_normal(n)
     )
     rev7 = np.where(paid, np.exp(log_y), 0.0)
     buyer1 = buyer7 & (rng.random(n) < 0.62)

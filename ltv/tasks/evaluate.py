@@ -85,12 +85,24 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         results["oracle"] = evaluation.split_metrics(labels, oracle_pred, oracle["p_buyer"].to_numpy())
     results["all_zeros"] = evaluation.split_metrics(labels, np.zeros(len(labels)))
     print(evaluation.format_table(results))
+    parts = extra if p_buyer is not None else pd.DataFrame(index=labels.index)
+    spread = evaluation.distribution_metrics(
+        labels, parts, pred, oracle
+    )  # objective=revenue: the distribution
+    for who, m in spread.items():
+        print(
+            f"\npredictive distribution, {who}:\n" + "\n".join(f"  {k:<32}{v:>10.4f}" for k, v in m.items())
+        )
     if cfg.get("log_to_mlflow", True):
         with start_job_run(
             run_name=f"evaluate-{name}", tags={"ltv.task": "evaluate", "model_uri": str(cfg.model_uri)}
         ):
             for key, m in results.items():
                 mlflow.log_metrics({f"{key}.{k}": v for k, v in m.items()})
-            for fname, fig in evaluation.split_figures(labels, pred, p_buyer, oracle_pred).items():
+            for who, m in spread.items():
+                mlflow.log_metrics({f"{name}.distribution.{who}.{k}": v for k, v in m.items()})
+            figs = {**evaluation.split_figures(labels, pred, p_buyer, oracle_pred),
+                    **evaluation.distribution_figures(labels, parts, oracle)}  # fmt: skip
+            for fname, fig in figs.items():
                 tlog.log_figure(fig, f"plots/{name}/{fname}")
     return results

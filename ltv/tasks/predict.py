@@ -44,7 +44,7 @@ def predict(cfg: DictConfig) -> Path:
     """Write the submission for ``cfg.split`` of ``cfg.data`` with the pipeline at ``cfg.model_uri``."""
     setup_tracking(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.artifact_root)
     root = data_task.ensure_data(cfg.data)
-    spec = scoring_spec(cfg, cfg.split)
+    spec = scoring_spec(cfg, cfg.split, parts=bool(cfg.get("parts", False)))
     with cluster.connect(cfg.get("cluster")) as engine, cluster.stage(f"score {cfg.split}"):
         counts = write_submission(scored_window(engine, root, spec), cfg.output)
     out = Path(cfg.output)

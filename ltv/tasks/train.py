@@ -15,7 +15,7 @@ from ltv.data.sense import check_fit_buyers
 from ltv.models._progress import sweep_trial
 from ltv.models.blocks import compile_for
 from ltv.models.rows import LabelledRows
-from ltv.pipeline import LTVPipeline
+from ltv.pipeline import LTVPipeline, prediction_and_buyer
 from ltv.tasks import data as data_task
 from ltv.tasks import evaluation, frames_cache
 from ltv.tracking import logging as tlog
@@ -125,7 +125,8 @@ def _optimized_metric(results: dict[str, dict[str, float]], name: str) -> float:
 
 def _evaluate(cfg, pipeline, split, rows: LabelledRows, row_ids) -> dict[str, dict[str, float]]:
     compile_for(rows.X, pipeline.model.boosters())  # a window of blocks: the compiled trees score it
-    pred, p_buyer = evaluation.predict_with_buyer(pipeline, rows.X)
+    parts = evaluation.predict_parts(pipeline, rows.X)
+    pred, p_buyer = prediction_and_buyer(parts)
     labels = rows.labels
     res = {split: evaluation.split_metrics(labels, pred, p_buyer)}
     mlflow.log_metrics({f"{split}.{k}": v for k, v in res[split].items()})
@@ -135,8 +136,14 @@ def _evaluate(cfg, pipeline, split, rows: LabelledRows, row_ids) -> dict[str, di
         oracle_pred = evaluation.oracle_prediction(oracle, pipeline.model.objective)
         res[f"{split}_oracle"] = evaluation.split_metrics(labels, oracle_pred, oracle["p_buyer"].to_numpy())
         mlflow.log_metrics({f"{split}.oracle.{k}": v for k, v in res[f"{split}_oracle"].items()})
+    pit = pipeline.model.spend_pit(parts, labels["iap_revenue_d7"].to_numpy())
+    parts = parts if pit is None else parts.assign(pit=pit)
+    for who, m in evaluation.distribution_metrics(labels, parts, pred, oracle).items():
+        mlflow.log_metrics({f"{split}.distribution.{who}.{k}": v for k, v in m.items()})
     if cfg.tracking.get("log_plots", True):
-        for name, fig in evaluation.split_figures(labels, pred, p_buyer, oracle_pred).items():
+        figs = {**evaluation.split_figures(labels, pred, p_buyer, oracle_pred),
+                **evaluation.distribution_figures(labels, parts, oracle)}  # fmt: skip
+        for name, fig in figs.items():
             tlog.log_figure(fig, f"plots/{split}/{name}")
         if split == "valid":
             log_importance(pipeline)

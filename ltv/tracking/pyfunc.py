@@ -72,6 +72,7 @@ _NOT_SHIPPED = (
     "scoring.py",
     "submission.py",
     "config.py",
+    "distribution_metrics.py",  # evaluation only
     "memory.py",
     "plots.py",
     "serving/server.py",  # starts `mlflow models serve`

@@ -64,3 +64,31 @@ def setup(tracking_uri: str, experiment: str, artifact_root: str | os.PathLike) 
             client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+def runs_url(tracking_uri: str, experiment: str, host: str, port: int) -> str:
+    """The MLflow UI address that opens ``experiment`` on its runs table (MLflow 3.17 opens a fresh
+    browser on the GenAI overview whatever the experiment's kind; ``workflowType=machine_learning`` does
+    not). The experiment is created, as :func:`setup` does, when the store has none of that name yet."""
+    root = (
+        Path(tracking_uri[len("sqlite:///") :]).parent if tracking_uri.startswith("sqlite:///") else "mlruns"
+    )
+    exp_id = setup(tracking_uri, experiment, root)
+    return f"http://{host}:{port}/#/experiments/{exp_id}?workflowType=machine_learning"
+
+
+def main(argv=None) -> None:
+    """``python -m ltv.tracking.store URI HOST PORT``: print :func:`runs_url` of conf/tracking's experiment."""
+    import sys
+
+    from omegaconf import OmegaConf
+
+    from ltv.config import CONFIG_DIR
+
+    uri, host, port = (argv if argv is not None else sys.argv[1:])[:3]
+    experiment = OmegaConf.load(Path(CONFIG_DIR) / "tracking" / "local.yaml").experiment
+    print(f"ltv runs: {runs_url(uri, experiment, host, int(port))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -133,3 +133,22 @@ def fit_chain(model, data: dict):
     from ltv.models import LabelledRows
 
     return model.fit(LabelledRows(*data["train"][:3]), LabelledRows(*data["valid"][:3]))
+
+
+def synthetic_window(start, hours: int, rows: int, seed: int = 5):
+    """Labelled contract rows (an Arrow table) of ``hours`` generated hours from ``start``, with their
+    ``datetime`` partition value."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from ltv.contract import PARTITION_FORMAT
+    from ltv.synthetic.hour import draw_hour, hour_table
+
+    tables = []
+    for h in range(hours):
+        when = start + dt.timedelta(hours=h)
+        cols, labels, _ = draw_hour(seed, "train", when, rows)
+        table = hour_table(cols, labels, "train")
+        tables.append(table.append_column("datetime", pa.array([when.strftime(PARTITION_FORMAT)] * rows)))
+    return pa.concat_tables(tables)

@@ -25,7 +25,10 @@ REGRESSOR = {
     "horizons": ("iap_revenue_d7", "iap_revenue_d14", "iap_revenue_d28"),
     "booster": {"n_estimators": 1000, "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 20, **_GBM},
     "early_stopping_rounds": 50,
-    "retransform": "variance",
+    "retransform": "mixture",
+    "mixture_components": 2,
+    "quantiles": (0.5, 0.9, 0.99),
+    "thresholds": (1, 10, 100),
     "variance_booster": {"n_estimators": 300, "learning_rate": 0.03, "num_leaves": 7, "min_child_samples": 50,
                          "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.5, "reg_lambda": 1.0},
 }  # fmt: skip
