@@ -30,6 +30,9 @@ def exceedance_name(threshold: float) -> str:
     return f"p_over_{float(threshold):g}"
 
 
+MAX_LOG_FACTOR = 50.0  # the largest log of a retransform factor (e^50 ~ 5e21)
+
+
 class ResidualMixture:
     """A 1-d Gaussian mixture of standardised log residuals (fitted by EM, seeded).
 
@@ -66,7 +69,11 @@ class ResidualMixture:
     def mgf(self, s) -> np.ndarray:
         """E[exp(s z)] per value of ``s`` (the retransform of a log-scale mean to dollars)."""
         s = np.asarray(s, dtype=np.float64)[..., None]
-        return np.exp(s * self.means_ + 0.5 * (s * self.sigmas_) ** 2) @ self.weights_
+        # capped: a wild variance prediction gives a huge, finite factor, never inf dollars
+        return (
+            np.exp(np.minimum(s * self.means_ + 0.5 * (s * self.sigmas_) ** 2, MAX_LOG_FACTOR))
+            @ self.weights_
+        )
 
     def sf(self, z) -> np.ndarray:
         """P(Z > z) per value of ``z``."""
