@@ -110,7 +110,11 @@ def _on_worker(train, network, params, X, y, weight, init_score, eval_set, eval_
             f"worker {get_worker().address} cannot read the train block {missing[0]}: train.distributed=true "
             "needs train.block_dir to be a folder every worker and the client see at the same path"
         )
-    params = {**params, "num_threads": get_worker().state.nthreads}
+    threads = ("num_threads", "num_thread", "nthread", "nthreads", "n_jobs")  # LightGBM's aliases
+    params = {
+        **{k: v for k, v in params.items() if k not in threads},
+        "num_threads": get_worker().state.nthreads,
+    }
     callbacks = [] if topic is None else [_Rounds(topic)]
     if network is None:
         return train(params, rounds, X, y, weight, init_score, eval_set, eval_init_score, patience, feval,
