@@ -17,6 +17,7 @@ metric reach the running fit stage's progress line as Dask events (:class:`_Roun
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import socket
@@ -116,15 +117,14 @@ def _on_worker(train, network, params, X, y, weight, init_score, eval_set, eval_
         "num_threads": get_worker().state.nthreads,
     }
     callbacks = [] if topic is None else [_Rounds(topic)]
-    if network is None:
-        return train(params, rounds, X, y, weight, init_score, eval_set, eval_init_score, patience, feval,
-                     callbacks)  # fmt: skip
-    machines, port, n = network
-    params.update(tree_learner=params.get("tree_learner", "data"), num_machines=n)
-    with _Network(machines, port, n):
-        booster, evals = train(params, rounds, X, y, weight, init_score, eval_set, eval_init_score, patience,
-                               feval, callbacks)  # fmt: skip
-    return (booster, evals) if topic is not None else None
+    joined = contextlib.nullcontext()  # one share: no network
+    if network is not None:
+        params.update(tree_learner=params.get("tree_learner", "data"), num_machines=network[2])
+        joined = _Network(*network)
+    with joined:
+        fitted = train(params, rounds, X, y, weight, init_score, eval_set, eval_init_score, patience, feval,
+                       callbacks)  # fmt: skip
+    return fitted if topic is not None else None  # the first worker's booster comes back
 
 
 def fit_on_cluster(train, client, params: dict, rounds: int, X, y, weight, init_score, eval_set,
