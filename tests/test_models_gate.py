@@ -54,7 +54,10 @@ def test_fit_scores_through_apply_gate_and_transform_reproduces_it(monkeypatch):
     predict = lambda q: hurdle_prediction(q, m, None, "rmsle")  # noqa: E731
     gate = make_gate(metric="rmsle").fit(p, y, predict)
     n_fit = len(calls)
-    assert n_fit > 100  # every grid point went through the one gating function
+    caps, cutoffs, exps = gate._grid(p, y)
+    # the identity, one pass per (cap, exponent) that scores every cutoff, and the chosen point: every
+    # score came out of the one gating function
+    assert n_fit == 1 + len(caps) * len(exps) + 1 and len(cutoffs) > 1
     q = gate.transform(p)
     assert len(calls) == n_fit + 1 and calls[-1] == gate.params_
     assert np.array_equal(q, real(p, **gate.params_))
@@ -136,3 +139,27 @@ def test_gate_input_errors():
         Gate(enabled=True, metric="rmsle", n_cap=3).fit([0.1], [0.0], lambda q: q)
     with pytest.raises(ValueError, match="not fitted"):
         Gate().transform([0.1])
+
+
+def test_grid_scores_equal_scoring_every_grid_point_directly():
+    """The one-pass-per-(cap, exponent, whale) scoring of every cutoff equals the RMSLE of each grid point's
+    own gated prediction, and the fit picks the point a direct search over the same order picks."""
+    import itertools
+
+    p, m, y = _tuning_rows(seed=5, inflate=1.5)
+    whale = np.random.default_rng(5).uniform(size=len(p))
+    gate = make_gate(metric="rmsle", whale_grid=[0.5, 0.9])
+    predict = lambda q: hurdle_prediction(q, m, None, "rmsle")  # noqa: E731
+    caps, cutoffs, exps = gate._grid(p, y)
+    whales = [np.inf, 0.5, 0.9]
+    scores = Gate._grid_scores(p, y, predict, whale, caps, cutoffs, exps, whales)
+    best = (np.inf, None)
+    for (i, cap), (j, cutoff), (k, e), (w, t) in itertools.product(*map(enumerate, (caps, cutoffs, exps, whales))):
+        params = {"cap": cap, "cutoff": cutoff, "exponent": e, "whale_threshold": t}
+        direct = metrics.rmsle(y, predict(apply_gate(p, whale, **params)))
+        assert scores[i, j, k, w] == pytest.approx(direct, rel=1e-10)
+        if direct < best[0] - 1e-12:
+            best = (direct, params)
+    fitted = gate.fit(p, y, predict, whale_score=whale)
+    assert fitted.params_ == best[1] and fitted.best_score_ == best[0]
+    assert fitted.params_["cutoff"] > 0  # the search found a cutoff that pays, so the running sums mattered

@@ -109,7 +109,8 @@ class Gate(BaseEstimator):
         ----------
         p : calibrated buyer probabilities of the tuning rows. y : their d7 revenue (dollars).
         predict_fn : maps a gated probability array to dollar predictions (the ensemble's hurdle
-            composition), so the score is that of the final prediction.
+            composition), each row's from its own probability, so the score is that of the final
+            prediction.
         whale_score : whale scores of the tuning rows (None: no whale bypass).
         objective : 'rmsle' or 'revenue' (used by metric='auto').
         """
@@ -125,14 +126,45 @@ class Gate(BaseEstimator):
             return self
         caps, cutoffs, exps = self._grid(p, y)
         whales = [np.inf, *list(self.whale_grid)] if whale_score is not None else [np.inf]
+        scores = self._grid_scores(p, y, predict_fn, whale_score, caps, cutoffs, exps, whales)
         best = (np.inf, None)
-        for cap, cutoff, exponent, whale_t in itertools.product(caps, cutoffs, exps, whales):
-            params = {"cap": cap, "cutoff": cutoff, "exponent": exponent, "whale_threshold": whale_t}
-            score = metrics.rmsle(y, predict_fn(apply_gate(p, whale_score, **params)))
+        for (i, j, k, m), score in np.ndenumerate(scores):  # product order: caps, cutoffs, exponents, whales
             if score < best[0] - 1e-12:  # strict: ties keep the earlier (closer to identity) point
-                best = (score, params)
-        self.best_score_, self.params_ = best
+                best = (score, {"cap": caps[i], "cutoff": cutoffs[j], "exponent": exps[k],
+                                "whale_threshold": whales[m]})  # fmt: skip
+        self.params_ = best[1]
+        # the stored score is exactly that of what inference produces (the grid's sums differ by rounding)
+        self.best_score_ = metrics.rmsle(y, predict_fn(apply_gate(p, whale_score, **self.params_)))
         return self
+
+    @staticmethod
+    def _grid_scores(p, y, predict_fn, whale_score, caps, cutoffs, exps, whales) -> np.ndarray:
+        """RMSLE of every grid point, shape (caps, cutoffs, exponents, whales).
+
+        A cutoff only zeroes the rows below it (those the whale bypass does not keep), and ``predict_fn``
+        maps each row's probability to its own prediction, so one pass per (cap, exponent, whale) scores
+        every cutoff: with rows sorted by ``p``, the squared log error with the cutoff is that without it
+        plus the running sum of (error at q = 0) - (error at q) over the rows below it.
+        """
+        log_y = np.log1p(np.clip(y, 0, None))
+
+        def errors(q):
+            return (np.log1p(np.clip(predict_fn(q), 0, None)) - log_y) ** 2
+
+        order = np.argsort(p, kind="stable")
+        below = np.searchsorted(p[order], cutoffs, side="left")  # rows with p < cutoff: order[:below]
+        zeroed = errors(np.zeros_like(p))[order]
+        sorted_whale = None if whale_score is None else np.asarray(whale_score, dtype=np.float64)[order]
+        scores = np.empty((len(caps), len(cutoffs), len(exps), len(whales)))
+        for (i, cap), (k, exponent), (m, whale_t) in itertools.product(enumerate(caps), enumerate(exps),
+                                                                        enumerate(whales)):  # fmt: skip
+            kept = errors(apply_gate(p, whale_score, cap=cap, exponent=exponent, whale_threshold=whale_t))
+            change = zeroed - kept[order]
+            if sorted_whale is not None and np.isfinite(whale_t):
+                change[sorted_whale >= whale_t] = 0.0  # bypassed rows keep p below any cutoff
+            running = np.concatenate([[0.0], np.cumsum(change)])
+            scores[i, :, k, m] = np.sqrt(np.maximum(kept.sum() + running[below], 0.0) / len(p))
+        return scores
 
     def transform(self, p, whale_score=None) -> np.ndarray:
         """Gate probabilities with the fitted values (the same ``apply_gate`` the tuning scored)."""
