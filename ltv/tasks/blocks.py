@@ -32,6 +32,7 @@ from pandas.api.types import union_categoricals
 from ltv import contract
 from ltv.data.loader import LoadReport, Window, map_files
 from ltv.io import atomic_write
+from ltv.models._progress import FitClock, stage
 from ltv.models.blocks import Blocks, Part
 from ltv.models.rows import LabelledRows
 from ltv.pipeline import request_time
@@ -54,15 +55,17 @@ class BlockStore:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def fit_features(engine, builder, root: Path, window: Window, seed: int) -> LoadReport:
-    """Fit ``builder``'s encodings on the train window's files, one task per file; returns the load report."""
+def fit_features(engine, builder, root: Path, window: Window, seed: int, progress_every_s: float = 30.0) -> LoadReport:
+    """Fit ``builder``'s encodings on the train window's files, one task per file; returns the load report.
+    The fit itself logs a progress line at least every ``progress_every_s`` seconds."""
     results, report = map_files(engine, root, "train", window, functools.partial(_fit_part, builder=builder),
                                 seed=seed)  # fmt: skip
     values = _concat([frame for frame, _ in results])
     log.info(
         "fitting the feature encodings on %s train rows x %d columns", f"{len(values):,}", values.shape[1]
     )
-    builder.fit_from(values, results[0][1])
+    with FitClock(progress_every_s), stage("feature_encodings", len(values)):
+        builder.fit_from(values, results[0][1])
     log.info("features fitted on %s train rows: %d columns", f"{len(values):,}", len(builder.feature_names_))
     return report
 

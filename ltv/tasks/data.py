@@ -120,9 +120,11 @@ def load_blocks(cfg: DictConfig, engine) -> LoadedBlocks:
 
     root = ensure_data(cfg.data)
     builder = instantiate(cfg.features)
-    store = BlockStore((cfg.get("train") or {}).get("block_dir"))
+    train_cfg = cfg.get("train") or {}
+    store = BlockStore(train_cfg.get("block_dir"))
     with stage("fit the feature encodings on the train files"):
-        reports = {"train": fit_features(engine, builder, root, window(cfg.data, "train"), cfg.seed)}
+        reports = {"train": fit_features(engine, builder, root, window(cfg.data, "train"), cfg.seed,
+                                         train_cfg.get("progress_every_s", 30.0))}  # fmt: skip
     labels = list(dict.fromkeys([TARGET, BUYER, *cfg.regressor.horizons]))  # what the chain and metrics read
     splits = {}
     for split in ("train", "valid", "holdout"):
