@@ -125,6 +125,7 @@ def load_blocks(cfg: DictConfig, engine) -> LoadedBlocks:
     with stage("fit the feature encodings on the train files"):
         reports = {"train": fit_features(engine, builder, root, window(cfg.data, "train"), cfg.seed,
                                          train_cfg.get("progress_every_s", 30.0))}  # fmt: skip
+    _release(engine)
     labels = list(dict.fromkeys([TARGET, BUYER, *cfg.regressor.horizons]))  # what the chain and metrics read
     splits = {}
     for split in ("train", "valid", "holdout"):
@@ -132,9 +133,20 @@ def load_blocks(cfg: DictConfig, engine) -> LoadedBlocks:
             rows, ids, report = encode(engine, builder, root, window(cfg.data, split), cfg.seed, store, labels,
                                        keep_row_ids=split != "train")  # fmt: skip
         splits[split] = (rows, ids)
+        _release(engine)
         if split != "train":  # the train window's files were counted by the fit pass
             reports[split] = report
     return LoadedBlocks(root, splits, reports, builder, store)
+
+
+def _release(engine) -> None:
+    """Freed memory back to the OS on every worker and here, between two windows: what a window's files
+    left in the allocators would otherwise stay resident through the fit (:func:`ltv.memory.release_freed_memory`)."""
+    from ltv.memory import release_freed_memory
+
+    engine.each_worker(release_freed_memory)
+    if engine.client is not None:
+        release_freed_memory()
 
 
 def log_loaded(cfg: DictConfig, root: Path, reports: dict) -> None:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from ltv import cluster
 from ltv.data.sense import check_fit_buyers
+from ltv.memory import release_freed_memory
 from ltv.models._progress import sweep_trial
 from ltv.models.blocks import compile_for
 from ltv.models.rows import LabelledRows
@@ -80,6 +81,7 @@ def train(cfg: DictConfig) -> float:
         with cluster.stage("fit the chain"), sweep_trial():
             pipeline.fit(train_rows, valid_rows)
         log_fitted(pipeline, time.perf_counter() - t1)
+        release_freed_memory()  # the fit's Datasets and buffers, before the windows are scored
 
         results = {}
         for split in ("valid", "holdout"):
