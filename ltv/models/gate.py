@@ -44,7 +44,7 @@ def _span(space, low, high, n, name: str) -> list:
 
 class Gate(BaseEstimator):
     """The buyer-probability gate, tuned by grid search on held-out rows (the whale score it may let
-    bypass comes from ``ltv.models.whale.WhaleClassifier``).
+    bypass comes from ``ltv.models.classifier.WhaleClassifier``).
 
     Parameters
     ----------
