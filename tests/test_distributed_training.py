@@ -84,8 +84,10 @@ def limited_client():
 
 def _chain():
     model = small_chain(sampling=SamplingPlan(classifier=NegativeUndersampler(keep_rate=0.5, random_state=0)))
+    # extra_trees off: the YAML's random split thresholds are drawn per worker in the data-parallel fit,
+    # which moved the holdout RMSLE by 0.006 here (the tolerance below is for the fit's other differences)
     model.classifier.lgbm = {**model.classifier.lgbm, "bin_construct_sample_cnt": 5_000,
-                                "colsample_bytree": 0.1}  # fmt: skip
+                             "colsample_bytree": 0.1, "extra_trees": False}  # fmt: skip
     return model
 
 

@@ -110,9 +110,10 @@ def test_registered_model_loads_in_fresh_process_elsewhere(trained, tmp_path):
     root, _ = trained
     code = (
         "import json, mlflow, pandas as pd\n"
-        "from ltv.serving.signature import input_example\n"
         f"mlflow.set_tracking_uri('sqlite:///{root}/mlruns/mlflow.db')\n"
+        # loaded before anything imports ltv: the model's own code (code_paths) is the ltv this process uses
         "m = mlflow.pyfunc.load_model('models:/ltv-pipeline@champion')\n"
+        "from ltv.serving.signature import input_example\n"
         "out = m.predict(input_example(40))\n"
         "print(json.dumps([float(v) for v in out['iap_revenue_d7']]))\n"
     )
@@ -121,6 +122,7 @@ def test_registered_model_loads_in_fresh_process_elsewhere(trained, tmp_path):
     from ltv.serving.signature import input_example
 
     mlflow.set_tracking_uri(f"sqlite:///{root}/mlruns/mlflow.db")
+    mlflow.set_registry_uri(f"sqlite:///{root}/mlruns/mlflow.db")
     here = mlflow.pyfunc.load_model("models:/ltv-pipeline@champion").predict(input_example(40))[
         "iap_revenue_d7"
     ]

@@ -5,7 +5,8 @@ Estimands (DESIGN.md): objective 'rmsle' targets expm1(E[log1p y | x]); with p =
 E[log1p y | buyer, x] on the same event that is expm1(p * m). Objective 'revenue' targets E[y | x] =
 p * E[y | buyer, x], the latter retransformed from the log scale (``RevenueRegressor.retransform``). The head
 is this hurdle product of the gated buyer probability and the buyer regressor (chosen by ablation, README
-"Model options": a stacking ensemble matched it for twice the fit time and was removed).
+"The model layer": a stacking ensemble scored worse on two data seeds and a heavier tail for 1.5-3x the fit
+time, and was removed).
 
 Row roles (nothing is fitted on holdout / test rows):
 - train rows: boosters, samplers, whale model, the regressor's out-of-fold variance model;

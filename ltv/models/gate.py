@@ -108,7 +108,7 @@ class Gate(BaseEstimator):
         Parameters
         ----------
         p : calibrated buyer probabilities of the tuning rows. y : their d7 revenue (dollars).
-        predict_fn : maps a gated probability array to dollar predictions (the ensemble's hurdle
+        predict_fn : maps a gated probability array to dollar predictions (the chain's hurdle
             composition), so the score is that of the final prediction.
         whale_score : whale scores of the tuning rows (None: no whale bypass).
         objective : 'rmsle' or 'revenue' (used by metric='auto').
