@@ -53,6 +53,10 @@ class PredictCache:
         self._matrices.append((list(features), categories, data))
         return data
 
+    @property
+    def has_scores(self) -> bool:
+        return bool(self._scores)
+
     def scores(self, booster, rounds: int) -> np.ndarray | None:
         hit = self._scores.get((id(booster), rounds))
         return hit[1] if hit is not None and hit[0] is booster else None
@@ -125,9 +129,10 @@ def booster_predict(booster, X, features, num_iteration, cache: PredictCache | N
     """``booster``'s raw prediction (probabilities for binary) of frame ``X`` at ``num_iteration`` rounds:
     LightGBM's values, or equal up to float64 summation order where the booster was compiled."""
     cache = PredictCache() if cache is None else cache
-    done = cache.scores(booster, rounds_of(booster, num_iteration))
-    if done is not None:
-        return done
+    if cache.has_scores:  # prefetched by the compiled pass (the round count is looked up only then)
+        done = cache.scores(booster, rounds_of(booster, num_iteration))
+        if done is not None:
+            return done
     data = cache.matrix(X, features, booster.pandas_categorical)
     return matrix_predict(booster, data, num_iteration, predict_threads(len(data), n_jobs))
 
