@@ -70,7 +70,7 @@ bench: bench-features bench-quality bench-predict bench-serve ## all benchmarks 
 bench-features: $(STAMP) ## feature extraction speed/memory vs parquet read and a naive parser
 	$(BIN)/python bench/features.py
 
-bench-quality: $(STAMP) ## holdout quality table: baselines, hurdle, stacking, oracle
+bench-quality: $(STAMP) ## holdout quality table: baselines, the chain (rmsle and revenue), oracle
 	$(BIN)/python bench/quality.py
 
 bench-predict: $(STAMP) ## predict.py rows/s and peak memory at two input sizes, CPU per stage

@@ -16,8 +16,8 @@ this one replaced: ``git worktree add /tmp/old <commit>``), interleaved with thi
 prints both side by side with their ratio (medians over ``--repeats``). Needs a registered model (run
 `python train.py` first); the tracking store is the project's.
 
-``--stages`` also runs each stage of predict.py alone on the larger input (loader, features, the model's
-first stage, the stacking head) and prints its CPU microseconds per row: their sum bounds what 2 cores
+``--stages`` also runs each stage of predict.py alone on the larger input (loader, features, the chain)
+and prints its CPU microseconds per row: their sum bounds what 2 cores
 can score (2 / sum rows per microsecond).
 """
 
@@ -204,8 +204,7 @@ def stage_table(root: Path, model_uri: str, tracking_uri: str | None, batch_rows
     ]
     model = pipeline.model
     for X in prepared:
-        cols = timed("model: first stage (boosters)", model._columns, X)
-        timed("model: stacking head", model.ensemble_.predict, cols, X)
+        timed("model: the chain (boosters, gate, hurdle)", model.predict, *X)
     print(f"\n{'stage (' + str(n) + ' rows, serial)':<34} {'rows/s':>10} {'CPU us/row':>11} {'threads':>8}")
     for name, (wall, cpu) in rows.items():
         print(f"{name:<34} {n / wall:>10.0f} {cpu / n * 1e6:>11.1f} {cpu / wall:>8.1f}")

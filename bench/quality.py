@@ -5,8 +5,8 @@
 Prints one table: RMSLE, fraction of the achievable RMSLE gain
 ((RMSLE_zero - RMSLE) / (RMSLE_zero - RMSLE_oracle)), RMSE, normalised Gini, buyer AUC and
 total predicted / total actual, for: all zeros, the RMSLE-optimal constant, a single LightGBM on
-log1p(y) over the same features, the naive p * E[y | buyer] product, ensemble=hurdle,
-ensemble=stacking (the default) and the oracle. Features are extracted and fitted once and shared.
+log1p(y) over the same features, the chain (objective=rmsle, the default), the chain with
+objective=revenue (p * E[y | buyer]) and the oracle. Features are extracted and fitted once and shared.
 """
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ def single_lgbm(X, y, X_valid, y_valid, seed):
     """One LightGBM on log1p(y) through the project's fit path (X, X_valid: frames or Blocks), early-stopped
     on the valid rows; returns its dollar prediction (streamed over Blocks)."""
     from ltv.models.blocks import stream
-    from ltv.models.booster import fit_booster
+    from ltv.models.lgbm_fit import fit_booster
 
     params = {"objective": "regression", **SINGLE_LGBM, "random_state": seed, "n_jobs": 2}
-    model, rounds = fit_booster(params, X, np.log1p(y), eval_set=(X_valid, np.log1p(y_valid)),
+    model, rounds, _ = fit_booster(params, X, np.log1p(y), eval_set=(X_valid, np.log1p(y_valid)),
                                 early_stopping_rounds=SINGLE_LGBM_PATIENCE)  # fmt: skip
     return lambda Z: np.expm1(np.clip(stream(lambda F: model.predict(F, num_iteration=rounds), Z), 0, None))
 
@@ -65,7 +65,7 @@ def main(argv=None) -> None:
         "--chains",
         type=lambda v: v.split(","),
         default=None,
-        help="comma-separated chain rows to fit (e.g. 'ensemble=stacking'); baselines and oracle always run",
+        help="comma-separated chain rows to fit (e.g. 'chain'); baselines and oracle always run",
     )
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides applied to every chain")
     args = ap.parse_args(argv)
@@ -73,15 +73,8 @@ def main(argv=None) -> None:
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         base = compose("config", overrides=[f"data={args.data}", *args.overrides])
         chains = {
-            "naive p*E[y|buyer]": compose(
-                "config",
-                overrides=[f"data={args.data}", "ensemble=hurdle", "objective=revenue", *args.overrides],
-            ),
-            "ensemble=hurdle": compose(
-                "config", overrides=[f"data={args.data}", "ensemble=hurdle", *args.overrides]
-            ),
-            "ensemble=stacking": base,
-            "stacking revenue": compose(
+            "chain": base,
+            "chain revenue": compose(
                 "config", overrides=[f"data={args.data}", "objective=revenue", *args.overrides]
             ),
         }
@@ -134,7 +127,7 @@ def main(argv=None) -> None:
     print(evaluation.format_table(rows, KEYS))
     print(
         "\nrmsle gap to oracle, default chain:",
-        f"{rows.get('ensemble=stacking', {}).get('rmsle', float('nan')) - (best or float('nan')):.4f}",
+        f"{rows.get('chain', {}).get('rmsle', float('nan')) - (best or float('nan')):.4f}",
         "| normalised gini of the oracle:",
         f"{rows.get('oracle (rmsle)', {}).get('gini', float('nan')):.4f}",
     )

@@ -43,9 +43,9 @@ from ltv import distribution_metrics as dm  # noqa: E402
 from ltv import metrics  # noqa: E402
 from ltv.config import CONFIG_DIR  # noqa: E402
 from ltv.models import LabelledRows  # noqa: E402
-from ltv.models.booster import fit_booster  # noqa: E402
 from ltv.models.distribution import ResidualMixture, exceedance_name, quantile_name, spend_mean  # noqa: E402
-from ltv.models.retransform import smearing_factor  # noqa: E402
+from ltv.models.lgbm_fit import fit_booster  # noqa: E402
+from ltv.models.regressor import smearing_factor  # noqa: E402
 from ltv.synthetic import labels as oracle_dist  # noqa: E402
 from ltv.tasks import evaluation  # noqa: E402
 from ltv.tasks.data import load_splits, split_frame  # noqa: E402
@@ -84,7 +84,7 @@ def scores(y, oracle_e, pred) -> dict[str, float]:
 
 def dollar_model(objective: str, X, y, X_v, y_v, seed: int):
     params = {"objective": objective, **DOLLAR_BOOSTER, "random_state": seed, "n_jobs": 2}
-    model, rounds = fit_booster(params, X, y, eval_set=(X_v, y_v), early_stopping_rounds=30)
+    model, rounds, _ = fit_booster(params, X, y, eval_set=(X_v, y_v), early_stopping_rounds=30)
     return lambda Z: np.clip(model.predict(Z, num_iteration=rounds), 0.0, None)
 
 
@@ -165,7 +165,7 @@ def spender_quantiles(reg, model, X, lab, X_v, lab_v, X_h, lab_h, oracle, seed) 
     """Pinball loss of held-out spenders' log1p revenue at LEVELS: log-normal, mixture, quantile boosters."""
     pi, y_h = float(reg.spend_share_[0]), lab_h["iap_revenue_d7"].to_numpy()
     spend_h = y_h > 0
-    m = reg.log_array(X_h)[:, 0] / pi
+    m = reg.predict_log(X_h)[:, 0] / pi
     s = np.sqrt(np.clip(reg.predict_variance(X_h)[:, 0], 1e-6, None))
     truth = np.log1p(y_h[spend_h])
     normal, mixture = ResidualMixture(1), reg.mixtures_[0]
@@ -180,7 +180,7 @@ def spender_quantiles(reg, model, X, lab, X_v, lab_v, X_h, lab_h, oracle, seed) 
         rows["log-normal"][a] = m[spend_h] + s[spend_h] * normal.quantile(np.array([a]))[0]
         rows["mixture (train OOF)"][a] = m[spend_h] + s[spend_h] * mixture.quantile(np.array([a]))[0]
         params = {"objective": "quantile", "alpha": a, **DOLLAR_BOOSTER, "random_state": seed, "n_jobs": 2}
-        booster, rounds = fit_booster(
+        booster, rounds, _ = fit_booster(
             params,
             X[y_tr > 0],
             np.log1p(y_tr[y_tr > 0]),

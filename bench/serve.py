@@ -283,8 +283,7 @@ def stage_rows(
             table = timed("contract check (frame_to_table)", frame_to_table, frame)
             S = timed("features (extract)", pipeline.features.extract, table)
             X = timed("encodings (transform)", pipeline.features.transform, S)
-            cols = timed("first stage (boosters)", chain._columns, X)
-            timed("head (stacking / hurdle)", chain._final, cols, X)
+            timed("the chain (boosters, gate, hurdle)", chain.predict, X)
             timed(last, model.predict, frame)
     rows = [(f"  {k}", f"{np.median(v) * 1e3:.2f} ms") for k, v in times.items()]
     served = (np.median(times["MLflow: JSON -> DataFrame (schema)"]) + np.median(times[last])) * 1e3

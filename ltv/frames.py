@@ -74,7 +74,7 @@ class FloatMatrix:
     """A model matrix X as the one float32 ``(rows, columns)`` matrix LightGBM reads for it: X's columns in
     order, each categorical one as its codes under ``categories`` (NaN for missing). The feature builder
     writes it together with X (X's numbers are a view of it), so the model need not copy X's numbers into
-    a matrix of its own (``ltv.models._lgbm.lgbm_matrix`` takes it for the boosters of X's columns).
+    a matrix of its own (``ltv.models.lgbm_predict.PredictCache`` takes it for the boosters of X's columns).
     """
 
     columns: list[str]

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from ltv.contract import PARTITION_FORMAT
 from ltv.models.blocks import Blocks
-from ltv.models.rows import LabelledRows
+from ltv.models.fitting import LabelledRows
 
 
 def request_time(datetime_values) -> np.ndarray:
@@ -53,7 +53,9 @@ class LTVPipeline:
         self.features = features
         self.model = model
 
-    def fit(self, train: pa.Table | LabelledRows, valid: pa.Table | LabelledRows) -> LTVPipeline:
+    def fit(
+        self, train: pa.Table | LabelledRows, valid: pa.Table | LabelledRows, on_round=None
+    ) -> LTVPipeline:
         """Fit the feature encodings on train rows only, then the model chain.
 
         Parameters
@@ -63,18 +65,21 @@ class LTVPipeline:
             (the builder's ``extract`` output, as the training loader produces it per file) with labels
             and request time in ``LabelledRows``, or the model matrix as ``Blocks`` (the training task's
             windows, encoded per file by these already fitted features).
+        on_round : the chain's per-round hook (``LTVModel.fit``), e.g. a sweep's pruning.
         """
         if isinstance(
             getattr(train, "X", None), Blocks
         ):  # the model matrix, encoded file by file by the fitted features
             self.features.check_fitted()
-            self.model.fit(train, valid)
+            self.model.fit(train, valid, on_round=on_round)
             self.feature_names_ = list(train.X.columns)
             return self
         train, valid = self._extracted(train), self._extracted(valid)
         self.features.fit(train.X)
-        train, valid = (dataclasses.replace(rows, X=self.features.transform(rows.X)) for rows in (train, valid))
-        self.model.fit(train, valid)
+        train, valid = (
+            dataclasses.replace(rows, X=self.features.transform(rows.X)) for rows in (train, valid)
+        )
+        self.model.fit(train, valid, on_round=on_round)
         self.feature_names_ = list(train.X.columns)
         return self
 
@@ -96,13 +101,14 @@ class LTVPipeline:
         self._check_fitted()
         return self.features.transform_table(table)
 
-    def predict(self, table: pa.Table) -> np.ndarray:
-        """Predicted ``iap_revenue_d7`` for raw contract rows (an Arrow table): finite, >= 0."""
-        return self.model.predict(*self._prepare(table))
+    def predict(self, table: pa.Table, threads: int | None = None) -> np.ndarray:
+        """Predicted ``iap_revenue_d7`` for raw contract rows (an Arrow table): finite, >= 0. ``threads``: of
+        the compiled trees (None: every core; a Dask worker's task passes 1)."""
+        return self.model.predict(*self._prepare(table), threads=threads)
 
-    def predict_parts(self, table: pa.Table) -> pd.DataFrame:
+    def predict_parts(self, table: pa.Table, threads: int | None = None) -> pd.DataFrame:
         """The chain's intermediate outputs (buyer probability, per-horizon revenue, ...) and the final one."""
-        return self.model.predict_parts(*self._prepare(table)).reset_index(drop=True)
+        return self.model.predict_parts(*self._prepare(table), threads=threads).reset_index(drop=True)
 
     def compile_trees(self, directory=None) -> dict:
         """Compile the model chain's boosters to native code (see ``LTVModel.compile_trees``)."""

@@ -60,11 +60,7 @@ def _in_worker() -> bool:
 
 
 def pipeline_for(spec: Scoring):
-    """The pipeline at ``spec.model_uri``, loaded once per process (a per-process cache keyed by the URI).
-
-    In a Dask worker the compiled trees score on the task's own thread (the workers fill the cores);
-    in the calling process (``cluster=sync``) they use every core.
-    """
+    """The pipeline at ``spec.model_uri``, loaded once per process (a per-process cache keyed by the URI)."""
     key = (spec.model_uri, spec.compile_trees, spec.stores)
     with _MODELS_LOCK:
         if key in _MODELS:
@@ -72,15 +68,12 @@ def pipeline_for(spec: Scoring):
             return _MODELS[key]
         import mlflow
 
-        from ltv.models import compiled
         from ltv.tracking.pyfunc import load_pipeline
 
         if spec.keep_memory:
             from ltv.memory import keep_freed_memory
 
             keep_freed_memory()
-        if _in_worker():
-            compiled.DEFAULT_THREADS = 1
         mlflow.set_tracking_uri(spec.stores[0])
         mlflow.set_registry_uri(spec.stores[1])
         started = time.perf_counter()
@@ -96,15 +89,18 @@ def score_rows(pipeline, table: pa.Table, labelled: bool = False, parts: bool = 
     the table's label columns (float64; ``labelled`` tables) and ``p_buyer``, the calibrated buyer
     probability, from the same pass over the chain (for metrics); else None."""
     ids = table.column(ROW_ID)
+    # in a Dask worker the compiled trees score on the task's own thread (the workers fill the cores); in
+    # the calling process (cluster=sync) they use every core
+    threads = 1 if _in_worker() else None
     if not parts:
-        return ids, pipeline.predict(table), None
+        return ids, pipeline.predict(table, threads=threads), None
     from ltv.pipeline import prediction_and_buyer
 
     label_cols = [c for c in LABEL_COLUMNS if c in table.column_names] if labelled else []
     extra = pd.DataFrame(
         {c: table.column(c).to_numpy().astype(np.float64) for c in label_cols}, index=pd.RangeIndex(len(ids))
     )
-    parts = pipeline.predict_parts(table.drop_columns(label_cols))
+    parts = pipeline.predict_parts(table.drop_columns(label_cols), threads=threads)
     pred, p_buyer = prediction_and_buyer(parts)
     if p_buyer is not None:
         extra["p_buyer"] = p_buyer

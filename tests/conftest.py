@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# compiled trees (ltv.models.compiled) of the session's models go to a private cache, not ~/.cache;
+# compiled trees (ltv.models.native_trees) of the session's models go to a private cache, not ~/.cache;
 # subprocesses (train.py / predict.py / the model server) inherit it
 os.environ.setdefault("LTV_TREE_CACHE", tempfile.mkdtemp(prefix="ltv-trees-"))
 

@@ -1,4 +1,4 @@
-"""Compiled tree inference (ltv.models.compiled): the same predictions as LightGBM, a disk cache that is
+"""Compiled tree inference (ltv.models.native_trees, registered in ltv.models.lgbm_predict): the same predictions as LightGBM, a disk cache that is
 reused and written atomically, a fallback to LightGBM when a compiled booster disagrees or is off."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ltv.models import compiled, tree_compiler
-from ltv.models._lgbm import booster_predict
+from ltv.models import lgbm_predict as compiled
+from ltv.models import native_trees as tree_compiler
+from ltv.models.lgbm_predict import booster_predict, predict_many
 from tests.helpers.chain_data import fit_chain, small_chain, split_data
 from tests.test_models_predict_reference import reference_predict
 
@@ -19,7 +20,7 @@ from tests.test_models_predict_reference import reference_predict
 @pytest.fixture(scope="module")
 def chain():
     d = split_data(n_train=3000, n_valid=1500, n_holdout=2500, seed=5)
-    model = small_chain("stacking", objective="rmsle", seed=5)
+    model = small_chain(objective="rmsle", seed=5)
     fit_chain(model, d)
     return model, d["holdout"][0]
 
@@ -28,11 +29,11 @@ def test_compiled_chain_predicts_like_lightgbm(chain, tmp_path):
     model, X = pickle.loads(pickle.dumps(chain[0])), chain[1]
     want = reference_predict(model, X)
     pairs = model.boosters()
-    # classifier, 3 horizons + 3 variance models, whale model, direct model, meta learner
-    assert len(pairs) == 10
+    # classifier, 3 horizons, whale model (objective=rmsle: no variance models)
+    assert len(pairs) == 5
     assert all(compiled.lookup(b, n) is None for b, n in pairs)
     summary = model.compile_trees(tmp_path)
-    assert summary["boosters"] == 10 and summary["compiled"] == 10 and summary["failed"] == 0
+    assert summary["boosters"] == 5 and summary["compiled"] == 5 and summary["failed"] == 0
     assert all(compiled.lookup(b, n) is not None for b, n in pairs)
     got = model.predict(X)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
@@ -45,13 +46,13 @@ def test_cache_is_reused_and_nothing_half_written(chain, tmp_path):
     first.compile_trees(tmp_path)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert not [f for f in files if f.startswith(".") or f.endswith(".tmp")]
-    assert sum(f.endswith(".o") for f in files) == 10
+    assert sum(f.endswith(".o") for f in files) == 5
     # the pickle carries no compiled code: an unpickled copy starts on LightGBM, then loads the cache
     blob = pickle.dumps(first)
     again = pickle.loads(blob)
     assert all(compiled.lookup(b, n) is None for b, n in again.boosters())
     summary = again.compile_trees(tmp_path)
-    assert summary["from_cache"] == 10 and summary["compiled"] == 0
+    assert summary["from_cache"] == 5 and summary["compiled"] == 0
     np.testing.assert_array_equal(again.predict(chain[1]), first.predict(chain[1]))
 
 
@@ -91,10 +92,10 @@ def test_edge_values_match_lightgbm(tmp_path):
     )
     want = booster.predict(probe, num_threads=1)
     native = compiled.lookup(booster, None)
-    np.testing.assert_allclose(compiled.predict(native, probe, 1), want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(predict_many([native], probe, 1)[0], want, rtol=1e-12, atol=1e-15)
     # and through the chain's entry point, on a frame
     np.testing.assert_allclose(
-        booster_predict(model, X.iloc[:500], list(X.columns), None),
+        booster_predict(model.booster_, X.iloc[:500], list(X.columns), None),
         booster.predict(X.iloc[:500].assign(c=X["c"].cat.codes.iloc[:500]).to_numpy(float)),
         rtol=1e-12,
     )
@@ -115,13 +116,13 @@ def test_a_disagreeing_compile_keeps_lightgbm(tmp_path, monkeypatch, caplog):
     assert "stays on LightGBM" in caplog.text and "disagrees" in caplog.text
     frame = X.iloc[:50]
     np.testing.assert_array_equal(
-        booster_predict(model, frame, list(X.columns), None), model.predict_proba(frame)[:, 1]
+        booster_predict(model.booster_, frame, list(X.columns), None), model.predict_proba(frame)[:, 1]
     )
 
 
 def test_switch_off(monkeypatch, tmp_path):
-    monkeypatch.setenv(compiled.ENV_SWITCH, "0")
-    assert not compiled.enabled()
+    monkeypatch.setenv(tree_compiler.ENV_SWITCH, "0")
+    assert not tree_compiler.enabled()
     model, _ = _categorical_booster(seed=2)
     summary = tree_compiler.compile_boosters([(model.booster_, None)], tmp_path)
     assert summary["compiled"] == 0 and summary["boosters"] == 0
@@ -144,7 +145,7 @@ def test_an_unwritable_cache_falls_back_to_a_temp_folder(tmp_path, caplog):
     assert summary["compiled"] == 1 and summary["failed"] == 0
     assert "not writable" in caplog.text
     np.testing.assert_allclose(
-        booster_predict(model, X.iloc[:100], list(X.columns), None),
+        booster_predict(model.booster_, X.iloc[:100], list(X.columns), None),
         model.predict_proba(X.iloc[:100])[:, 1],
         rtol=1e-12,
     )
@@ -161,52 +162,43 @@ def test_round_count_follows_lightgbm(tmp_path):
     frame = X.iloc[:200]
     data = frame.assign(c=frame["c"].cat.codes).to_numpy(float)
     np.testing.assert_allclose(
-        booster_predict(model, frame, list(X.columns), None), booster.predict(data), rtol=1e-12
+        booster_predict(model.booster_, frame, list(X.columns), None), booster.predict(data), rtol=1e-12
     )
     assert not np.allclose(booster.predict(data), booster.predict(data, num_iteration=60))
 
 
-def test_one_pass_over_the_batch_gives_each_boosters_own_scores(chain, tmp_path):
+def test_one_pass_over_the_batch_gives_each_boosters_own_scores(chain, tmp_path, monkeypatch):
     """The first stage scores its compiled boosters in one chunked pass (prefetch_scores): every output
     equals the booster scored alone, bit for bit, at any size and thread count; chunks are cast from the
     float32 matrix as they are scored, with LightGBM's zero snapping."""
-    from ltv.models._lgbm import lgbm_matrix, prefetch_scores
-    from ltv.models.chain import score_requests
+    import ltv.models.chain as chain_module
+    from ltv.models.lgbm_predict import PredictCache, prefetch_scores
 
     model, X = pickle.loads(pickle.dumps(chain[0])), chain[1]
     model.compile_trees(tmp_path)
     X = pd.concat([X] * 2, ignore_index=True)  # > CHUNK_ROWS rows: several chunks on the pool
     assert len(X) > compiled.CHUNK_ROWS
-    requests = score_requests(model.classifier_, model.regressor_, model.whale_, model.direct_)
-    assert len(requests) == 9  # every first-stage booster: all but the meta learner
-    cache = []
+    features = model.classifier_.feature_names_in_
+    assert model.regressor_.feature_names_in_ == model.whale_.feature_names_in_ == features
+    requests = [(b, n, features) for b, n in model.boosters()]
+    assert len(requests) == 5  # every first-stage booster
+    cache = PredictCache()
     prefetch_scores(X, requests, cache)
-    scores = [e for e in cache if e[0] == "scores"]
-    assert len(scores) == 9 and sum(e[0] == "matrix" for e in cache) == 1
-    matrix = lgbm_matrix(X, model.classifier_.feature_names_in_, model.classifier_.booster_.booster_)
+    matrix = cache.matrix(X, features, model.classifier_.booster_.pandas_categorical)
     assert matrix.dtype == np.float32 and not matrix.flags.c_contiguous  # no float64 copy of the batch
-    for (_, booster, rounds, got), (b, n, _) in zip(scores, requests, strict=True):
-        assert rounds == compiled.rounds_of(b, n)
-        assert booster is b
+    for b, n, _ in requests:
+        got = cache.scores(b, compiled.rounds_of(b, n))
         native = compiled.lookup(b, n)
         whole = np.array(matrix, dtype=np.float64, order="C")  # the batch converted at once, snapped
         whole[(np.abs(whole) <= np.float32(1e-35)) & (whole != 0.0)] = 0.0
         alone = native.predict(whole, n_jobs=1)
         np.testing.assert_array_equal(got, alone)
-        np.testing.assert_array_equal(compiled.predict(native, matrix, 2), alone)
+        np.testing.assert_array_equal(predict_many([native], matrix, 2)[0], alone)
     # and the chain's outputs with the pass equal those without it (each booster scored on its own)
-    with_pass = model._columns(X)
-    import ltv.models.chain as chain_module
-
-    original = chain_module.prefetch_scores
-    chain_module.prefetch_scores = lambda *a: None
-    try:
-        without = model._columns(X)
-    finally:
-        chain_module.prefetch_scores = original
-    assert with_pass.keys() == without.keys()
-    for name in with_pass:
-        np.testing.assert_array_equal(with_pass[name], without[name])
+    with_pass = model.predict_parts(X)
+    monkeypatch.setattr(chain_module, "prefetch_scores", lambda *a: None)
+    without = model.predict_parts(X)
+    pd.testing.assert_frame_equal(with_pass, without, check_exact=True)
 
 
 def test_chunks_snap_tiny_values_like_lightgbm(tmp_path):
@@ -218,7 +210,7 @@ def test_chunks_snap_tiny_values_like_lightgbm(tmp_path):
     rows = np.tile(np.array([[tiny, 0.5, 1.0], [-tiny, np.nan, 3.0], [1e-40, 0.0, 11.0]]), (3000, 1))
     want = booster.predict(rows, num_threads=1)
     for data in (rows, rows.astype(np.float32), np.asfortranarray(rows.astype(np.float32))):
-        np.testing.assert_allclose(compiled.predict(native, data, 2), want, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(predict_many([native], data, 2)[0], want, rtol=1e-12, atol=1e-15)
 
 
 def test_processes_loading_one_model_share_the_compile(tmp_path):
@@ -253,7 +245,7 @@ def test_processes_loading_one_model_share_the_compile(tmp_path):
     assert result["compiled"] == 1 and result["from_cache"] == 1 and result["failed"] == 0
     probe = first.booster_.predict(np.zeros((3, 3)), num_threads=1)
     native = compiled.lookup(first.booster_, None)
-    np.testing.assert_allclose(compiled.predict(native, np.zeros((3, 3)), 1), probe, rtol=1e-12)
+    np.testing.assert_allclose(predict_many([native], np.zeros((3, 3)), 1)[0], probe, rtol=1e-12)
 
 
 def _compile_into(booster, obj) -> None:

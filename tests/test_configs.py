@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from ltv.config import CONFIG_DIR, flatten
 
 CONF = Path(CONFIG_DIR)
-COMPONENTS = ["features", "sampling", "classifier", "gate", "whale", "regressor", "ensemble"]
+COMPONENTS = ["features", "sampling", "classifier", "gate", "whale", "regressor"]
 
 
 def _options(group: str) -> list[str]:
@@ -51,7 +51,6 @@ def test_component_option_instantiates_with_its_values(group, option):
 def test_required_options_exist():
     assert {"lgbm", "lgbm_deep"} <= set(_options("classifier"))
     assert {"none", "histos", "histos_aggressive", "hhistus"} <= set(_options("sampling"))
-    assert {"stacking", "hurdle"} <= set(_options("ensemble"))
     assert {"all", "minimal"} <= set(_options("features"))
 
 
@@ -112,15 +111,15 @@ def test_hparams_search_composes_with_params(option):
 
 
 def test_options_and_overrides_reach_the_built_objects():
-    clf = instantiate(_compose("classifier=lgbm_deep", "classifier.booster.num_leaves=31").classifier)
-    assert (clf.lgbm_kwargs()["num_leaves"], clf.lgbm_kwargs()["learning_rate"], clf.calibration) == (
+    clf = instantiate(_compose("classifier=lgbm_deep", "classifier.lgbm.num_leaves=31").classifier)
+    assert (clf.lgbm_params()["num_leaves"], clf.lgbm_params()["learning_rate"], clf.calibration) == (
         31,
         0.03,
         "platt",
     )
-    assert instantiate(_compose().classifier).lgbm_kwargs()["num_leaves"] == 7
-    whale = instantiate(_compose("whale.booster.num_leaves=5", "whale.quantile=0.8", "seed=3").whale)
-    assert (whale.quantile, whale.lgbm_kwargs()["num_leaves"], whale.lgbm_kwargs()["random_state"]) == (
+    assert instantiate(_compose().classifier).lgbm_params()["num_leaves"] == 7
+    whale = instantiate(_compose("whale.lgbm.num_leaves=5", "whale.quantile=0.8", "seed=3").whale)
+    assert (whale.quantile, whale.lgbm_params()["num_leaves"], whale.lgbm_params()["random_state"]) == (
         0.8,
         5,
         3,
@@ -140,54 +139,90 @@ def test_paths_are_absolute_and_tracking_is_sqlite():
     assert Path(cfg.tracking.artifact_root).is_absolute()
 
 
-def test_optimized_metric_is_read_from_results_and_never_the_holdout():
-    from ltv.tasks.train import _optimized_metric
+def testoptimized_metric_is_read_from_results_and_never_the_holdout():
+    from ltv.tasks.train import optimized_metric
 
     results = {"valid": {"rmsle": 0.4, "gini": 0.9}, "holdout": {"rmsle": 0.3}}
-    assert _optimized_metric(results, "valid.rmsle") == 0.4
-    assert _optimized_metric(results, "valid.gini") == 0.9
+    assert optimized_metric(results, "valid.rmsle") == 0.4
+    assert optimized_metric(results, "valid.gini") == 0.9
     with pytest.raises(ValueError, match="optimized_metric"):
-        _optimized_metric(results, "holdout.rmsle")
+        optimized_metric(results, "holdout.rmsle")
     with pytest.raises(ValueError, match="rmsle"):
-        _optimized_metric(results, "valid.nope")
+        optimized_metric(results, "valid.nope")
 
 
-def test_fast_experiment_is_a_faster_classifier_and_stacking_an_option():
+def test_fast_experiment_is_a_faster_classifier():
     default, fast = _compose(), _compose("experiment=fast")
-    assert default.ensemble._target_.endswith("HurdleEnsemble")
-    assert fast.ensemble == default.ensemble
-    assert (fast.classifier.booster.learning_rate, default.classifier.booster.learning_rate) == (0.1, 0.05)
-    for name in ("stacking", "cross_fit"):
-        assert _compose(f"experiment={name}").ensemble._target_.endswith("StackingEnsemble")
-    assert _compose("experiment=cross_fit").ensemble.cross_fit is True
-    assert _compose("experiment=stacking").ensemble.cross_fit is False
+    assert (fast.classifier.lgbm.learning_rate, default.classifier.lgbm.learning_rate) == (0.1, 0.05)
+    assert fast.regressor == default.regressor and fast.gate == default.gate
 
 
-# a code default may only be neutral: off, none, LightGBM's own (an empty booster), no grid
+# a code default may only be neutral: off, none, LightGBM's own (an empty mapping), no grid, one at a time
 _NEUTRAL = (None, False, 0, (), "none")
 
 
-@pytest.mark.parametrize("group,option", [(g, o) for g in COMPONENTS[1:] for o in _options(g)])
-def test_every_chosen_value_has_one_home(group, option):
-    """A value an option file sets is not also the code's default (two homes drift apart, as
-    early_stopping_rounds did: 50 in code, 30 in the YAML), unless that default is neutral. The model
-    side only: FeatureBuilder still repeats max_categories / min_category_count (issue 14, open)."""
-    node = _compose(f"{group}={option}")[group]
-    defaults = {
+def _code_defaults(cls) -> dict:
+    return {
         name: p.default
-        for name, p in inspect.signature(get_class(node._target_).__init__).parameters.items()
+        for name, p in inspect.signature(cls.__init__).parameters.items()
         if p.default is not inspect.Parameter.empty
     }
-    for key, value in OmegaConf.to_container(node, resolve=True).items():
-        if key in defaults and defaults[key] not in _NEUTRAL:
-            assert value != (list(defaults[key]) if isinstance(defaults[key], tuple) else defaults[key]), (
-                f"{group}/{option}.yaml: {key}={value!r} is also the code default of {node._target_}"
-            )
 
 
-def test_lightgbm_knobs_live_only_in_the_booster_mapping():
+def _declared_twice(cls, values: dict, where: str) -> list[str]:
+    """The keys of ``values`` (what a YAML file sets for ``cls``) whose code default is not neutral: two homes."""
+    defaults = _code_defaults(cls)
+    return [f"{where}: {k}={v!r}, code default {defaults[k]!r} in {cls.__name__}"
+            for k, v in values.items() if k in defaults and defaults[k] not in _NEUTRAL]  # fmt: skip
+
+
+def _homes(group: str, option: str) -> list[str]:
+    """Values set both in conf/<group>/<option>.yaml and as a chosen (not neutral) code default: the LTVModel
+    keywords of the ``train`` group too (build_model passes them to the chain)."""
+    from ltv.models import LTVModel
+
+    node = _compose(f"{group}={option}")[group]
+    values = OmegaConf.to_container(node, resolve=True)
+    cls = LTVModel if group == "train" else get_class(node._target_)
+    return _declared_twice(cls, values, f"{group}/{option}.yaml")
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in [*COMPONENTS[1:], "train"] for o in _options(g)])
+def test_every_chosen_value_has_one_home(group, option):
+    """A value an option file sets has a neutral code default (None, off, empty, ...): the YAML is its home.
+    A chosen code default beside it is a second home, whether equal (drift waits to happen) or not (the
+    code's value then does nothing: early_stopping_rounds was 50 in code and 30 in the YAML). The feature
+    builder still repeats max_categories / min_category_count (issue 14, open)."""
+    assert _homes(group, option) == []
+
+
+def test_the_one_home_check_fails_on_a_value_declared_twice():
+    class Twice:
+        def __init__(self, lgbm=None, early_stopping_rounds=50, calibration="none", horizons=("d7",)):
+            pass
+
+    found = _declared_twice(Twice, {"lgbm": {"n_estimators": 9}, "early_stopping_rounds": 30,
+                                    "calibration": "isotonic", "horizons": ["d7"]}, "x.yaml")  # fmt: skip
+    assert [f.split("=")[0] for f in found] == ["x.yaml: early_stopping_rounds", "x.yaml: horizons"]
+
+
+def test_helpers_repeat_no_configured_value():
+    """tests/helpers/estimators.py builds from the YAML; what it changes for the toy data must differ from
+    the YAML (a change equal to the configured value is a second home of that value)."""
+    from tests.helpers import estimators
+
+    for group, changes in estimators.TOY.items():
+        configured = estimators.configured(group)
+        for key, value in _leaves(changes).items():
+            assert OmegaConf.select(OmegaConf.create(configured), key) != value, f"{group}.{key}={value!r}"
+    built = estimators.classifier()
+    assert built.lgbm["learning_rate"] == estimators.configured("classifier")["lgbm"]["learning_rate"]
+    assert built.lgbm["colsample_bytree"] == estimators.TOY["classifier"]["lgbm"]["colsample_bytree"]
+
+
+def test_lightgbm_knobs_live_only_in_the_lgbm_mapping():
     cfg = _compose()
     for group in ("classifier", "regressor", "whale"):
         top = set(cfg[group]) - {"_target_"}
         assert not top & {"n_estimators", "learning_rate", "num_leaves", "n_jobs", "random_state"}, group
-        assert cfg[group].booster.random_state == cfg.seed and cfg[group].booster.n_jobs == 2
+        assert cfg[group].lgbm.random_state == cfg.seed and cfg[group].lgbm.n_jobs == 2

@@ -12,9 +12,9 @@ from omegaconf import OmegaConf
 from ltv import metrics
 from ltv.cluster import Engine
 from ltv.models import LabelledRows
-from ltv.models._lgbm import pandas_matrix
 from ltv.models.blocks import Blocks, Part
 from ltv.models.cluster_training import deal
+from ltv.models.lgbm_predict import pandas_matrix
 from ltv.sampling import NegativeUndersampler, SamplingPlan
 from ltv.tasks.train import distributed_training
 from tests.helpers.chain_data import small_chain, split_data
@@ -84,8 +84,10 @@ def limited_client():
 
 def _chain():
     model = small_chain(sampling=SamplingPlan(classifier=NegativeUndersampler(keep_rate=0.5, random_state=0)))
-    model.classifier.booster = {**model.classifier.booster, "bin_construct_sample_cnt": 5_000,
-                                "colsample_bytree": 0.1}  # fmt: skip
+    # extra_trees off: the YAML's random split thresholds are drawn per worker in the data-parallel fit,
+    # which moved the holdout RMSLE by 0.006 here (the tolerance below is for the fit's other differences)
+    model.classifier.lgbm = {**model.classifier.lgbm, "bin_construct_sample_cnt": 5_000,
+                             "colsample_bytree": 0.1, "extra_trees": False}  # fmt: skip
     return model
 
 
@@ -105,6 +107,6 @@ def test_distributed_chain_matches_the_one_process_fit(wide, limited_client):
     # early stopping ran on the workers, as in one process: the curve ends `patience` rounds after the best
     for model in (local, dist):
         clf = model.classifier_
-        curve = clf.booster_.evals_result_["valid"]["binary_logloss"]
-        assert len(curve) == min(clf.booster["n_estimators"], clf.best_iteration_ + clf.early_stopping_rounds)
+        curve = clf.evals_result_["valid"]["binary_logloss"]
+        assert len(curve) == min(clf.lgbm["n_estimators"], clf.best_iteration_ + clf.early_stopping_rounds)
         assert int(np.argmin(curve)) + 1 == clf.best_iteration_

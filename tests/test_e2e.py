@@ -47,7 +47,7 @@ def test_train_logs_one_finished_run_and_registers(trained):
     assert len(log_y) == 800 and best_constant_rmsle < zeros_rmsle
     assert metrics["holdout.rmsle"] < best_constant_rmsle
     assert metrics["holdout.oracle.rmsle"] <= metrics["holdout.rmsle"] + 1e-9
-    assert params["classifier.booster.n_estimators"] == "60"
+    assert params["classifier.lgbm.n_estimators"] == "60"
     assert params["data.splits.valid.start"] == "2025-10-01-08"
     assert aliases == {"candidate": 1, "champion": 1}
     assert "run:" in proc.stdout and "models:/ltv-pipeline/1" in proc.stdout
@@ -110,12 +110,22 @@ def test_registered_model_loads_in_fresh_process_elsewhere(trained, tmp_path):
     root, _ = trained
     code = (
         "import json, mlflow, pandas as pd\n"
-        "from ltv.serving.signature import input_example\n"
         f"mlflow.set_tracking_uri('sqlite:///{root}/mlruns/mlflow.db')\n"
+        # loaded before anything imports ltv: the model's own code (code_paths) is the ltv this process uses
         "m = mlflow.pyfunc.load_model('models:/ltv-pipeline@champion')\n"
-        "out = m.predict(input_example(3))\n"
+        "from ltv.serving.signature import input_example\n"
+        "out = m.predict(input_example(40))\n"
         "print(json.dumps([float(v) for v in out['iap_revenue_d7']]))\n"
     )
+    import mlflow
+
+    from ltv.serving.signature import input_example
+
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlruns/mlflow.db")
+    mlflow.set_registry_uri(f"sqlite:///{root}/mlruns/mlflow.db")
+    here = mlflow.pyfunc.load_model("models:/ltv-pipeline@champion").predict(input_example(40))[
+        "iap_revenue_d7"
+    ]
     proc = subprocess.run(
         [sys.executable, "-c", code],
         cwd=tmp_path,
@@ -126,7 +136,9 @@ def test_registered_model_loads_in_fresh_process_elsewhere(trained, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     values = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(values) == 3 and all(v >= 0 for v in values)
+    # the shipped code predicts what the project's does, and not a constant
+    np.testing.assert_allclose(values, here.to_numpy(), rtol=1e-12)
+    assert len(set(values)) > 1 and min(values) >= 0
 
 
 def test_failed_training_is_marked_failed_and_registers_nothing(trained, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 from ltv import contract
 from ltv.features import FeatureBuilder, nested, stateless
-from ltv.models import _lgbm
+from ltv.models.lgbm_predict import pandas_matrix
 from tests.test_features_extract import mixed_table
 from tests.test_features_nested import DAY0
 
@@ -136,7 +136,7 @@ def test_transform_table_equals_transform_of_extract(fitted):
     whole, matrix = fresh.transform_table(table)
     pd.testing.assert_frame_equal(whole, fitted.transform(fitted.extract(table)), check_exact=True)
     categories = [list(whole[c].cat.categories) for c in fitted.categorical_features_]
-    expected = _lgbm.pandas_matrix(whole, fitted.feature_names_, categories)
+    expected = pandas_matrix(whole, fitted.feature_names_, categories)
     assert matrix.columns == fitted.feature_names_ and matrix.categories == categories
     assert matrix.values.dtype == expected.dtype == np.float32 and matrix.values.flags.f_contiguous
     np.testing.assert_array_equal(matrix.values, expected)  # NaN where NaN, every other value equal

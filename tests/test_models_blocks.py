@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from ltv.models import LabelledRows
-from ltv.models._lgbm import pandas_matrix
-from ltv.models.blocks import Blocks, Part, _PartRows, dataset
+from ltv.models.blocks import Blocks, Part, dataset
+from ltv.models.lgbm_predict import pandas_matrix
 from ltv.sampling import NegativeUndersampler, SamplingPlan
 from tests.helpers.chain_data import small_chain, split_data
 
@@ -39,10 +39,7 @@ def test_a_part_reads_its_rows_and_blocks_take_across_parts(tmp_path):
     np.save(tmp_path / "a.npy", values)
     part = Part(str(tmp_path / "a.npy"), 10, rows=np.array([1, 4, 5, 9]))
     np.testing.assert_array_equal(part.read(1, 3), values[[4, 5]])
-    seq = _PartRows(part, 4)
-    assert len(seq) == 4 and seq[3].dtype == np.float64
-    np.testing.assert_array_equal(seq[3], values[9])
-    np.testing.assert_array_equal(seq[0:4], values[[1, 4, 5, 9]])
+    np.testing.assert_array_equal(part.read(), values[[1, 4, 5, 9]])
     blocks = Blocks(["a", "b", "c", "d"], [], [part, Part(values, 10)])
     cut = blocks.take([2, 3, 4, 4, 13])  # repeats allowed (oversampling)
     assert len(cut) == 5
@@ -83,7 +80,7 @@ def test_the_chain_on_blocks_predicts_as_on_the_frame(data, tmp_path, objective,
     train = LabelledRows(_blocks(X, tmp_path, f"train-{name}", [1500, 3000, 4500]), L, t)
     valid = LabelledRows(_blocks(Xv, tmp_path, f"valid-{name}", [1000, 2000]), Lv, tv)
     on_blocks = chain().fit(train, valid)
-    losses = on_blocks.classifier_.booster_.evals_result_["valid"]["binary_logloss"]
+    losses = on_blocks.classifier_.evals_result_["valid"]["binary_logloss"]
     assert np.isfinite(losses).all() and on_blocks.classifier_.best_iteration_ > 1
     assert on_blocks.classifier_.best_iteration_ == on_frame.classifier_.best_iteration_
     np.testing.assert_allclose(on_blocks.predict(Xh), on_frame.predict(Xh), rtol=1e-9, atol=1e-12)

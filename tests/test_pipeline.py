@@ -1,5 +1,5 @@
 """LTVPipeline: fit on raw labelled Arrow tables or on extracted features (LabelledRows) alike; public
-surface fit / predict / predict_parts."""
+an unfitted pipeline refuses to predict."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from ltv.contract import LABEL_COLUMNS
 from ltv.features import FeatureBuilder
 from ltv.models import LabelledRows
-from ltv.pipeline import LTVPipeline, _labels, request_time
+from ltv.pipeline import LTVPipeline, request_time
 from tests.helpers.chain_data import small_chain
 from tests.helpers.chain_data import synthetic_window as _window
 
@@ -35,7 +35,7 @@ def test_fit_on_tables_equals_fit_on_extracted_rows(windows):
     def rows(table):
         return LabelledRows(
             extracted.features.extract(table),
-            _labels(table),
+            table.select([c for c in LABEL_COLUMNS if c in table.column_names]).to_pandas().astype("float64"),
             request_time(table.column("datetime").to_pylist()),
         )
 
@@ -49,8 +49,6 @@ def test_fit_on_tables_equals_fit_on_extracted_rows(windows):
     assert from_tables.feature_names_ == extracted.feature_names_
 
 
-def test_only_fit_predict_and_predict_parts_are_public():
-    public = {n for n in dir(LTVPipeline) if not n.startswith("_")}
-    assert public == {"fit", "predict", "predict_parts", "compile_trees"}
+def test_an_unfitted_pipeline_refuses_to_predict():
     with pytest.raises(ValueError, match="not fitted"):
         _pipeline().predict(pa.table({"x": [1]}))

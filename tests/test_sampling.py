@@ -124,7 +124,7 @@ def test_resampling_keeps_total_revenue_within_10_percent(plan):
     data = split_data(n_train=8000, n_valid=4000, n_holdout=8000, seed=5)
     fits = {}
     for name, sampling in (("plain", None), ("resampled", plan)):
-        model = small_chain("hurdle", "revenue", sampling=sampling)
+        model = small_chain("revenue", sampling=sampling)
         fit_chain(model, data)
         fits[name] = model.predict(data["holdout"][0])
     ratio = fits["resampled"].sum() / fits["plain"].sum()
@@ -144,7 +144,7 @@ def test_hhistus_weights_keep_the_log_revenue_level_unbiased():
     bias = {}
     for correction in ("weights", "calibration"):
         plan = SamplingPlan(regressor=HHISTUS(max_bin_ratio=0.5, correction=correction))
-        model = small_chain("hurdle", "rmsle", sampling=plan)
+        model = small_chain("rmsle", sampling=plan)
         fit_chain(model, data)
         bias[correction] = model.predict_parts(X_h)["log_rev_d7"].to_numpy()[buyers].mean() - truth
     assert abs(bias["weights"]) < 0.04

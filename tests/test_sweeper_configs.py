@@ -104,7 +104,7 @@ def test_space_composes_and_every_key_exists_with_a_matching_type(name):
 
 @pytest.mark.parametrize("name", SPACES)
 def test_searched_estimator_keys_reach_the_built_objects(name):
-    """A value the sweeper samples for ``classifier.booster.num_leaves`` (or ``gate.cap_min``) is what the
+    """A value the sweeper samples for ``classifier.lgbm.num_leaves`` (or ``gate.cap_min``) is what the
     instantiated estimator hands LightGBM (or keeps as its own parameter)."""
     from hydra.utils import instantiate
 
@@ -117,8 +117,8 @@ def test_searched_estimator_keys_reach_the_built_objects(name):
             continue
         value = dist.choices[-1] if isinstance(dist, CategoricalDistribution) else dist.high
         obj = instantiate(composed(f"{key}={value}")[group])
-        if rest.startswith("booster."):
-            got = obj.lgbm_kwargs()[rest.removeprefix("booster.")]
+        if rest.startswith("lgbm."):
+            got = obj.lgbm_params()[rest.removeprefix("lgbm.")]
         else:
             got = getattr(obj, rest)
         assert got == value, f"{name}.yaml: {key}={value} reached the {group} as {got!r}"

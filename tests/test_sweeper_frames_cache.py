@@ -20,8 +20,8 @@ def test_trials_that_only_change_models_share_one_load():
         loads.append(1)
         return object()
 
-    first = frames_cache.cached(_cfg("classifier.booster.learning_rate=0.1"), load)
-    again = frames_cache.cached(_cfg("classifier.booster.learning_rate=0.3", "gate.cap_min=0.2"), load)
+    first = frames_cache.cached(_cfg("classifier.lgbm.learning_rate=0.1"), load)
+    again = frames_cache.cached(_cfg("classifier.lgbm.learning_rate=0.3", "gate.cap_min=0.2"), load)
     assert again is first and len(loads) == 1
     other = frames_cache.cached(_cfg("features.groups.histograms=false"), load)  # extraction changes
     assert other is not first and len(loads) == 2

@@ -12,14 +12,14 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hydra_plugins.ltv_optuna_sweeper._impl import (
+from hydra_plugins.ltv_optuna_sweeper._search_space import format_value, parse_search_space
+from hydra_plugins.ltv_optuna_sweeper._study import (
     build_sampler,
     grid_points,
     objective_value,
     resolve_storage,
     tell,
 )
-from hydra_plugins.ltv_optuna_sweeper._search_space import format_value, parse_search_space
 from ltv.tracking.sweep import param_key, tracking_from_config
 
 

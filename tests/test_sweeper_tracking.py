@@ -154,8 +154,8 @@ def test_an_async_launcher_keeps_n_jobs_trials_in_flight_and_tells_each_as_it_en
 def test_failure_budget_is_max_failure_rate_times_n_trials(cfg):
     import optuna
 
-    from hydra_plugins.ltv_optuna_sweeper._impl import SweepFailedError
     from hydra_plugins.ltv_optuna_sweeper._search_space import parse_search_space
+    from hydra_plugins.ltv_optuna_sweeper._study import SweepFailedError
 
     space, parent = parse_search_space(["x=interval(0, 4)"]), start_parent_run(cfg)
     # 10 trials at 0.2: two failures are tolerated, the third stops the sweep right after its batch.

@@ -49,18 +49,18 @@ def _execute(idx, overrides, hydra_context, config, task_function, singleton_sta
     """One job in a worker process: Hydra's globals restored, then ``run_job`` as the basic launcher does."""
     from distributed import get_worker
 
-    from ltv.models import _parallel
+    from ltv.models import fitting
 
     with _ONE_JOB:
         setup_globals()
         Singleton.set_state(singleton_state)
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update({k: v for k, v in env.items() if v is not None})
-        token = _parallel.set_fit_threads(get_worker().state.nthreads)
+        token = fitting.set_fit_threads(get_worker().state.nthreads)
         try:
             return _run(idx, overrides, hydra_context, config, task_function, in_worker=True)
         finally:
-            _parallel.reset_fit_threads(token)
+            fitting.reset_fit_threads(token)
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)

@@ -73,7 +73,7 @@ class LtvOptunaSweeperConf:
     params: dict[str, Any] | None = None
     plots: bool = True
     # an optuna.pruners config (``_target_``) or None (no pruning); each job's boosters of stage
-    # ``prune_stage`` (``ltv.models._progress``) report their valid loss every 10 rounds
+    # ``prune_stage`` (``ltv.tasks.pruning``) report their valid loss every 10 rounds
     pruner: Any = None
     prune_stage: str = "first_stage.classifier"
 

@@ -203,11 +203,11 @@ class Blocks:
 def compile_for(X, pairs) -> None:
     """Compile the ``(booster, num_iteration)`` pairs to native code before they predict ``X`` when X is
     Blocks (a window: ~5x the rows/s of LightGBM's predict, for ~1 s per hundred trees once, cached per
-    model); a frame is predicted as it is. The predictions are the same (:mod:`ltv.models.compiled`)."""
+    model); a frame is predicted as it is. The predictions are the same (:mod:`ltv.models.native_trees`)."""
     if isinstance(X, Blocks):
-        from ltv.models import tree_compiler
+        from ltv.models import native_trees
 
-        tree_compiler.compile_boosters(list(pairs))
+        native_trees.compile_boosters(list(pairs))
 
 
 def stream(fn, X, **kwargs) -> np.ndarray:
@@ -245,7 +245,7 @@ def dataset(X, label=None, weight=None, reference: lgb.Dataset | None = None, pa
     elif isinstance(X, np.ndarray):  # a plain matrix (no categoricals)
         data, names, categorical = X, "auto", []
     else:  # a pandas model matrix: the float matrix LightGBM's pandas path builds (same dtype, same codes)
-        from ltv.models._lgbm import pandas_matrix
+        from ltv.models.lgbm_predict import pandas_matrix
 
         names = [str(c) for c in X.columns]
         categorical = [c for c in names if isinstance(X[c].dtype, pd.CategoricalDtype)]

@@ -1,9 +1,9 @@
 """One booster trained on a Dask cluster's workers (``train.distributed=true``): where its Dataset comes
 from and who trains it change, the fit does not.
 
-:func:`ltv.models.booster.fit_booster` hands its rows here when they are :class:`~ltv.models.blocks.Blocks`
+:func:`ltv.models.lgbm_fit.fit_booster` hands its rows here when they are :class:`~ltv.models.blocks.Blocks`
 bound to a cluster (:meth:`Blocks.on`). The blocks are dealt to the workers whole (balanced by rows), and
-every worker runs the very function a one-process fit runs (``booster.train_dataset``: binned Datasets
+every worker runs the very function a one-process fit runs (``lgbm_fit.train_dataset``: binned Datasets
 from its blocks through ``lightgbm.Sequence`` batches, then ``lightgbm.train``), joined by LightGBM's own
 data-parallel network (``tree_learner=data``: histograms all-reduced, the same trees on every worker). So
 each worker holds its share of the train rows as LightGBM's binned Dataset (~1 byte a feature), never a
@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 import lightgbm as lgb
 import numpy as np
 
-from ltv.models import _progress
+from ltv.models import fitting
 
 log = logging.getLogger(__name__)
 NETWORK_TIMEOUT_MIN = 30  # LightGBM's socket time-out: a worker lost mid-fit fails the fit, not hangs it
@@ -94,13 +94,13 @@ class _Rounds:
 
         get_worker().log_event(
             self.topic,
-            {"round": env.iteration + 1, "total": env.end_iteration, "valid": _progress.valid_text(env)},
+            {"round": env.iteration + 1, "total": env.end_iteration, "valid": fitting.valid_text(env)},
         )
 
 
 def _on_worker(train, network, params, X, y, weight, init_score, eval_set, eval_init_score, rounds,
                patience, feval, topic):  # fmt: skip
-    """One worker's part of the fit: ``train`` (``booster.train_dataset``) inside the network."""
+    """One worker's part of the fit: ``train`` (``lgbm_fit.train_dataset``) inside the network."""
     import os
 
     from distributed import get_worker
@@ -129,7 +129,7 @@ def _on_worker(train, network, params, X, y, weight, init_score, eval_set, eval_
 
 def fit_on_cluster(train, client, params: dict, rounds: int, X, y, weight, init_score, eval_set,
                    eval_init_score, patience, feval):  # fmt: skip
-    """``train(params, rounds, X, y, ...)`` (``booster.train_dataset``) run by the workers of ``client`` on
+    """``train(params, rounds, X, y, ...)`` (``lgbm_fit.train_dataset``) run by the workers of ``client`` on
     their shares of Blocks ``X``; returns the first worker's (booster, valid curves)."""
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     shares = deal(X, len(workers))
@@ -137,7 +137,7 @@ def fit_on_cluster(train, client, params: dict, rounds: int, X, y, weight, init_
     ports = client.run(_free_port, workers=workers) if len(shares) > 1 else {}
     machines = ",".join(f"{urlparse(w).hostname}:{ports[w]}" for w in workers)
     topic = f"ltv-rounds-{uuid.uuid4().hex}"
-    entry = _progress.current_stage()
+    entry = fitting.current_stage()
 
     def follow(event):
         msg = event[1]

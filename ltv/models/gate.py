@@ -44,7 +44,7 @@ def _span(space, low, high, n, name: str) -> list:
 
 class Gate(BaseEstimator):
     """The buyer-probability gate, tuned by grid search on held-out rows (the whale score it may let
-    bypass comes from ``ltv.models.whale.WhaleClassifier``).
+    bypass comes from ``ltv.models.classifier.WhaleClassifier``).
 
     Parameters
     ----------
@@ -108,7 +108,7 @@ class Gate(BaseEstimator):
         Parameters
         ----------
         p : calibrated buyer probabilities of the tuning rows. y : their d7 revenue (dollars).
-        predict_fn : maps a gated probability array to dollar predictions (the ensemble's hurdle
+        predict_fn : maps a gated probability array to dollar predictions (the chain's hurdle
             composition), each row's from its own probability, so the score is that of the final
             prediction.
         whale_score : whale scores of the tuning rows (None: no whale bypass).

@@ -32,9 +32,9 @@ from pandas.api.types import union_categoricals
 from ltv import contract
 from ltv.data.loader import LoadReport, Window, map_files
 from ltv.io import atomic_write
-from ltv.models._progress import FitClock, stage
+from ltv.models.fitting import FitClock, stage
 from ltv.models.blocks import Blocks, Part
-from ltv.models.rows import LabelledRows
+from ltv.models.fitting import LabelledRows
 from ltv.pipeline import request_time
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def encode(engine, builder, root: Path, window: Window, seed: int, store: BlockS
 
 def _encode_part(table: pa.Table, i: int, builder, folder: str, name: str, keep: list[str]) -> dict:
     """Encode one file into its block file; return what the client keeps (labels, times, ids)."""
-    from ltv.models._lgbm import pandas_matrix
+    from ltv.models.lgbm_predict import pandas_matrix
 
     labels = [c for c in contract.LABEL_COLUMNS if c in table.column_names]
     X, matrix = builder.transform_table(table.drop_columns(labels))

@@ -115,7 +115,7 @@ def load_blocks(cfg: DictConfig, engine) -> LoadedBlocks:
     from hydra.utils import instantiate
 
     from ltv.cluster import stage
-    from ltv.models.rows import BUYER
+    from ltv.models.fitting import BUYER
     from ltv.tasks.blocks import BlockStore, encode, fit_features
 
     root = ensure_data(cfg.data)

@@ -13,12 +13,12 @@ from omegaconf import DictConfig
 from ltv import cluster
 from ltv.data.sense import check_fit_buyers
 from ltv.memory import release_freed_memory
-from ltv.models._progress import sweep_trial
 from ltv.models.blocks import compile_for
-from ltv.models.rows import LabelledRows
+from ltv.models.fitting import LabelledRows
 from ltv.pipeline import LTVPipeline, prediction_and_buyer
 from ltv.tasks import data as data_task
 from ltv.tasks import evaluation, frames_cache
+from ltv.tasks.pruning import sweep_trial
 from ltv.tracking import logging as tlog
 from ltv.tracking.fitted import log_fitted, log_importance
 from ltv.tracking.store import setup as setup_tracking
@@ -43,7 +43,6 @@ def build_model(cfg: DictConfig):
         classifier=build(cfg.classifier),
         regressor=build(cfg.regressor),
         gate=build(cfg.gate),
-        ensemble=build(cfg.ensemble),
         whale=build(cfg.whale),
         sampling=build(sampling) if sampling is not None and sampling.get("_target_") else None,
         objective=cfg.objective,
@@ -78,8 +77,8 @@ def train(cfg: DictConfig) -> float:
         check_fit_buyers(train_rows.labels, valid_rows.labels, *windows)  # not an error from inside LightGBM
         t1 = time.perf_counter()
         # in an Optuna sweep: boosters report to the trial; its pruner may stop it
-        with cluster.stage("fit the chain"), sweep_trial():
-            pipeline.fit(train_rows, valid_rows)
+        with cluster.stage("fit the chain"), sweep_trial() as on_round:
+            pipeline.fit(train_rows, valid_rows, on_round=on_round)
         log_fitted(pipeline, time.perf_counter() - t1)
         release_freed_memory()  # the fit's Datasets and buffers, before the windows are scored
 
@@ -98,7 +97,7 @@ def train(cfg: DictConfig) -> float:
             print(f"model: models:/{cfg.tracking.registered_model}/{info.registered_model_version}")
         mlflow.log_metric("time.total_s", time.perf_counter() - t0)
         print(f"run: {run.info.run_id} (experiment {cfg.tracking.experiment}, store {cfg.tracking.uri})")
-        return _optimized_metric(results, cfg.get("optimized_metric", "valid.rmsle"))
+        return optimized_metric(results, cfg.get("optimized_metric", "valid.rmsle"))
 
 
 def distributed_training(cfg: DictConfig, engine) -> bool:
@@ -115,7 +114,7 @@ def distributed_training(cfg: DictConfig, engine) -> bool:
     return True
 
 
-def _optimized_metric(results: dict[str, dict[str, float]], name: str) -> float:
+def optimized_metric(results: dict[str, dict[str, float]], name: str) -> float:
     """The value a sweep optimises, named 'split.metric' (e.g. 'valid.rmsle'); never the holdout."""
     split, _, metric = str(name).partition(".")
     if split == "holdout" or split not in results or metric not in results[split]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from ltv.models import compiled
+from ltv.models import native_trees
 from ltv.serving import signature as sig
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def pip_requirements() -> list[str]:
 OBJECTIVE_KEY = "ltv_objective"  # MLmodel metadata: what the model predicts (evaluate.py reads it)
 
 # Package paths that loading and scoring the model never import, so the model does not ship them. What it
-# does import: pyfunc_model.py -> ltv.serving (coercion, signature) and ltv.models.compiled; the pickled
+# does import: pyfunc_model.py -> ltv.serving (coercion, signature), ltv.models.chain and ltv.models.native_trees; the pickled
 # pipeline -> ltv.pipeline, ltv.features, ltv.models, ltv.sampling, ltv.metrics, ltv.contract, ltv.io.
 # tests/test_pyfunc.py checks that every ltv import in the shipped files resolves inside the copy.
 _NOT_SHIPPED = (
@@ -156,7 +156,7 @@ def log_pipeline(
     example = sig.input_example(2) if input_example is None else input_example
     # MLflow loads the model once to check the input example: no tree compilation for that load (~30 s for
     # the default chain; a sweep logs a model per trial). predict / evaluate / the server compile at load.
-    with tempfile.TemporaryDirectory(prefix="ltv-pyfunc-") as tmp, _env(compiled.ENV_SWITCH, "0"):
+    with tempfile.TemporaryDirectory(prefix="ltv-pyfunc-") as tmp, _env(native_trees.ENV_SWITCH, "0"):
         path = Path(tmp) / "pipeline.joblib"
         joblib.dump(pipeline, path)
         info = mlflow.pyfunc.log_model(
@@ -209,7 +209,7 @@ def logged_objective(model_uri: str) -> str:
 def load_pipeline(model_uri: str, compile_trees: bool = True):
     """The raw fitted pipeline object behind a pyfunc model URI (e.g. ``models:/ltv-pipeline@champion``).
 
-    ``compile_trees``: compile the boosters to native code at load (:mod:`ltv.models.compiled`; once per
+    ``compile_trees``: compile the boosters to native code at load (:mod:`ltv.models.native_trees`; once per
     model and CPU, then from the disk cache). ``LTV_COMPILE_TREES=0`` turns it off everywhere.
     """
     model = mlflow.pyfunc.load_model(model_uri, model_config={"compile_trees": bool(compile_trees)})

@@ -17,7 +17,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
-from ltv.models.hurdle import finite_revenue
+from ltv.models.chain import finite_revenue
 from ltv.serving.batching import SharedPredicts
 from ltv.serving.coerce import InputError, frame_to_table
 from ltv.serving.signature import OUTPUT_COLUMN, PARTS_PARAM
@@ -61,12 +61,12 @@ class LTVPyfuncModel(mlflow.pyfunc.PythonModel):
 
         self.pipeline = joblib.load(context.artifacts["pipeline"])
         self._shared = None
-        # native tree code (ltv.models.compiled): same predictions up to float64 summation order, ~5x
+        # native tree code (ltv.models.native_trees): same predictions up to float64 summation order, ~5x
         # faster trees; compiled once per model and CPU, then loaded from the disk cache
         if (getattr(context, "model_config", None) or {}).get("compile_trees", True):
-            from ltv.models import compiled
+            from ltv.models import native_trees
 
-            if compiled.enabled() and hasattr(self.pipeline, "compile_trees"):
+            if native_trees.enabled() and hasattr(self.pipeline, "compile_trees"):
                 self.pipeline.compile_trees()
 
     def _shared_predicts(self) -> SharedPredicts:

@@ -84,11 +84,9 @@ def make_chain_data(
     return X, labels, time, oracle
 
 
-def small_chain(
-    ensemble: str = "hurdle", objective: str = "rmsle", sampling=None, gate: bool = True, seed: int = 0
-):
-    """An unfitted ``LTVModel`` with few trees and one thread, for fast tests."""
-    from ltv.models import HurdleEnsemble, LTVModel
+def small_chain(objective: str = "rmsle", sampling=None, gate: bool = True, seed: int = 0):
+    """An unfitted ``LTVModel`` as configured, with few trees and one thread each, for fast tests."""
+    from ltv.models import LTVModel
     from tests.helpers import estimators
 
     fast = {
@@ -98,17 +96,10 @@ def small_chain(
         "n_jobs": 1,
         "random_state": seed,
     }
-    ens = (
-        estimators.stacking(rf={"n_estimators": 30}, xgb={"n_estimators": 50}, meta={"n_estimators": 200},
-                            n_jobs=1, random_state=seed)
-        if ensemble == "stacking"
-        else HurdleEnsemble()
-    )  # fmt: skip
     return LTVModel(
         estimators.classifier(**fast),
         estimators.regressor(**fast),
         estimators.gate(enabled=gate),
-        ens,
         whale=estimators.whale(n_jobs=1, random_state=seed) if gate else None,
         sampling=sampling,
         objective=objective,

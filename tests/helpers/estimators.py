@@ -1,87 +1,67 @@
-"""The chain's estimators with the settings the model tests were written for (small, fast, seeded):
-each keyword that is not the estimator's own parameter goes into its ``booster`` mapping, and a mapping
-given for a mapping parameter (``booster``, ``rf``, ``direct``, ...) is merged over the base one."""
+"""The chain's estimators as conf/ configures them (the YAML option files are the one home of every chosen
+value: nothing here repeats one), with the changes a model test makes on top, each named in ``TOY`` with its
+reason, or given as keywords: a keyword that is not the estimator's own parameter goes into its ``lgbm``
+mapping; a mapping given for a mapping parameter is merged over the configured one.
+``tests/test_configs.py::test_helpers_repeat_no_configured_value`` fails when a value here equals the YAML's."""
 
 from __future__ import annotations
 
+import copy
 import inspect
+from functools import lru_cache
+from pathlib import Path
 
-from ltv.models import BuyerClassifier, Gate, RevenueRegressor, StackingEnsemble, WhaleClassifier
+from hydra.utils import get_class
+from omegaconf import OmegaConf
 
-_GBM = {"subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.5, "reg_lambda": 1.0, "n_jobs": 2,
-        "random_state": 0}  # fmt: skip
-CLASSIFIER = {
-    "booster": {
-        "n_estimators": 1000,
-        "learning_rate": 0.05,
-        "num_leaves": 31,
-        "min_child_samples": 50,
-        **_GBM,
-    },
-    "early_stopping_rounds": 50,
-    "calibration": "isotonic",
-}
-REGRESSOR = {
-    "horizons": ("iap_revenue_d7", "iap_revenue_d14", "iap_revenue_d28"),
-    "booster": {"n_estimators": 1000, "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 20, **_GBM},
-    "early_stopping_rounds": 50,
-    "retransform": "mixture",
-    "mixture_components": 2,
-    "quantiles": (0.5, 0.9, 0.99),
-    "thresholds": (1, 10, 100),
-    "variance_booster": {"n_estimators": 300, "learning_rate": 0.03, "num_leaves": 7, "min_child_samples": 50,
-                         "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.5, "reg_lambda": 1.0},
-}  # fmt: skip
-WHALE = {
-    "quantile": 0.9,
-    "booster": {"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 20,
-                "colsample_bytree": 0.5, "n_jobs": 2, "random_state": 0},
-    "early_stopping_rounds": 30,
-}  # fmt: skip
-GATE = {
-    "enabled": True, "metric": "auto", "cap_min": 0.3, "cap_max": 1.0, "n_cap": 8, "cutoff_min": 1e-4,
-    "cutoff_max": 0.05, "n_cutoff": 8, "exponent_min": 0.8, "exponent_max": 1.5, "n_exponent": 4,
-    "whale_grid": (0.3, 0.5, 0.7, 0.9),
-}  # fmt: skip
-STACKING = {
-    "n_folds": 3, "risk_columns": ("country", "dev_os", "advertiser_category", "dev_make"),
-    "risk_smoothing": 50.0, "clip_quantiles": (0.001, 0.999),
-    "enet": {"alpha": 0.01, "l1_ratio": 0.5, "tol": 1e-3, "max_iter": 500},
-    "rf": {"n_estimators": 100, "max_depth": 8, "max_samples": 0.3, "min_samples_leaf": 20},
-    "xgb": {"n_estimators": 200, "max_depth": 4, "learning_rate": 0.1, "tree_method": "hist"},
-    "meta": {"n_estimators": 500, "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 50},
-    "early_stopping_rounds": 50, "n_jobs": 2, "random_state": 0, "cross_fit": True,
+from ltv.config import CONFIG_DIR
+
+OPTIONS = {"classifier": "lgbm", "regressor": "lgbm", "whale": "lgbm", "gate": "default"}
+# The toy data of tests/helpers/chain_data.py has 11 feature columns, not 300: a tree that draws one column in
+# ten would see one feature, and 100 rows a leaf starve its few hundred buyers; the seed is the tests' own.
+TOY = {
+    "classifier": {"lgbm": {"colsample_bytree": 0.5, "min_child_samples": 50, "num_leaves": 31, "random_state": 0},
+                   "early_stopping_rounds": 50},
+    "regressor": {"lgbm": {"random_state": 0}, "early_stopping_rounds": 50},
+    "whale": {"lgbm": {"random_state": 0}},
 }  # fmt: skip
 
 
-def _build(cls, base: dict, params: dict):
+@lru_cache
+def configured(group: str) -> dict:
+    """``conf/<group>/<OPTIONS[group]>.yaml`` as plain data (``${seed}`` resolved to the project seed)."""
+    root = OmegaConf.load(Path(CONFIG_DIR) / "config.yaml")
+    node = OmegaConf.load(Path(CONFIG_DIR) / group / f"{OPTIONS[group]}.yaml")
+    return OmegaConf.to_container(OmegaConf.create({"seed": root.seed, "node": node}), resolve=True)["node"]
+
+
+def _build(group: str, params: dict):
+    node = copy.deepcopy(configured(group))
+    cls = get_class(node.pop("_target_"))
+    node.pop("defaults", None)
     own = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    kwargs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
-    for key, value in params.items():
-        if key in own and isinstance(value, dict) and isinstance(kwargs.get(key), dict):
-            kwargs[key].update(value)
-        elif key in own:
-            kwargs[key] = value
-        else:
-            kwargs.setdefault("booster", {})[key] = value
-    return cls(**kwargs)
+    for source in (TOY.get(group, {}), params):
+        for key, value in source.items():
+            if key in own and isinstance(value, dict) and isinstance(node.get(key), dict):
+                node[key] = {**node[key], **value}
+            elif key in own:
+                node[key] = value
+            else:
+                node.setdefault("lgbm", {})[key] = value
+    return cls(**node)
 
 
-def classifier(**params) -> BuyerClassifier:
-    return _build(BuyerClassifier, CLASSIFIER, params)
+def classifier(**params):
+    return _build("classifier", params)
 
 
-def regressor(**params) -> RevenueRegressor:
-    return _build(RevenueRegressor, REGRESSOR, params)
+def regressor(**params):
+    return _build("regressor", params)
 
 
-def whale(**params) -> WhaleClassifier:
-    return _build(WhaleClassifier, WHALE, params)
+def whale(**params):
+    return _build("whale", params)
 
 
-def gate(**params) -> Gate:
-    return _build(Gate, GATE, params)
-
-
-def stacking(**params) -> StackingEnsemble:
-    return _build(StackingEnsemble, STACKING, params)
+def gate(**params):
+    return _build("gate", params)

@@ -44,18 +44,19 @@ def _boost(learning_rate: float) -> float:
     """Valid log-loss of a seeded LightGBM classifier, fitted in stage 'boost' of a fit clock."""
     import numpy as np
 
-    from ltv.models import _progress
-    from ltv.models.booster import fit_booster
+    from ltv.models import fitting
+    from ltv.models.lgbm_fit import fit_booster
+    from ltv.tasks.pruning import sweep_trial
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(4000, 4))
     y = (X[:, 0] + 0.5 * rng.normal(size=4000) > 0).astype(int)
     params = {"objective": "binary", "n_estimators": 100, "learning_rate": learning_rate, "n_jobs": 1}
-    with _progress.sweep_trial(), _progress.FitClock(), _progress.stage("boost", 3000):
-        model, best = fit_booster(
+    with sweep_trial() as on_round, fitting.FitClock(on_round=on_round), fitting.stage("boost", 3000):
+        _, best, evals = fit_booster(
             params, X[:3000], y[:3000], eval_set=(X[3000:], y[3000:]), early_stopping_rounds=20
         )
-    return float(model.evals_result_["valid"]["binary_logloss"][best - 1])
+    return float(evals["valid"]["binary_logloss"][best - 1])
 
 
 if __name__ == "__main__":

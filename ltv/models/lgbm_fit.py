@@ -1,23 +1,25 @@
-"""The fit side of every LightGBM estimator: a ``booster:`` mapping passed through, early stopping,
-fixed-round clones, input checks.
+"""The fit side of every LightGBM booster (the predict side is :mod:`ltv.models.lgbm_predict`): an ``lgbm``
+mapping passed through, binned Datasets, early stopping, input checks.
 
-Each booster estimator (``BuyerClassifier``, ``RevenueRegressor``, ``WhaleClassifier``) takes its LightGBM
-parameters as one ``booster`` mapping, handed to LightGBM's sklearn estimator unchanged (as that wrapper
-does with ``**kwargs``); our own keys (early stopping, calibration, horizons, ...) are the estimator's
-other parameters. Defaults have one home: the code's are neutral (``booster=None``: LightGBM's own
-defaults; ``early_stopping_rounds=None``: no early stopping), every chosen value lives in ``conf/``.
+Each booster estimator (``BuyerClassifier``, ``WhaleClassifier``, ``RevenueRegressor``) takes its LightGBM
+parameters as one ``lgbm`` mapping, handed to LightGBM unchanged (LightGBM's names or the sklearn aliases it
+accepts); our own keys (early stopping, calibration, horizons, ...) are the estimator's other parameters.
+Defaults have one home: the code's are neutral (``lgbm=None``: LightGBM's own defaults;
+``early_stopping_rounds=None``: no early stopping), every chosen value lives in ``conf/``.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from ltv.models import _parallel, _progress
+from ltv.models.blocks import Blocks, dataset
+from ltv.models.fitting import booster_callbacks, fit_threads
 
 # One LightGBM Dataset construction at a time in a process. Two concurrent fits (``train.concurrent_fits``)
 # that built their Datasets at the same moment crashed the process (SIGSEGV inside LightGBM's
@@ -46,31 +48,23 @@ class _Constructed:
         self.release()
 
 
-class BoosterParams(BaseEstimator):
-    """An sklearn estimator (``get_params`` / ``set_params`` over the ``__init__`` keywords) one of whose
-    parameters is the ``booster`` mapping of LightGBM parameters (:meth:`lgbm_kwargs`)."""
+class LGBMEstimator(BaseEstimator):
+    """An sklearn estimator (``get_params`` / ``set_params`` over its ``__init__`` keywords) one of whose
+    parameters, ``lgbm``, is the mapping of LightGBM parameters of its booster(s)."""
 
-    def lgbm_kwargs(self, exclude=()) -> dict:
-        """The LightGBM parameters of this estimator's booster(s): the ``booster`` mapping (verbose quiet
-        unless it says otherwise), less the keys in ``exclude``."""
-        params = {"verbose": -1, **(self.booster or {})}
-        return {k: v for k, v in params.items() if k not in set(exclude)}
+    def lgbm_params(self, **fixed) -> dict:
+        """The ``lgbm`` mapping (verbose quiet unless it says otherwise) with ``fixed`` (what the estimator
+        itself decides, e.g. the objective) as the defaults it may override."""
+        return {"verbose": -1, **fixed, **(self.lgbm or {})}
 
-    def fixed_clone(self):
-        """Unfitted copy that trains exactly ``best_iteration_`` rounds with no early stopping.
-
-        Used for cross-fitted (out-of-fold) copies: the round count was chosen on the valid window.
-        """
-        params = self.get_params()
-        booster = dict(params["booster"] or {})
-        booster["n_estimators"] = int(getattr(self, "best_iteration_", booster.get("n_estimators", 100)))
-        return type(self)(**{**params, "booster": booster, "early_stopping_rounds": None})
+    @property
+    def predict_jobs(self):
+        """Threads a large predict call uses: the mapping's ``n_jobs`` (None: every core)."""
+        return (self.lgbm or {}).get("n_jobs")
 
 
 def append_eval_rows(X, X_eval, sample_weight=None):
     """(train + eval rows in X's column order, their weights) for a refit; eval rows weigh 1."""
-    from ltv.models.blocks import Blocks
-
     if isinstance(X, Blocks):
         X_all = X.concat(X_eval)
     else:
@@ -81,21 +75,13 @@ def append_eval_rows(X, X_eval, sample_weight=None):
     return X_all, np.concatenate([np.asarray(sample_weight, dtype=np.float64), np.ones(len(X_eval))])
 
 
-class FittedBooster:
-    """A trained LightGBM ``Booster`` (``booster_``) with the threads it predicts with (``n_jobs``): what
-    every booster estimator keeps, read by :func:`ltv.models._lgbm.booster_predict` as it reads a fitted
-    LightGBM sklearn model."""
+class Trained(NamedTuple):
+    """What :func:`fit_booster` returns: the LightGBM ``Booster``, the rounds to predict with and the valid
+    curves (``{"valid": {metric: [value per round]}}``; empty without an eval set)."""
 
-    def __init__(self, booster: lgb.Booster, n_jobs=None, evals_result: dict | None = None):
-        self.booster_ = booster
-        self.n_jobs = n_jobs
-        self.evals_result_ = evals_result or {}
-
-    def predict(self, X, num_iteration=None):
-        """Raw predictions of model matrix X at ``num_iteration`` rounds (probabilities for binary)."""
-        from ltv.models._lgbm import booster_predict
-
-        return booster_predict(self, X, self.booster_.feature_name(), num_iteration)
+    booster: lgb.Booster
+    rounds: int
+    evals: dict
 
 
 def _feval(fn):
@@ -104,17 +90,16 @@ def _feval(fn):
 
 
 def fit_booster(params: dict, X, y, sample_weight=None, eval_set=None, early_stopping_rounds=None,
-                eval_metric=None, init_score=None, eval_init_score=None) -> tuple[FittedBooster, int]:  # fmt: skip
-    """Train a LightGBM booster with ``params`` (LightGBM's own names or the sklearn aliases it accepts:
-    ``n_estimators``, ``random_state``, ``n_jobs``, ...) on model matrix ``X``: a pandas frame or
-    :class:`ltv.models.blocks.Blocks` (binned batch by batch, never one float matrix), early-stopping on
-    ``eval_set = (X_es, y_es)`` (first metric only) if given. Blocks bound to a cluster (``Blocks.on``,
-    ``train.distributed=true``) are trained by its workers, each on its share (:mod:`.cluster_training`),
-    with this same :func:`train_dataset`.
+                eval_metric=None) -> Trained:  # fmt: skip
+    """Train a LightGBM booster with ``params`` (LightGBM's names or the sklearn aliases it accepts:
+    ``n_estimators``, ``random_state``, ``n_jobs``, ``class_weight``, ...) on model matrix ``X``: a pandas
+    frame or :class:`ltv.models.blocks.Blocks` (binned batch by batch, never one float matrix),
+    early-stopping on ``eval_set = (X_es, y_es)`` (first metric only) if given. Blocks bound to a cluster
+    (``Blocks.on``, ``train.distributed=true``) are trained by its workers, each on its share
+    (:mod:`.cluster_training`), with this same :func:`train_dataset`.
 
     ``eval_metric``: ``(y_true, y_pred) -> (name, value, higher_is_better)`` callables (the metrics then
-    are these only). ``init_score`` / ``eval_init_score``: a base prediction the boosting corrects (raw
-    score scale). Returns the fitted booster and the number of rounds to predict with.
+    are these only, whatever ``params`` names).
     """
     params = {"verbose": -1, **params}
     rounds = int(params.pop("n_estimators", 100))
@@ -126,27 +111,24 @@ def fit_booster(params: dict, X, y, sample_weight=None, eval_set=None, early_sto
         cw = compute_sample_weight(class_weight, y)
         sample_weight = cw if sample_weight is None else np.asarray(sample_weight, dtype=np.float64) * cw
     patience = int(early_stopping_rounds) if eval_set is not None and early_stopping_rounds else None
-    n_jobs = params.get("n_jobs")
     feval = None
     if eval_metric is not None:
         params["metric"] = "None"
         feval = [_feval(fn) for fn in (eval_metric if isinstance(eval_metric, list) else [eval_metric])]
-    args = (X, y, sample_weight, init_score, eval_set, eval_init_score, patience, feval)
+    args = (X, y, sample_weight, None, eval_set, None, patience, feval)
     client = getattr(X, "client", None)
     if client is not None:  # train.distributed: the cluster's workers train it, each on its share
         from ltv.models.cluster_training import fit_on_cluster
 
         booster, evals = fit_on_cluster(train_dataset, client, params, rounds, *args)
     else:
-        threads = _parallel.fit_threads()  # one of several concurrent fits: its share of the cores
+        threads = fit_threads()  # one of several concurrent fits: its share of the cores
         if threads is not None:
             params["n_jobs"] = threads
-        booster, evals = train_dataset(
-            params, rounds, *args, _progress.booster_callbacks(rounds, bool(patience))
-        )
+        booster, evals = train_dataset(params, rounds, *args, booster_callbacks(rounds))
     booster.pandas_categorical = _categories(X)  # predictions re-code a frame of other categories as before
     best = booster.best_iteration if patience else 0
-    return FittedBooster(booster, n_jobs, evals), int(best) if best else rounds
+    return Trained(booster, int(best) if best else rounds, evals)
 
 
 def train_dataset(params: dict, rounds: int, X, y, sample_weight, init_score, eval_set, eval_init_score,
@@ -154,8 +136,6 @@ def train_dataset(params: dict, rounds: int, X, y, sample_weight, init_score, ev
     """LightGBM's binned Datasets of X (and of the eval set, by X's bin mappers), then ``lightgbm.train``:
     ``rounds`` at most, early-stopped after ``patience`` rounds without improvement of the first metric
     (None: every round). Returns the booster and its valid curves."""
-    from ltv.models.blocks import dataset
-
     train = dataset(X, y, sample_weight, params=params, init_score=init_score)
     valid_sets, evals, callbacks = [], {}, list(callbacks)
     if patience:
@@ -186,27 +166,9 @@ def _unit_weights(train: lgb.Dataset, valid: lgb.Dataset) -> None:
 
 
 def _categories(X) -> list[list] | None:
-    from ltv.models.blocks import Blocks
-
     if isinstance(X, Blocks):
         return [list(c) for c in X.categories] or None
     if not isinstance(X, pd.DataFrame):
         return None
     cats = [list(X[c].cat.categories) for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
     return cats or None
-
-
-def check_frame(X, name: str = "X"):
-    """Reject empty input and non-frame objects early, with a message naming the argument (a model matrix
-    as :class:`ltv.models.blocks.Blocks` is a frame here)."""
-    from ltv.models.blocks import Blocks
-
-    if isinstance(X, Blocks):
-        if len(X) == 0:
-            raise ValueError(f"{name} has no rows")
-        return X
-    if not hasattr(X, "iloc") or not hasattr(X, "columns"):
-        raise TypeError(f"{name} must be a pandas DataFrame, got {type(X).__name__}")
-    if len(X) == 0:
-        raise ValueError(f"{name} has no rows")
-    return X
