@@ -150,3 +150,10 @@ def test_generated_holdout_mean_p_over_10_is_the_observed_share():
     assert (parts["p_over_1"] >= parts["p_over_10"]).all() and (
         parts["p_over_10"] >= parts["p_over_100"]
     ).all()
+
+
+def test_spend_scale_has_one_floor_for_fit_predictions_and_pit():
+    from ltv.models.regressor import spend_scale
+
+    # a variance model may predict 0 or below: the scale the PIT divides by stays the fitted floor
+    np.testing.assert_allclose(spend_scale([0.0, -0.5, 4.0, 1e-8]), [1e-3, 1e-3, 2.0, 1e-3])

@@ -38,6 +38,12 @@ def cumulative_log_targets(Y: pd.DataFrame, horizons) -> np.ndarray:
     return np.maximum.accumulate(logs, axis=1)
 
 
+def spend_scale(s2) -> np.ndarray:
+    """The spenders' log-residual scale from the variance model's s2(x), floored at 1e-3: the one scale the
+    mixture is fitted on and that predictions and the PIT divide by (a zero would divide by zero)."""
+    return np.sqrt(np.clip(np.asarray(s2, dtype=np.float64), 1e-6, None))
+
+
 def smearing_factor(log_truth, log_pred) -> float:
     """Total-matching factor ``sum(exp(log_truth)) / sum(exp(log_pred))``: Duan's mean of exp(residual) weighted
     by exp(m) (the plain mean assumes residuals independent of m, but whales make the spread grow with m and it
@@ -217,7 +223,7 @@ class RevenueRegressor(LGBMEstimator):
             self.spend_share_.append(pi)
             if self.retransform == "mixture":
                 s2 = booster_predict(booster, X, self.feature_names_in_, best, None, self.predict_jobs)
-                scale = np.sqrt(np.clip(s2, 1e-6, None))
+                scale = spend_scale(s2)
                 z = (target[pos, k] - oof[pos, k] / pi) / scale[pos]
                 mixture = ResidualMixture(
                     self.mixture_components or 1, (self.lgbm or {}).get("random_state")
@@ -233,7 +239,7 @@ class RevenueRegressor(LGBMEstimator):
                     )
                     num += np.sum(np.expm1(es_target[:, k]))
                     den += np.sum(
-                        pi * spend_mean(es_pred[:, k] / pi, np.sqrt(np.clip(es_s2, 1e-6, None)), mixture)
+                        pi * spend_mean(es_pred[:, k] / pi, spend_scale(es_s2), mixture)
                     )
                 self.level_ = [*(self.level_ or []), float(num / max(den, 1e-12))]
         return self
@@ -251,7 +257,7 @@ class RevenueRegressor(LGBMEstimator):
         :meth:`predict_log` of ``X`` (``log``, where the caller has it)."""
         log = self.predict_log(X, cache) if log is None else np.asarray(log, dtype=np.float64)
         if self.mixtures_:
-            pi, scale = np.asarray(self.spend_share_), np.sqrt(self.predict_variance(X, cache))
+            pi, scale = np.asarray(self.spend_share_), spend_scale(self.predict_variance(X, cache))
             spend = [spend_mean(log[:, k] / pi[k], scale[:, k], mix) for k, mix in enumerate(self.mixtures_)]
             dollars = pi * np.column_stack(spend) * np.asarray(self.level_)
         elif self.variance_models_:
@@ -273,7 +279,7 @@ class RevenueRegressor(LGBMEstimator):
         pi = float(self.spend_share_[0])
         booster, best = self.variance_models_[0]
         s2 = booster_predict(booster, X, self.feature_names_in_, best, cache, self.predict_jobs)
-        scale = np.sqrt(np.clip(s2, 0.0, None))
+        scale = spend_scale(s2)
         cols = predictive_columns(np.asarray(p_buyer) * pi, np.asarray(log)[:, 0] / pi, scale, self.mixtures_[0],
                                   self.quantiles, self.thresholds)  # fmt: skip
         return {**cols, "spend_scale": scale}
