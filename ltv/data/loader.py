@@ -44,7 +44,6 @@ __all__ = [
     "Window",
     "list_files",
     "load_split",
-    "map_files",
     "read_table",
 ]
 
@@ -291,51 +290,3 @@ def _ids_and_report(part) -> tuple[np.ndarray, LoadReport]:
 
 def _rows(frame: pd.DataFrame, rows) -> pd.DataFrame:
     return frame.iloc[rows] if isinstance(rows, slice) else frame.loc[rows].reset_index(drop=True)
-
-
-def map_files(
-    engine,
-    root: str | Path,
-    subset: str,
-    window: Window,
-    fn: Callable[[pa.Table, int], object],
-    *,
-    seed: int = 0,
-    labelled: bool | None = None,
-) -> tuple[list, LoadReport]:
-    """``fn(table, i)`` of each file ``i`` of a window, one task per file on ``engine``
-    (:class:`ltv.cluster.Engine`), gathering only what ``fn`` returns (keep it small: a summary, a path
-    written, labels): the window's rows never travel as a whole.
-
-    ``table`` is the file read, validated, repaired and sampled as :func:`load_split` does (features,
-    ``row_id``, ``datetime`` and, when labelled, the labels); files that keep no row are skipped.
-    Returns ``fn``'s results in file (time) order, and the merged load report. Logs its progress (files,
-    rows, rows/s) at least every 30 s.
-    """
-    labelled = subset == "train" if labelled is None else labelled
-    started = time.perf_counter()
-    files, empty = _discover(root, subset, window, seed)
-    items = [(i, h, p) for i, (h, p) in enumerate(files)]
-    results, report = [], _empty_report(root, subset, empty)
-    t_log = time.perf_counter()
-    outputs = engine.map(_map_one, items, name=lambda item: f"file {item[2]}", subset=subset, window=window,
-                         seed=seed, labelled=labelled, per_file=fn)  # fmt: skip
-    for done, (out, part) in enumerate(outputs, start=1):
-        report.merge(part)
-        if out is not None:
-            results.append(out)
-        if time.perf_counter() - t_log >= 30 or done == len(items):  # never silent on a big window
-            t_log, secs = time.perf_counter(), time.perf_counter() - started
-            log.info("%s %s: %d/%d files, %s rows kept in %.0f s (%.0f rows/s)", subset, window.describe(),
-                     done, len(items), f"{report.rows_kept:,}", secs, report.rows_kept / max(secs, 1e-9))  # fmt: skip
-    emit_warnings(report, subset, set())
-    if not results:
-        raise DataError(f"{window.describe()} of {root}/{subset} has no usable row: {report.summary()}")
-    report.seconds = time.perf_counter() - started
-    return results, report
-
-
-def _map_one(item, subset, window, seed, labelled, per_file):
-    i, hour, path = item
-    table, report = _read(path, subset, hour, window, seed, None, labelled)
-    return (per_file(table, i) if table.num_rows else None), report

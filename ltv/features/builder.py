@@ -39,6 +39,9 @@ _NEVER_NULL = {"hour", "weekday"}  # 0% null in the contract; a flag would be co
 _NOT_FEATURES = set(contract.LABEL_COLUMNS) | {contract.ROW_ID, contract.PARTITION_COLUMN}
 
 
+_DERIVED = ("_plan", "_width", "_needed", "_output", "_n_stats", "_categories")  # not pickled
+
+
 class FeatureBuilder:
     """Feature groups toggled by name, extracted statelessly and finished by a train-only fit.
 
@@ -276,14 +279,7 @@ class FeatureBuilder:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        for derived in (
-            "_plan",
-            "_width",
-            "_needed",
-            "_output",
-            "_n_stats",
-            "_categories",
-        ):  # rebuilt on unpickling
+        for derived in _DERIVED:  # rebuilt on unpickling
             state.pop(derived, None)
         return state
 

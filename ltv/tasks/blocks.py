@@ -1,7 +1,7 @@
 """The labelled windows as blocks for training: the feature encodings fitted from the train files, then
 every window encoded file by file into float32 blocks on disk (:mod:`ltv.models.blocks`).
 
-Two passes over the train files, each one task per file on the engine (:func:`ltv.data.loader.map_files`):
+Two passes over the train files, each one task per file on the engine (:func:`ltv.data.files.map_files`):
 
 1. **fit**: extract each file's features and send back only the columns the encodings are fitted on
    (categorical features, segment keys and features: strings as ``category``), from which the
@@ -30,11 +30,11 @@ import pyarrow.compute as pc
 from pandas.api.types import union_categoricals
 
 from ltv import contract
-from ltv.data.loader import LoadReport, Window, map_files
+from ltv.data.files import map_files
+from ltv.data.loader import LoadReport, Window
 from ltv.io import atomic_write
-from ltv.models.fitting import FitClock, stage
 from ltv.models.blocks import Blocks, Part
-from ltv.models.fitting import LabelledRows
+from ltv.models.fitting import FitClock, LabelledRows, stage
 from ltv.pipeline import request_time
 
 log = logging.getLogger(__name__)
