@@ -55,9 +55,9 @@ class BlockStore:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def fit_features(engine, builder, root: Path, window: Window, seed: int, progress_every_s: float = 30.0) -> LoadReport:
+def fit_features(engine, builder, root: Path, window: Window, seed: int, progress_every_s: float | None) -> LoadReport:
     """Fit ``builder``'s encodings on the train window's files, one task per file; returns the load report.
-    The fit itself logs a progress line at least every ``progress_every_s`` seconds."""
+    The fit itself logs a progress line at least every ``progress_every_s`` seconds (None: none)."""
     results, report = map_files(engine, root, "train", window, functools.partial(_fit_part, builder=builder),
                                 seed=seed)  # fmt: skip
     values = _concat([frame for frame, _ in results])

@@ -124,7 +124,7 @@ def load_blocks(cfg: DictConfig, engine) -> LoadedBlocks:
     store = BlockStore(train_cfg.get("block_dir"))
     with stage("fit the feature encodings on the train files"):
         reports = {"train": fit_features(engine, builder, root, window(cfg.data, "train"), cfg.seed,
-                                         train_cfg.get("progress_every_s", 30.0))}  # fmt: skip
+                                         train_cfg.get("progress_every_s"))}  # fmt: skip
     _release(engine)
     labels = list(dict.fromkeys([TARGET, BUYER, *cfg.regressor.horizons]))  # what the chain and metrics read
     splits = {}
